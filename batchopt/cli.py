@@ -1,0 +1,141 @@
+"""The `batchopt` command: parse arguments, call the runner, map errors to exit codes.
+
+Heavy modules (polars, duckdb, the SDKs) are imported inside the commands, so `batchopt --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchopt.errors import EXIT_INTERRUPTED, BatchoptError
+
+
+def _fail(error: BatchoptError) -> None:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+class _Group(click.Group):
+    """Turns BatchoptError into its one-line message and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchoptError as error:
+            _fail(error)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="batchopt")
+def main() -> None:
+    """Offline batch LLM jobs that cost less without returning less."""
+
+
+_path = click.Path(path_type=Path)
+
+
+@main.command()
+@click.argument("pipeline", type=_path)
+@click.option("--profile", help="Model set-up from the YAML's profiles (default: default_profile)")
+@click.option("--run-id", help="Name this run; re-using an id resumes and replaces that run")
+@click.option("--input", "input_path", type=_path, help="Override input.path")
+@click.option("--output", "output_path", type=_path, help="Override output.path")
+@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
+@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--quiet", is_flag=True, help="No progress bar")
+def run(
+    pipeline: Path,
+    profile: str | None,
+    run_id: str | None,
+    input_path: Path | None,
+    output_path: Path | None,
+    ledger_path: Path | None,
+    cache_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger."""
+    from batchopt.config import load_pipeline
+    from batchopt.progress import RichObserver, print_summary
+    from batchopt.runner import RunOptions, run_pipeline
+
+    loaded = load_pipeline(pipeline)
+    options = RunOptions(
+        profile=profile, run_id=run_id, input=input_path, output=output_path,
+        ledger=ledger_path, cache_dir=cache_dir,
+    )
+    observer = RichObserver(enabled=not quiet)
+    try:
+        summary = run_pipeline(loaded, options, observer=observer)
+    except KeyboardInterrupt:
+        observer.close()
+        click.echo(
+            "interrupted: every answer received so far is saved in the cache; "
+            "run the same command again to resume without paying for them",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        observer.close()
+    print_summary(summary)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("pipeline", type=_path)
+def validate(pipeline: Path) -> None:
+    """Check PIPELINE's YAML (keys, types, env vars) without reading data or spending."""
+    from batchopt.config import load_pipeline
+
+    loaded = load_pipeline(pipeline)
+    names = ", ".join(sorted(loaded.config.profiles))
+    click.echo(
+        f"{loaded.source}: valid (pipeline '{loaded.config.name}', profiles: {names}, "
+        f"default: {loaded.config.default_profile})"
+    )
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of a pipeline YAML (for editors)."""
+    from batchopt.config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.group(cls=_Group)
+def ledger() -> None:
+    """Ask the cost ledger questions in SQL."""
+
+
+@ledger.command("query")
+@click.argument("sql")
+@click.option("--ledger", "ledger_path", type=_path, required=True, help="Ledger folder")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+    show_default=True,
+)
+def ledger_query(sql: str, ledger_path: Path, fmt: str) -> None:
+    """Run SQL over the ledger; the ledger is the view `ledger`."""
+    from batchopt.ledger.store import query
+
+    click.echo(query(ledger_path, sql, fmt))
+
+
+@main.command("fake-server")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--latency-ms", type=float, default=0.0, show_default=True)
+def fake_server(port: int, latency_ms: float) -> None:
+    """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending."""
+    from batchopt.providers.fake.server import serve
+
+    serve(port=port, latency_ms=latency_ms)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

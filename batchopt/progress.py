@@ -1,0 +1,70 @@
+"""What a person sees: a progress bar while sending, and the closing summary."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from batchopt.records import Result
+from batchopt.runner import RunObserver, RunSummary
+
+
+class RichObserver(RunObserver):
+    """Draws a rich progress bar on stderr while requests are sent."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._progress: Progress | None = None
+        self._task: int | None = None
+
+    def sending(self, total: int) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("send", total=total)
+
+    def answered(self, result: Result) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The closing summary, one fact a line, on stdout."""
+    console = Console(highlight=False)
+    share = summary.saving_usd / summary.baseline_cost_usd if summary.baseline_cost_usd else 0.0
+    console.print(f"[bold]run {summary.run_id}[/bold] · pipeline {summary.pipeline} · "
+                  f"profile {summary.profile} ({summary.provider}/{summary.model})")
+    console.print(f"rows               {summary.rows:,}")
+    console.print(f"distinct requests  {summary.distinct_requests:,} "
+                  f"(exact duplicates: {summary.exact_duplicates:,})")
+    console.print(f"answered           sent {summary.sent:,} · from cache "
+                  f"{summary.cache_hits:,} · failed rows {summary.failed_rows:,}")
+    console.print(f"tokens             input {summary.input_tokens:,} (cached "
+                  f"{summary.cached_input_tokens:,}) · output {summary.output_tokens:,}")
+    console.print(f"cost               {_usd(summary.cost_usd)} · baseline "
+                  f"{_usd(summary.baseline_cost_usd)} · saved {_usd(summary.saving_usd)} "
+                  f"({share:.1%})")
+    if summary.sent == 0 and summary.failed_rows == 0:
+        console.print("spent $0: every request was answered from the cache or by dedup, "
+                      "no request was sent")
+    console.print(f"outputs            {summary.output_path}")
+    console.print(f"ledger             {summary.ledger_path}")
+    if summary.failed_rows:
+        console.print(f"[yellow]{summary.failed_rows} row(s) failed: see the ledger's "
+                      f"'error' column (batchopt ledger query ... \"select * from failures\")"
+                      f"[/yellow]")

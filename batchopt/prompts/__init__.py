@@ -1,0 +1,1 @@
+"""Turning rows into requests: sandboxed templates and token counts."""

@@ -1,0 +1,68 @@
+"""The one interface every provider implements.
+
+A provider translates a `Request` to its wire payload and a raw response back to a `Result`
+(`to_payload` / `from_payload`, pure and testable without I/O), and makes one call with
+`complete`. Concurrency, rate limits, retries and caching belong to the executor, not here:
+a provider makes exactly one attempt per `complete` call (SDK retries are off) and raises
+`TransientProviderError` or `TerminalProviderError` when it fails.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchopt.records import Request, Result
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond plain chat."""
+
+    batch: bool = False
+    json_schema: bool = False
+    logprobs: bool = False
+    prompt_cache: bool = False
+    # Cost from measured time ($/hour) rather than from a per-token price.
+    priced_by_time: bool = False
+
+
+class Provider(ABC):
+    """A model provider: one attempt per `complete` call."""
+
+    name: str = "provider"
+    capabilities: Capabilities = Capabilities()
+
+    @abstractmethod
+    def to_payload(self, request: Request) -> dict[str, Any]:
+        """The request body this provider's API takes for `request`."""
+
+    @abstractmethod
+    def from_payload(self, request: Request, raw: dict[str, Any]) -> Result:
+        """A `Result` from the provider's raw response body (a dict)."""
+
+    @abstractmethod
+    async def complete(self, request: Request) -> Result:
+        """Send `request` once; raise TransientProviderError or TerminalProviderError on failure."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and connections."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """What a provider needs to be built; the runner fills it from the chosen profile.
+
+    `api_key` is held in memory only: providers must never write it anywhere or put it in an
+    error message.
+    """
+
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    concurrency: int = 8
+    model_path: str | None = None
+    n_ctx: int = 2048

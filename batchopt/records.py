@@ -1,0 +1,73 @@
+"""Small frozen records passed between stages and providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as the provider reported it.
+
+    `input_tokens` counts every prompt token, cached ones included; `cached_input_tokens` and
+    `cache_write_tokens` say how many of them were read from or written to a prompt cache.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(**{k: int(data.get(k) or 0) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Request:
+    """One distinct model call: what is sent, to whom, with which parameters.
+
+    `key` is the canonical hash of everything that decides the answer (provider, model, params,
+    messages); it keys the response cache.
+    """
+
+    key: str
+    provider: str
+    model: str
+    system: str
+    user: str
+    max_tokens: int
+    temperature: float = 0.0
+    json_schema: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    estimated_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    """The answer to one Request, or why there is none."""
+
+    key: str
+    text: str | None
+    usage: Usage = field(default_factory=Usage)
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    finish_reason: str | None = None
+    request_id: str | None = None
+    latency_ms: float = 0.0
+    attempts: int = 1
+    from_cache: bool = False
+    parsed: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -1,0 +1,428 @@
+"""One run of a pipeline, start to finish: the only module that knows the whole flow.
+
+    read → render → exact dedup → requests → response cache → online calls → fan out
+         → outputs (Parquet) + ledger (Parquet, DuckDB views)
+
+`prepare` does everything before the first paid request (and spends nothing); `execute` sends
+what the cache cannot answer, persisting each answer as it arrives; `finish` fans the answers out
+to every row and writes the outputs and the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from batchopt.config import LoadedPipeline, ModelConfig
+from batchopt.dedup.exact import exact_groups
+from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK, ConfigError
+from batchopt.execute.cache import ResponseCache
+from batchopt.execute.online import OnlineExecutor, OnlineSettings
+from batchopt.hashing import stable_hash
+from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
+from batchopt.io.writer import write_parquet_atomic
+from batchopt.ledger.ledger import price_ledger
+from batchopt.ledger.pricing import ModelPrice, PriceTable
+from batchopt.ledger.store import write_ledger, write_views_file
+from batchopt.prompts.template import PromptRenderer, render_prompts
+from batchopt.providers.base import ProviderSettings
+from batchopt.records import Request, Result, Usage
+from batchopt.tokens import count_tokens
+
+_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
+_DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+# Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for the pre-spend estimate only.
+_LOCAL_PROMPT_TOK_S = 295.0
+_LOCAL_GEN_TOK_S = 100.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Per-invocation choices: the profile, the run id, and path overrides for schedulers."""
+
+    profile: str | None = None
+    run_id: str | None = None
+    input: Path | None = None
+    output: Path | None = None
+    ledger: Path | None = None
+    cache_dir: Path | None = None
+
+
+class RunObserver:
+    """Progress hooks; the CLI draws a progress bar with them. The default does nothing."""
+
+    def stage(self, name: str) -> None:
+        """A stage began."""
+
+    def sending(self, total: int) -> None:
+        """`total` requests are about to be sent."""
+
+    def answered(self, result: Result) -> None:
+        """One request was answered (or failed for good)."""
+
+
+@dataclass
+class Plan:
+    """Everything known before the first paid request."""
+
+    pipeline: LoadedPipeline
+    profile_name: str
+    profile: ModelConfig
+    settings: ProviderSettings
+    run_id: str
+    rows: pl.DataFrame
+    requests: dict[str, Request]  # by group_id
+    price: ModelPrice
+    baseline: tuple[str, str]
+    prices: PriceTable
+    paths: dict[str, Path]
+    keep_columns: list[str]
+
+
+@dataclass
+class RunSummary:
+    """What a run did and what it cost; the CLI prints it."""
+
+    run_id: str
+    pipeline: str
+    profile: str
+    provider: str
+    model: str
+    rows: int
+    distinct_requests: int
+    exact_duplicates: int
+    cache_hits: int
+    sent: int
+    failed_rows: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+    output_path: Path
+    ledger_path: Path
+    exit_code: int = EXIT_OK
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def saving_usd(self) -> float:
+        return self.baseline_cost_usd - self.cost_usd
+
+
+def new_run_id() -> str:
+    """A sortable run id: the UTC time to the second."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def provider_settings(profile_name: str, profile: ModelConfig, env: dict[str, str]) -> ProviderSettings:
+    """Build provider settings from a profile, reading the API key from its env var."""
+    api_key = None
+    base_url = profile.base_url
+    if profile.provider in _KEY_ENV:
+        key_env = profile.api_key_env or _KEY_ENV[profile.provider]
+        api_key = env.get(key_env)
+        if not api_key:
+            raise ConfigError(
+                f"profiles.{profile_name}: environment variable {key_env} (the API key) is not set"
+            )
+        base_url = base_url or env.get(_BASE_URL_ENV[profile.provider]) or _DEFAULT_BASE_URL[
+            profile.provider
+        ]
+    return ProviderSettings(
+        provider=profile.provider,
+        model=profile.model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_s=profile.timeout_s,
+        concurrency=profile.concurrency,
+        model_path=profile.model_path,
+        n_ctx=profile.n_ctx,
+    )
+
+
+def prepare(
+    loaded: LoadedPipeline,
+    options: RunOptions,
+    env: dict[str, str] | None = None,
+    observer: RunObserver | None = None,
+) -> Plan:
+    """Read, render, dedup and build the requests; check prices and keys. Spends nothing."""
+    observer = observer or RunObserver()
+    env = dict(os.environ) if env is None else env
+    cfg = loaded.config
+    profile_name, profile = loaded.profile(options.profile)
+    settings = provider_settings(profile_name, profile, env)
+    if profile.provider == "local" and profile.model_path:
+        settings = _with_model_path(settings, str(loaded.resolve(profile.model_path)))
+
+    overrides = {name: price.model_dump() for name, price in cfg.pricing.models.items()}
+    local_rate = profile.usd_per_hour or cfg.pricing.local_usd_per_hour
+    prices = PriceTable.load(overrides=overrides, local_usd_per_hour=local_rate)
+    price = prices.price(profile.provider, profile.model)
+    baseline = (cfg.baseline.provider, cfg.baseline.model) if cfg.baseline else (
+        profile.provider, profile.model)
+    prices.price(*baseline)
+
+    paths = {
+        "input": options.input or loaded.resolve(cfg.input.path),
+        "output": options.output or loaded.resolve(cfg.output.path),
+        "ledger": options.ledger or loaded.resolve(cfg.ledger.path),
+        "cache": options.cache_dir or loaded.resolve(cfg.cache.path),
+    }
+
+    observer.stage("read")
+    renderer = PromptRenderer(cfg.prompt.template)
+    rows = read_rows(
+        paths["input"],
+        cfg.input.id_column,
+        renderer.variables,
+        keep_columns=cfg.input.columns,
+        hive_partitioning=cfg.input.hive_partitioning,
+    )
+    keep_columns = [c for c in rows.columns if c not in (FILE_COLUMN, ROW_COLUMN)]
+    if cfg.prompt.output_column in keep_columns:
+        raise ConfigError(
+            f"prompt.output_column: '{cfg.prompt.output_column}' is already an input column"
+        )
+
+    observer.stage("render")
+    rows = render_prompts(rows, renderer, cfg.input.id_column)
+    observer.stage("dedup")
+    rows = exact_groups(
+        rows, cfg.input.id_column, "prompt_user",
+        enabled=cfg.dedup.exact, ignore_case=cfg.dedup.ignore_case,
+    )
+    requests = _build_requests(rows, cfg.prompt.system, cfg.prompt.json_schema, profile, settings)
+    return Plan(
+        pipeline=loaded, profile_name=profile_name, profile=profile, settings=settings,
+        run_id=options.run_id or new_run_id(), rows=rows, requests=requests, price=price,
+        baseline=baseline, prices=prices, paths=paths, keep_columns=keep_columns,
+    )
+
+
+def _with_model_path(settings: ProviderSettings, model_path: str) -> ProviderSettings:
+    from dataclasses import replace
+
+    return replace(settings, model_path=model_path)
+
+
+def _build_requests(
+    rows: pl.DataFrame,
+    system: str,
+    json_schema: dict[str, Any] | None,
+    profile: ModelConfig,
+    settings: ProviderSettings,
+) -> dict[str, Request]:
+    representatives = rows.filter(pl.col("dedup") == "none")
+    endpoint = settings.base_url or settings.model_path or ""
+    system_tokens = count_tokens(system, profile.model)
+    requests: dict[str, Request] = {}
+    for group_id, user in representatives.select("group_id", "prompt_user").iter_rows():
+        key = stable_hash(
+            {
+                "provider": profile.provider, "endpoint": endpoint, "model": profile.model,
+                "system": system, "user": user, "max_tokens": profile.max_tokens,
+                "temperature": profile.temperature, "json_schema": json_schema,
+                "params": profile.params,
+            }
+        )
+        requests[group_id] = Request(
+            key=key, provider=profile.provider, model=profile.model, system=system, user=user,
+            max_tokens=profile.max_tokens, temperature=profile.temperature,
+            json_schema=json_schema, params=dict(profile.params),
+            estimated_input_tokens=system_tokens + count_tokens(user, profile.model),
+        )
+    return requests
+
+
+def execute(
+    plan: Plan,
+    cache: ResponseCache,
+    observer: RunObserver | None = None,
+) -> dict[str, Result]:
+    """Answer every request from the cache or the provider; returns results by request key."""
+    from batchopt.providers.registry import create_provider
+
+    observer = observer or RunObserver()
+    results: dict[str, Result] = {}
+    misses: list[Request] = []
+    for request in {r.key: r for r in plan.requests.values()}.values():
+        cached = cache.get(request.key)
+        if cached is not None:
+            results[request.key] = cached
+        else:
+            misses.append(request)
+    if not misses:
+        return results
+
+    observer.stage("send")
+    observer.sending(len(misses))
+    profile = plan.profile
+    online = OnlineSettings(
+        concurrency=profile.concurrency, rpm=profile.rpm, tpm=profile.tpm,
+        timeout_s=profile.timeout_s, max_attempts=profile.max_attempts,
+    )
+
+    async def send() -> dict[str, Result]:
+        provider = create_provider(plan.settings)
+        try:
+            executor = OnlineExecutor(provider, online, cache.put, observer.answered)
+            return await executor.run(misses)
+        finally:
+            await provider.aclose()
+
+    results.update(asyncio.run(send()))
+    return results
+
+
+def _estimated_cost(plan: Plan, request: Request) -> float:
+    usage = Usage(input_tokens=request.estimated_input_tokens, output_tokens=request.max_tokens)
+    seconds = (
+        request.estimated_input_tokens / _LOCAL_PROMPT_TOK_S + request.max_tokens / _LOCAL_GEN_TOK_S
+    )
+    return plan.prices.cost(plan.price, usage, latency_ms=seconds * 1000.0)
+
+
+def _group_table(plan: Plan, results: dict[str, Result]) -> pl.DataFrame:
+    """One row per group: the answer and what its representative's ledger row says."""
+    records = []
+    for group_id, request in plan.requests.items():
+        result = results[request.key]
+        billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
+        usage = result.usage if billed else Usage()
+        mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
+        records.append({
+            "group_id": group_id,
+            "answer": result.text if result.ok else None,
+            "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
+            "group_mode": mode,
+            "status": result.status,
+            "error": result.error,
+            "request_id": result.request_id,
+            "latency_ms": result.latency_ms if not result.from_cache else 0.0,
+            "attempts": result.attempts,
+            **usage.to_dict(),
+            "baseline_input_tokens": result.usage.input_tokens,
+            "baseline_output_tokens": result.usage.output_tokens,
+            "baseline_latency_ms": result.latency_ms,
+            "estimated_cost_usd": 0.0 if result.from_cache else _estimated_cost(plan, request),
+        })
+    return pl.DataFrame(records, schema_overrides={
+        "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
+        "request_id": pl.String, "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
+    })
+
+
+def _facts(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
+    cfg = plan.pipeline.config
+    rep = pl.col("dedup") == "none"
+    zero_int = pl.lit(0, dtype=pl.Int64)
+    joined = plan.rows.select(
+        pl.col(cfg.input.id_column).cast(pl.String).alias("row_id"),
+        "group_id", "representative_id", "dedup", "similarity",
+    ).join(groups, on="group_id", how="left", maintain_order="left")
+    per_rep = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
+    return joined.with_columns(
+        pl.lit(plan.run_id).alias("run_id"),
+        pl.lit(cfg.name).alias("pipeline"),
+        pl.lit(plan.profile_name).alias("tier"),
+        pl.lit(plan.profile.provider).alias("provider"),
+        pl.lit(plan.profile.model).alias("model"),
+        pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
+        .otherwise(pl.lit("dedup")).alias("mode"),
+        pl.lit("single").alias("route_reason"),
+        pl.lit(False).alias("escalated"),
+        *[pl.when(rep).then(pl.col(c)).otherwise(zero_int).cast(pl.Int64).alias(c)
+          for c in per_rep],
+        pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),
+        pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
+        pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
+        pl.when(rep).then(pl.col("estimated_cost_usd")).otherwise(0.0).alias("estimated_cost_usd"),
+        pl.lit(None, dtype=pl.String).alias("batch_id"),
+        pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"),
+        pl.col("baseline_input_tokens").cast(pl.Int64),
+        pl.col("baseline_output_tokens").cast(pl.Int64),
+    )
+
+
+def _outputs(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
+    cfg = plan.pipeline.config
+    out_col = cfg.prompt.output_column
+    frame = plan.rows.join(
+        groups.select("group_id", "answer", "parsed_json"), on="group_id", how="left",
+        maintain_order="left",
+    )
+    columns = [pl.col(c) for c in plan.keep_columns] + [pl.col("answer").alias(out_col)]
+    schema = cfg.prompt.json_schema or {}
+    for prop in (schema.get("properties") or {}) if schema.get("type") == "object" else {}:
+        columns.append(
+            pl.col("parsed_json").str.json_path_match(f"$.{prop}").alias(f"{out_col}_{prop}")
+        )
+    return frame.select(columns)
+
+
+def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
+    """Fan answers out to every row; write the outputs and the ledger atomically."""
+    cfg = plan.pipeline.config
+    groups = _group_table(plan, results)
+    facts = _facts(plan, groups)
+    ledger = price_ledger(
+        facts, plan.prices, plan.baseline[0], plan.baseline[1], price_version=plan.prices.version
+    )
+    outputs = _outputs(plan, groups)
+    write_parquet_atomic(outputs, plan.paths["output"])
+    ledger_file = write_ledger(ledger, plan.paths["ledger"], cfg.name, plan.run_id)
+    write_views_file(plan.paths["ledger"])
+
+    failed = int((ledger["status"] == "failed").sum())
+    modes = ledger["mode"].value_counts()
+    counts = dict(zip(modes["mode"].to_list(), modes["count"].to_list(), strict=True))
+    exit_code = EXIT_OK
+    if failed and failed / ledger.height > cfg.max_failed_share:
+        exit_code = EXIT_FAILED_ROWS
+    return RunSummary(
+        run_id=plan.run_id, pipeline=cfg.name, profile=plan.profile_name,
+        provider=plan.profile.provider, model=plan.profile.model, rows=ledger.height,
+        distinct_requests=len({r.key for r in plan.requests.values()}),
+        exact_duplicates=int((ledger["dedup"] == "exact").sum()),
+        cache_hits=int(counts.get("cache", 0)),
+        sent=sum(1 for r in results.values() if not r.from_cache and r.attempts > 0),
+        failed_rows=failed,
+        input_tokens=int(ledger["input_tokens"].sum()),
+        cached_input_tokens=int(ledger["cached_input_tokens"].sum()),
+        output_tokens=int(ledger["output_tokens"].sum()),
+        cost_usd=float(ledger["cost_usd"].sum()),
+        baseline_cost_usd=float(ledger["baseline_cost_usd"].sum()),
+        output_path=plan.paths["output"], ledger_path=ledger_file, exit_code=exit_code,
+    )
+
+
+def run_pipeline(
+    loaded: LoadedPipeline,
+    options: RunOptions | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    observer: RunObserver | None = None,
+    on_prepared: Callable[[Plan], None] | None = None,
+) -> RunSummary:
+    """Run a pipeline end to end and return its summary."""
+    options = options or RunOptions()
+    plan = prepare(loaded, options, env=env, observer=observer)
+    if on_prepared is not None:
+        on_prepared(plan)
+    cfg = plan.pipeline.config
+    cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
+    try:
+        results = execute(plan, cache, observer)
+    finally:
+        cache.close()
+    return finish(plan, results)

@@ -1,0 +1,58 @@
+"""Shared helpers for tests: a minimal valid pipeline written into a tmp folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+
+def write_tickets(path: Path, rows: list[dict[str, Any]] | None = None) -> Path:
+    rows = rows or [
+        {"ticket_id": "T1", "subject": "Refund", "body": "Please refund order #10233."},
+        {"ticket_id": "T2", "subject": "Refund", "body": "Please  refund order #10233. "},
+        {"ticket_id": "T3", "subject": "Login", "body": "I cannot log in since Monday."},
+        {"ticket_id": "T4", "subject": "Refund", "body": "Please refund order #10234."},
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+def pipeline_dict(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "tickets",
+        "input": {"path": "data/tickets.parquet", "id_column": "ticket_id"},
+        "output": {"path": "out/outputs.parquet"},
+        "ledger": {"path": "out/ledger"},
+        "cache": {"path": "out/cache"},
+        "prompt": {
+            "system": "Summarise the ticket in one sentence.",
+            "template": "Subject: {{ subject }}\n\n{{ body }}",
+            "output_column": "summary",
+        },
+        "baseline": {"provider": "openai", "model": "gpt-4o"},
+        "default_profile": "openai",
+        "profiles": {
+            "openai": {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 32,
+                       "concurrency": 4, "max_attempts": 3, "timeout_s": 10},
+            "anthropic": {"provider": "anthropic", "model": "claude-3-5-haiku-20241022",
+                          "max_tokens": 32, "concurrency": 4, "max_attempts": 3,
+                          "timeout_s": 10},
+        },
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return data
+
+
+def write_pipeline(folder: Path, data: dict[str, Any] | None = None, text: str | None = None,
+                   tickets: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if tickets:
+        write_tickets(folder / "data" / "tickets.parquet")
+    path = folder / "pipeline.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(data or pipeline_dict()))
+    return path
