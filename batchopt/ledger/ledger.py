@@ -1,0 +1,274 @@
+"""Price a run's facts into the ledger: one row per input row, with cost, baseline and savings.
+
+Every row's savings are split by lever and add up to `baseline_cost_usd - cost_usd`:
+
+- a dedup follower saved its whole baseline through exact or semantic dedup;
+- a cache hit saved its whole baseline through the response cache;
+- a paid row (online, batch, or failed but billed) saved, step by step from the baseline:
+  routing       baseline - actual model at full online price on the baseline tokens
+  compression   actual model full price on baseline tokens - full price on the actual tokens
+  prompt cache  full price on the actual tokens - the same tokens at prompt-cache rates
+  batch         the batch discount on what is left
+- a failed row that was not billed has neither cost nor baseline: no answer was bought.
+
+A time-priced (local) model costs its latency whatever the tokens, so on its rows compression,
+prompt cache and batch are 0 and routing takes the whole saving. A billed row in mode `failed`
+is priced online (no batch discount).
+
+Prices are looked up once per distinct (provider, model) and joined in; the arithmetic is polars
+expressions, so a ledger of millions of rows is priced in one pass.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from batchopt.ledger.pricing import MS_PER_HOUR, ModelPrice, PriceTable, token_usd
+
+FACT_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "pipeline": pl.String(),
+    "row_id": pl.String(),
+    "group_id": pl.String(),
+    "representative_id": pl.String(),
+    "dedup": pl.String(),
+    "similarity": pl.Float64(),
+    "tier": pl.String(),
+    "provider": pl.String(),
+    "model": pl.String(),
+    "mode": pl.String(),
+    "route_reason": pl.String(),
+    "escalated": pl.Boolean(),
+    "status": pl.String(),
+    "error": pl.String(),
+    "attempts": pl.Int64(),
+    "latency_ms": pl.Float64(),
+    "batch_id": pl.String(),
+    "request_id": pl.String(),
+    "input_tokens": pl.Int64(),
+    "cached_input_tokens": pl.Int64(),
+    "cache_write_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "compression_tokens_saved": pl.Int64(),
+    "baseline_input_tokens": pl.Int64(),
+    "baseline_output_tokens": pl.Int64(),
+    "baseline_latency_ms": pl.Float64(),
+    "estimated_cost_usd": pl.Float64(),
+}
+LEVER_COLUMNS: tuple[str, ...] = (
+    "saved_exact_usd",
+    "saved_semantic_usd",
+    "saved_cache_usd",
+    "saved_compression_usd",
+    "saved_prompt_cache_usd",
+    "saved_routing_usd",
+    "saved_batch_usd",
+)
+LEDGER_SCHEMA: dict[str, pl.DataType] = {
+    **FACT_SCHEMA,
+    "cost_usd": pl.Float64(),
+    "baseline_cost_usd": pl.Float64(),
+    **{name: pl.Float64() for name in LEVER_COLUMNS},
+    "price_version": pl.String(),
+}
+LEDGER_COLUMNS: tuple[str, ...] = tuple(LEDGER_SCHEMA)
+
+MODES = ("online", "batch", "cache", "dedup", "failed")
+PAID_MODES = ("online", "batch", "failed")
+STATUSES = ("ok", "failed")
+DEDUP_KINDS = ("none", "exact", "semantic")
+_COUNT_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "compression_tokens_saved",
+    "baseline_input_tokens",
+    "baseline_output_tokens",
+    "attempts",
+)
+_RATES = ("_in", "_out", "_cached", "_write", "_discount", "_hour")
+
+
+def _check_values(df: pl.DataFrame, column: str, allowed: tuple[str, ...]) -> None:
+    bad = df.filter(~pl.col(column).is_in(allowed) | pl.col(column).is_null())[column]
+    if len(bad):
+        shown = ", ".join(repr(v) for v in bad.unique().sort(nulls_last=True).head(5).to_list())
+        raise ValueError(
+            f"facts: column '{column}' has {len(bad)} row(s) not in {'/'.join(allowed)}: {shown}"
+        )
+
+
+def _prepare(facts: pl.DataFrame) -> pl.DataFrame:
+    missing = [name for name in FACT_SCHEMA if name not in facts.columns]
+    if missing:
+        raise ValueError(f"facts: missing column(s) {', '.join(missing)}")
+    try:
+        # One contiguous chunk: a frame concatenated from many small ones prices far slower.
+        df = facts.select(list(FACT_SCHEMA)).rechunk().cast(FACT_SCHEMA)
+    except pl.exceptions.PolarsError as exc:
+        raise ValueError(f"facts: a column has the wrong type ({exc})") from exc
+    df = df.with_columns(
+        pl.col(*_COUNT_COLUMNS).fill_null(0),
+        pl.col("latency_ms", "baseline_latency_ms").fill_null(0.0),
+    )
+    _check_values(df, "mode", MODES)
+    _check_values(df, "status", STATUSES)
+    _check_values(df, "dedup", DEDUP_KINDS)
+    bad = df.filter((pl.col("mode") == "dedup") & (pl.col("dedup") == "none"))
+    if len(bad):
+        raise ValueError(
+            f"facts: {len(bad)} dedup follower(s) with dedup 'none', e.g. row {bad['row_id'][0]!r}"
+        )
+    over = df.filter(
+        pl.col("cached_input_tokens") + pl.col("cache_write_tokens") > pl.col("input_tokens")
+    )
+    if len(over):
+        raise ValueError(
+            f"facts: {len(over)} row(s) with more cached and cache-write tokens "
+            f"than input tokens, e.g. row {over['row_id'][0]!r}"
+        )
+    return df
+
+
+def _rates(df: pl.DataFrame, prices: PriceTable) -> pl.DataFrame:
+    """One row of rates per distinct (provider, model) that needs pricing."""
+    pairs = df.select("provider", "model").unique().sort("provider", "model").rows()
+    rows = []
+    for provider, model in pairs:
+        p = prices.price(provider, model)
+        rows.append(
+            (
+                provider,
+                model,
+                p.input,
+                p.output,
+                p.cached_input,
+                p.cache_write,
+                p.batch_discount,
+                p.usd_per_hour,
+            )
+        )
+    schema = {
+        "provider": pl.String(),
+        "model": pl.String(),
+        **{name: pl.Float64() for name in _RATES},
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _baseline_expr(price: ModelPrice) -> pl.Expr:
+    if price.usd_per_hour is not None:
+        return pl.col("baseline_latency_ms") / MS_PER_HOUR * price.usd_per_hour
+    return token_usd(
+        pl.col("baseline_input_tokens"),
+        0,
+        0,
+        pl.col("baseline_output_tokens"),
+        price.input,
+        0.0,
+        0.0,
+        price.output,
+    )
+
+
+def price_ledger(
+    facts: pl.DataFrame,
+    prices: PriceTable,
+    baseline_provider: str,
+    baseline_model: str,
+    price_version: str | None = None,
+) -> pl.DataFrame:
+    """Add cost, baseline cost, price version and savings by lever to a run's facts.
+
+    `facts` has one row per input row and the columns of `FACT_SCHEMA`; the result has exactly
+    `LEDGER_COLUMNS`, in that order. Raises ValueError for missing columns or inconsistent facts
+    and ConfigError for a model the price table does not know.
+    """
+    df = _prepare(facts)
+    mode, status = pl.col("mode"), pl.col("status")
+    paid = mode.is_in(PAID_MODES)
+    has_model = pl.col("provider").is_not_null() & pl.col("model").is_not_null()
+    tokens = pl.col("input_tokens") + pl.col("output_tokens")
+    orphan = df.filter(paid & ~has_model & ((status == "ok") | (tokens > 0)))
+    if len(orphan):
+        raise ValueError(
+            f"facts: {len(orphan)} paid row(s) without provider or model, "
+            f"e.g. row {orphan['row_id'][0]!r}"
+        )
+
+    rates = _rates(df.filter(paid & has_model), prices)
+    df = df.join(rates, on=["provider", "model"], how="left", maintain_order="left")
+
+    priced = paid & pl.col("_in").is_not_null()  # followers share the model but paid nothing
+    timed = pl.col("_hour").is_not_null()
+    time_cost = pl.col("latency_ms") / MS_PER_HOUR * pl.col("_hour")
+    r_in, r_out = pl.col("_in"), pl.col("_out")
+    n_in, n_out = pl.col("input_tokens"), pl.col("output_tokens")
+    b_in, b_out = pl.col("baseline_input_tokens"), pl.col("baseline_output_tokens")
+    uncached = n_in - pl.col("cached_input_tokens") - pl.col("cache_write_tokens")
+
+    full_on_baseline = (
+        pl.when(timed)
+        .then(time_cost)
+        .otherwise(token_usd(b_in, 0, 0, b_out, r_in, 0.0, 0.0, r_out))
+    )
+    full_on_actual = (
+        pl.when(timed)
+        .then(time_cost)
+        .otherwise(token_usd(n_in, 0, 0, n_out, r_in, 0.0, 0.0, r_out))
+    )
+    cache_rated = (
+        pl.when(timed)
+        .then(time_cost)
+        .otherwise(
+            token_usd(
+                uncached,
+                pl.col("cached_input_tokens"),
+                pl.col("cache_write_tokens"),
+                n_out,
+                r_in,
+                pl.col("_cached"),
+                pl.col("_write"),
+                r_out,
+            )
+        )
+    )
+    batched = (mode == "batch") & ~timed
+    discount = pl.when(batched).then(pl.col("_discount")).otherwise(0.0)
+    billed = priced & ((tokens > 0) | (timed & (pl.col("latency_ms") > 0)))
+    counts = ~((status == "failed") & ~billed.fill_null(False))
+    on_paid = priced & counts
+
+    baseline = (
+        pl.when(counts)
+        .then(_baseline_expr(prices.price(baseline_provider, baseline_model)))
+        .otherwise(0.0)
+    )
+    df = df.with_columns(
+        _base=baseline,
+        _full_b=full_on_baseline,
+        _full_a=full_on_actual,
+        _cached_cost=cache_rated,
+        _discount_used=discount,
+    )
+    base = pl.col("_base")
+
+    def lever(condition: pl.Expr, value: pl.Expr) -> pl.Expr:
+        return pl.when(condition).then(value).otherwise(0.0)
+
+    df = df.with_columns(
+        cost_usd=lever(priced, pl.col("_cached_cost") * (1.0 - pl.col("_discount_used"))),
+        baseline_cost_usd=base,
+        saved_exact_usd=lever(counts & (mode == "dedup") & (pl.col("dedup") == "exact"), base),
+        saved_semantic_usd=lever(
+            counts & (mode == "dedup") & (pl.col("dedup") == "semantic"), base
+        ),
+        saved_cache_usd=lever(counts & (mode == "cache"), base),
+        saved_compression_usd=lever(on_paid, pl.col("_full_b") - pl.col("_full_a")),
+        saved_prompt_cache_usd=lever(on_paid, pl.col("_full_a") - pl.col("_cached_cost")),
+        saved_routing_usd=lever(on_paid, base - pl.col("_full_b")),
+        saved_batch_usd=lever(on_paid, pl.col("_cached_cost") * pl.col("_discount_used")),
+        price_version=pl.lit(price_version or prices.version, dtype=pl.String()),
+    )
+    return df.select(list(LEDGER_COLUMNS)).cast(LEDGER_SCHEMA)
