@@ -148,7 +148,9 @@ class BaselineConfig(StrictModel):
 class PipelineConfig(StrictModel):
     """A whole pipeline YAML."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="Names ledgers and caches")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="Names ledgers and caches"
+    )
     description: str | None = None
     input: InputConfig
     output: OutputConfig
