@@ -1,0 +1,227 @@
+"""Deterministic answers and token counts for the fake provider server.
+
+Text answers are "Summary: " plus the first words of the last user message. Structured answers
+are built from the JSON schema alone, so they always validate (unless cut by `max_tokens`).
+
+How a request asks for JSON:
+- OpenAI wire: `response_format = {"type": "json_schema", "json_schema": {"schema": {...}}}`.
+- Anthropic wire: the system prompt holds the schema between `<json_schema>` and
+  `</json_schema>` tags (what `batchopt.providers.anthropic` sends), or the request carries
+  `output_config = {"format": {"type": "json_schema", "schema": {...}}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+from batchopt.tokens import count_tokens
+
+SUMMARY_WORDS = 20
+STRING_WORDS = 6
+# Tokens added per message for role and framing, plus once for the reply's priming.
+MESSAGE_OVERHEAD = 3
+REPLY_OVERHEAD = 3
+
+_SCHEMA_TAG = re.compile(r"<json_schema>\s*(.*?)\s*</json_schema>", re.DOTALL)
+
+
+# Texts up to this size are memoised: bounded memory even when every prompt is a long document.
+_CACHED_TEXT_CHARS = 32_768
+
+
+@lru_cache(maxsize=4096)
+def _memo_count(text: str, model: str) -> int:
+    return count_tokens(text, model)
+
+
+def cached_count(text: str, model: str) -> int:
+    """`count_tokens`, memoised for short texts: prompts repeat a lot (system prompts, retries)."""
+    if len(text) > _CACHED_TEXT_CHARS:
+        return count_tokens(text, model)
+    return _memo_count(text, model)
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string or a list of parts with a `text` field."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def prompt_tokens(texts: list[str], model: str) -> int:
+    """Input tokens for a prompt made of `texts` (one per message, the system prompt included)."""
+    return sum(cached_count(t, model) + MESSAGE_OVERHEAD for t in texts) + REPLY_OVERHEAD
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last message whose role is `user` ("" when there is none)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def first_words(text: str, n: int) -> str:
+    """The first `n` whitespace-separated words of `text`, joined by single spaces."""
+    return " ".join(text.split()[:n])
+
+
+def text_answer(user_text: str) -> str:
+    """The plain-text answer to a request whose last user message is `user_text`."""
+    return ("Summary: " + first_words(user_text, SUMMARY_WORDS)).rstrip()
+
+
+def truncate_to_tokens(text: str, max_tokens: int, model: str) -> tuple[str, bool]:
+    """(`text` cut to at most `max_tokens` tokens, whether it was cut)."""
+    if cached_count(text, model) <= max_tokens:
+        return text, False
+    if max_tokens <= 0:
+        return "", True
+    lo, hi = 0, len(text)  # longest prefix within budget: count is monotone enough for BPE
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid], model) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo], True
+
+
+def openai_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema an OpenAI chat request asks its answer to follow, if any."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {}
+
+
+def anthropic_schema(body: dict[str, Any], system_text: str) -> dict[str, Any] | None:
+    """The JSON schema an Anthropic messages request asks for, if any (see module docstring)."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, dict) else {}
+    if "<json_schema>" not in system_text:
+        return None
+    match = _SCHEMA_TAG.search(system_text)
+    if match is None:
+        return None
+    try:
+        schema = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return schema if isinstance(schema, dict) else None
+
+
+def json_answer(schema: dict[str, Any], user_text: str) -> str:
+    """A compact JSON document that validates against `schema`, derived from `user_text`."""
+    words = first_words(user_text, STRING_WORDS) or "text"
+    value = _value(schema, schema, words, depth=0)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
+    node: Any = root
+    if not ref.startswith("#"):
+        return {}
+    for part in ref.lstrip("#").strip("/").split("/"):
+        if not part:
+            continue
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def _value(schema: Any, root: dict[str, Any], words: str, depth: int) -> Any:
+    if not isinstance(schema, dict) or depth > 12:
+        return None if depth > 12 else words
+    if "$ref" in schema:
+        return _value(_resolve(schema["$ref"], root), root, words, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            return _value((non_null or options)[0], root, words, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            value = _value(part, root, words, depth + 1)
+            if isinstance(value, dict):
+                merged.update(value)
+            elif not merged:
+                return value
+        return merged
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: _value(sub, root, words, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", 1)))
+        item = _value(schema.get("items", {}), root, words, depth + 1)
+        return [item] * count
+    if kind == "string":
+        return _string(schema, words)
+    if kind in ("integer", "number"):
+        return _number(schema, integer=kind == "integer")
+    if kind == "boolean":
+        return True
+    return None
+
+
+_FORMATS = {
+    "date": "2024-01-01",
+    "date-time": "2024-01-01T00:00:00Z",
+    "time": "00:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _string(schema: dict[str, Any], words: str) -> str:
+    text = _FORMATS.get(str(schema.get("format")), words)
+    min_len = int(schema.get("minLength", 0))
+    max_len = schema.get("maxLength")
+    if len(text) < min_len:
+        text = text + "x" * (min_len - len(text))
+    if isinstance(max_len, int):
+        text = text[:max_len]
+    return text
+
+
+def _number(schema: dict[str, Any], integer: bool) -> int | float:
+    value: float = 1 if integer else 0.5
+    low = schema.get("minimum")
+    if isinstance(schema.get("exclusiveMinimum"), int | float):
+        low = schema["exclusiveMinimum"] + (1 if integer else 0.5)
+    high = schema.get("maximum")
+    if isinstance(schema.get("exclusiveMaximum"), int | float):
+        high = schema["exclusiveMaximum"] - (1 if integer else 0.5)
+    if isinstance(low, int | float) and value < low:
+        value = low
+    if isinstance(high, int | float) and value > high:
+        value = high
+    if not integer:
+        return float(value)
+    result = math.ceil(value)
+    if isinstance(high, int | float) and result > high:
+        result = math.floor(high)
+    return result

@@ -1,0 +1,171 @@
+"""Run the fake provider server: in a background thread (`FakeServer`) or in the foreground
+(`serve`). It binds to 127.0.0.1 only. See `batchopt.providers.fake.app` for the endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from batchopt.providers.fake import answers
+from batchopt.providers.fake.app import HOST, FakeProviderApp
+from batchopt.providers.fake.state import ServerState, parse_faults
+
+READY_LINE = "fake server listening on {url}"
+
+
+async def start_site(app: FakeProviderApp, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving `app` on 127.0.0.1:`port` (0 picks a free port); return the bound port."""
+    # Load both tokenizers now, not on the first request (about 0.2 s each).
+    answers.cached_count("warm up", "gpt-4o")
+    answers.cached_count("warm up", "gpt-4-0613")
+    # handler_cancellation: a client that times out cancels its pending (sleeping) handler.
+    runner = web.AppRunner(
+        app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+class FakeServer:
+    """The fake server in a background thread with its own event loop.
+
+    with FakeServer(latency_ms=5) as server:
+        client = AsyncOpenAI(base_url=server.openai_base_url, api_key="x")
+        ...
+        assert server.stats()["requests"] == 1
+    """
+
+    def __init__(self, latency_ms: float = 0.0, port: int = 0) -> None:
+        self.state = ServerState()
+        self._app = FakeProviderApp(self.state, latency_ms)
+        self._requested_port = port
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """http://127.0.0.1:PORT"""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The `base_url` for an OpenAI client (the url plus /v1)."""
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The `base_url` for an Anthropic client (the url itself)."""
+        return self.url
+
+    @property
+    def latency_ms(self) -> float:
+        """How long each model call sleeps before answering."""
+        return self._app.latency_ms
+
+    @latency_ms.setter
+    def latency_ms(self, value: float) -> None:
+        self._app.latency_ms = float(value)
+
+    def start(self) -> FakeServer:
+        """Start serving in a daemon thread; return once the port is bound."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, errors), name="batchopt-fake-server", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if errors:
+            self._thread.join()
+            self._thread = None
+            raise errors[0]
+        return self
+
+    def _run(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            runner, self.port = loop.run_until_complete(start_site(self._app, self._requested_port))
+        except BaseException as exc:  # surfaced by start() in the caller's thread
+            errors.append(exc)
+            loop.close()
+            ready.set()
+            return
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        if self._thread is None:
+            return
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """What GET /_fake/stats returns."""
+        return self.state.stats()
+
+    def log(self) -> list[dict[str, Any]]:
+        """What GET /_fake/log returns."""
+        return self.state.log()
+
+    def reset(self) -> None:
+        """Zero the stats, empty the log and drop pending faults (POST /_fake/reset)."""
+        self.state.reset()
+
+    def set_faults(self, faults: list[dict[str, Any]]) -> None:
+        """Queue faults for the next model calls (POST /_fake/faults); [] clears them."""
+        self.state.set_faults(parse_faults(faults))
+
+    def clear_faults(self) -> None:
+        """Drop pending faults (DELETE /_fake/faults)."""
+        self.state.set_faults([])
+
+
+async def _serve_forever(port: int, latency_ms: float) -> None:
+    runner, bound = await start_site(FakeProviderApp(ServerState(), latency_ms), port)
+    print(READY_LINE.format(url=f"http://{HOST}:{bound}"), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(port: int, latency_ms: float = 0.0) -> None:
+    """Serve on 127.0.0.1:`port` in the foreground until Ctrl-C.
+
+    Prints "fake server listening on http://127.0.0.1:PORT" once ready (with the bound port,
+    so port 0 works too).
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(port, latency_ms))
