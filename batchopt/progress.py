@@ -45,7 +45,7 @@ def _usd(value: float) -> str:
 
 def print_summary(summary: RunSummary) -> None:
     """The closing summary, one fact a line, on stdout."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     share = summary.saving_usd / summary.baseline_cost_usd if summary.baseline_cost_usd else 0.0
     console.print(f"[bold]run {summary.run_id}[/bold] · pipeline {summary.pipeline} · "
                   f"profile {summary.profile} ({summary.provider}/{summary.model})")

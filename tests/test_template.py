@@ -36,3 +36,9 @@ def test_column_text_is_data_never_template() -> None:
 def test_syntax_error_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"prompt.template: invalid template \(line 1\)"):
         PromptRenderer("{{ body ")
+
+
+def test_template_may_use_the_id_column() -> None:
+    frame = pl.DataFrame({"id": ["r1"], "body": ["b"]})
+    out = render_prompts(frame, PromptRenderer("{{ id }}: {{ body }}"), "id")
+    assert out["prompt_user"].to_list() == ["r1: b"]

