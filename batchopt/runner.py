@@ -39,7 +39,10 @@ from batchopt.tokens import count_tokens
 
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
-_DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+_DEFAULT_BASE_URL = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
 # Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for the pre-spend estimate only.
 _LOCAL_PROMPT_TOK_S = 295.0
 _LOCAL_GEN_TOK_S = 100.0
@@ -123,7 +126,9 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def provider_settings(profile_name: str, profile: ModelConfig, env: dict[str, str]) -> ProviderSettings:
+def provider_settings(
+    profile_name: str, profile: ModelConfig, env: dict[str, str]
+) -> ProviderSettings:
     """Build provider settings from a profile, reading the API key from its env var."""
     api_key = None
     base_url = profile.base_url
@@ -134,9 +139,11 @@ def provider_settings(profile_name: str, profile: ModelConfig, env: dict[str, st
             raise ConfigError(
                 f"profiles.{profile_name}: environment variable {key_env} (the API key) is not set"
             )
-        base_url = base_url or env.get(_BASE_URL_ENV[profile.provider]) or _DEFAULT_BASE_URL[
-            profile.provider
-        ]
+        base_url = (
+            base_url
+            or env.get(_BASE_URL_ENV[profile.provider])
+            or _DEFAULT_BASE_URL[profile.provider]
+        )
     return ProviderSettings(
         provider=profile.provider,
         model=profile.model,
@@ -168,8 +175,11 @@ def prepare(
     local_rate = profile.usd_per_hour or cfg.pricing.local_usd_per_hour
     prices = PriceTable.load(overrides=overrides, local_usd_per_hour=local_rate)
     price = prices.price(profile.provider, profile.model)
-    baseline = (cfg.baseline.provider, cfg.baseline.model) if cfg.baseline else (
-        profile.provider, profile.model)
+    baseline = (
+        (cfg.baseline.provider, cfg.baseline.model)
+        if cfg.baseline
+        else (profile.provider, profile.model)
+    )
     prices.price(*baseline)
 
     paths = {
@@ -198,14 +208,26 @@ def prepare(
     rows = render_prompts(rows, renderer, cfg.input.id_column)
     observer.stage("dedup")
     rows = exact_groups(
-        rows, cfg.input.id_column, "prompt_user",
-        enabled=cfg.dedup.exact, ignore_case=cfg.dedup.ignore_case,
+        rows,
+        cfg.input.id_column,
+        "prompt_user",
+        enabled=cfg.dedup.exact,
+        ignore_case=cfg.dedup.ignore_case,
     )
     requests = _build_requests(rows, cfg.prompt.system, cfg.prompt.json_schema, profile, settings)
     return Plan(
-        pipeline=loaded, profile_name=profile_name, profile=profile, settings=settings,
-        run_id=options.run_id or new_run_id(), rows=rows, requests=requests, price=price,
-        baseline=baseline, prices=prices, paths=paths, keep_columns=keep_columns,
+        pipeline=loaded,
+        profile_name=profile_name,
+        profile=profile,
+        settings=settings,
+        run_id=options.run_id or new_run_id(),
+        rows=rows,
+        requests=requests,
+        price=price,
+        baseline=baseline,
+        prices=prices,
+        paths=paths,
+        keep_columns=keep_columns,
     )
 
 
@@ -229,16 +251,27 @@ def _build_requests(
     for group_id, user in representatives.select("group_id", "prompt_user").iter_rows():
         key = stable_hash(
             {
-                "provider": profile.provider, "endpoint": endpoint, "model": profile.model,
-                "system": system, "user": user, "max_tokens": profile.max_tokens,
-                "temperature": profile.temperature, "json_schema": json_schema,
+                "provider": profile.provider,
+                "endpoint": endpoint,
+                "model": profile.model,
+                "system": system,
+                "user": user,
+                "max_tokens": profile.max_tokens,
+                "temperature": profile.temperature,
+                "json_schema": json_schema,
                 "params": profile.params,
             }
         )
         requests[group_id] = Request(
-            key=key, provider=profile.provider, model=profile.model, system=system, user=user,
-            max_tokens=profile.max_tokens, temperature=profile.temperature,
-            json_schema=json_schema, params=dict(profile.params),
+            key=key,
+            provider=profile.provider,
+            model=profile.model,
+            system=system,
+            user=user,
+            max_tokens=profile.max_tokens,
+            temperature=profile.temperature,
+            json_schema=json_schema,
+            params=dict(profile.params),
             estimated_input_tokens=system_tokens + count_tokens(user, profile.model),
         )
     return requests
@@ -268,8 +301,11 @@ def execute(
     observer.sending(len(misses))
     profile = plan.profile
     online = OnlineSettings(
-        concurrency=profile.concurrency, rpm=profile.rpm, tpm=profile.tpm,
-        timeout_s=profile.timeout_s, max_attempts=profile.max_attempts,
+        concurrency=profile.concurrency,
+        rpm=profile.rpm,
+        tpm=profile.tpm,
+        timeout_s=profile.timeout_s,
+        max_attempts=profile.max_attempts,
     )
 
     async def send() -> dict[str, Result]:
@@ -300,26 +336,35 @@ def _group_table(plan: Plan, results: dict[str, Result]) -> pl.DataFrame:
         billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
         usage = result.usage if billed else Usage()
         mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
-        records.append({
-            "group_id": group_id,
-            "answer": result.text if result.ok else None,
-            "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
-            "group_mode": mode,
-            "status": result.status,
-            "error": result.error,
-            "request_id": result.request_id,
-            "latency_ms": result.latency_ms if not result.from_cache else 0.0,
-            "attempts": result.attempts,
-            **usage.to_dict(),
-            "baseline_input_tokens": result.usage.input_tokens,
-            "baseline_output_tokens": result.usage.output_tokens,
-            "baseline_latency_ms": result.latency_ms,
-            "estimated_cost_usd": 0.0 if result.from_cache else _estimated_cost(plan, request),
-        })
-    return pl.DataFrame(records, schema_overrides={
-        "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
-        "request_id": pl.String, "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
-    })
+        records.append(
+            {
+                "group_id": group_id,
+                "answer": result.text if result.ok else None,
+                "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
+                "group_mode": mode,
+                "status": result.status,
+                "error": result.error,
+                "request_id": result.request_id,
+                "latency_ms": result.latency_ms if not result.from_cache else 0.0,
+                "attempts": result.attempts,
+                **usage.to_dict(),
+                "baseline_input_tokens": result.usage.input_tokens,
+                "baseline_output_tokens": result.usage.output_tokens,
+                "baseline_latency_ms": result.latency_ms,
+                "estimated_cost_usd": 0.0 if result.from_cache else _estimated_cost(plan, request),
+            }
+        )
+    return pl.DataFrame(
+        records,
+        schema_overrides={
+            "answer": pl.String,
+            "parsed_json": pl.String,
+            "error": pl.String,
+            "request_id": pl.String,
+            "latency_ms": pl.Float64,
+            "baseline_latency_ms": pl.Float64,
+        },
+    )
 
 
 def _facts(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
@@ -328,7 +373,10 @@ def _facts(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
     zero_int = pl.lit(0, dtype=pl.Int64)
     joined = plan.rows.select(
         pl.col(cfg.input.id_column).cast(pl.String).alias("row_id"),
-        "group_id", "representative_id", "dedup", "similarity",
+        "group_id",
+        "representative_id",
+        "dedup",
+        "similarity",
     ).join(groups, on="group_id", how="left", maintain_order="left")
     per_rep = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
     return joined.with_columns(
@@ -337,12 +385,16 @@ def _facts(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
         pl.lit(plan.profile_name).alias("tier"),
         pl.lit(plan.profile.provider).alias("provider"),
         pl.lit(plan.profile.model).alias("model"),
-        pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
-        .otherwise(pl.lit("dedup")).alias("mode"),
+        pl.when(rep | (pl.col("group_mode") == "failed"))
+        .then(pl.col("group_mode"))
+        .otherwise(pl.lit("dedup"))
+        .alias("mode"),
         pl.lit("single").alias("route_reason"),
         pl.lit(False).alias("escalated"),
-        *[pl.when(rep).then(pl.col(c)).otherwise(zero_int).cast(pl.Int64).alias(c)
-          for c in per_rep],
+        *[
+            pl.when(rep).then(pl.col(c)).otherwise(zero_int).cast(pl.Int64).alias(c)
+            for c in per_rep
+        ],
         pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),
         pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
         pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
@@ -358,7 +410,9 @@ def _outputs(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
     cfg = plan.pipeline.config
     out_col = cfg.prompt.output_column
     frame = plan.rows.join(
-        groups.select("group_id", "answer", "parsed_json"), on="group_id", how="left",
+        groups.select("group_id", "answer", "parsed_json"),
+        on="group_id",
+        how="left",
         maintain_order="left",
     )
     columns = [pl.col(c) for c in plan.keep_columns] + [pl.col("answer").alias(out_col)]
@@ -390,8 +444,12 @@ def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
     if failed and failed / ledger.height > cfg.max_failed_share:
         exit_code = EXIT_FAILED_ROWS
     return RunSummary(
-        run_id=plan.run_id, pipeline=cfg.name, profile=plan.profile_name,
-        provider=plan.profile.provider, model=plan.profile.model, rows=ledger.height,
+        run_id=plan.run_id,
+        pipeline=cfg.name,
+        profile=plan.profile_name,
+        provider=plan.profile.provider,
+        model=plan.profile.model,
+        rows=ledger.height,
         distinct_requests=len({r.key for r in plan.requests.values()}),
         exact_duplicates=int((ledger["dedup"] == "exact").sum()),
         cache_hits=int(counts.get("cache", 0)),
@@ -402,7 +460,9 @@ def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
         output_tokens=int(ledger["output_tokens"].sum()),
         cost_usd=float(ledger["cost_usd"].sum()),
         baseline_cost_usd=float(ledger["baseline_cost_usd"].sum()),
-        output_path=plan.paths["output"], ledger_path=ledger_file, exit_code=exit_code,
+        output_path=plan.paths["output"],
+        ledger_path=ledger_file,
+        exit_code=exit_code,
     )
 
 

@@ -48,9 +48,17 @@ class ServerProcess:
     def __init__(self, latency_ms: float) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batchopt.providers.fake", "--port", str(self.port),
-             "--latency-ms", str(latency_ms)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "batchopt.providers.fake",
+                "--port",
+                str(self.port),
+                "--latency-ms",
+                str(latency_ms),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "listening" not in line:
@@ -70,7 +78,18 @@ class ServerProcess:
 
 
 def make_rows(n: int, folder: Path) -> Path:
-    words = "order refund parcel invoice login password charge delivery warranty screen".split()
+    words = [
+        "order",
+        "refund",
+        "parcel",
+        "invoice",
+        "login",
+        "password",
+        "charge",
+        "delivery",
+        "warranty",
+        "screen",
+    ]
     bodies = [
         f"Hello, about order #{100000 + i}: " + " ".join(words[(i * 7 + j) % 10] for j in range(40))
         for i in range(n)
@@ -81,16 +100,25 @@ def make_rows(n: int, folder: Path) -> Path:
 
 
 def write_pipeline(folder: Path, data: Path, concurrency: int, rpm: int | None) -> Path:
-    profile = {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 32,
-               "concurrency": concurrency, "max_attempts": 3, "timeout_s": 30}
+    profile = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "max_tokens": 32,
+        "concurrency": concurrency,
+        "max_attempts": 3,
+        "timeout_s": 30,
+    }
     if rpm:
         profile["rpm"] = rpm
     spec = {
-        "name": "bench", "input": {"path": str(data), "id_column": "ticket_id"},
-        "output": {"path": str(folder / "out.parquet")}, "ledger": {"path": str(folder / "ledger")},
+        "name": "bench",
+        "input": {"path": str(data), "id_column": "ticket_id"},
+        "output": {"path": str(folder / "out.parquet")},
+        "ledger": {"path": str(folder / "ledger")},
         "cache": {"path": str(folder / "cache")},
         "prompt": {"system": SYSTEM, "template": TEMPLATE, "output_column": "summary"},
-        "default_profile": "openai", "profiles": {"openai": profile},
+        "default_profile": "openai",
+        "profiles": {"openai": profile},
     }
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -111,16 +139,23 @@ async def bare_loop(prompts: list[str], base_url: str, concurrency: int, raw: bo
     import openai
 
     http_client = openai.DefaultAioHttpClient() if hasattr(openai, "DefaultAioHttpClient") else None
-    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0,
-                                http_client=http_client)
+    client = openai.AsyncOpenAI(
+        api_key="bench", base_url=base_url, max_retries=0, http_client=http_client
+    )
     queue = list(reversed(prompts))
 
     async def worker() -> None:
         while queue:
             prompt = queue.pop()
-            body = {"model": "gpt-4o-mini", "max_tokens": 32, "temperature": 0,
-                    "messages": [{"role": "system", "content": SYSTEM},
-                                 {"role": "user", "content": prompt}]}
+            body = {
+                "model": "gpt-4o-mini",
+                "max_tokens": 32,
+                "temperature": 0,
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": prompt},
+                ],
+            }
             if raw:
                 await client.post("/chat/completions", body=body, cast_to=object)
             else:
@@ -158,13 +193,19 @@ def part_overhead(rows: int, concurrency: int) -> None:
         server.close()
     typed_rate, raw_rate, ours_rate = rows / bare_s[False], rows / bare_s[True], rows / ours_s
     print(f"rows={rows} concurrency={concurrency} server latency=0 ms")
-    print(f"  bare loop, chat.completions.create : {typed_rate:6.0f} rows/s ({bare_s[False]:.2f} s)")
+    print(
+        f"  bare loop, chat.completions.create : {typed_rate:6.0f} rows/s ({bare_s[False]:.2f} s)"
+    )
     print(f"  bare loop, client.post (same call) : {raw_rate:6.0f} rows/s ({bare_s[True]:.2f} s)")
-    print(f"  batchopt run (whole run)           : {ours_rate:6.0f} rows/s ({ours_s:.2f} s; "
-          f"sent {sent}, server saw {served})")
+    print(
+        f"  batchopt run (whole run)           : {ours_rate:6.0f} rows/s ({ours_s:.2f} s; "
+        f"sent {sent}, server saw {served})"
+    )
     print(f"  ratio batchopt / bare create()     : {ours_rate / typed_rate:.3f}")
-    print(f"  ratio batchopt / bare post()       : {ours_rate / raw_rate:.3f}  (target >= 0.9: "
-          f"the framework's own cost against the same SDK call)")
+    print(
+        f"  ratio batchopt / bare post()       : {ours_rate / raw_rate:.3f}  (target >= 0.9: "
+        f"the framework's own cost against the same SDK call)"
+    )
 
 
 def part_rate_limit(rpm: int, requests: int, concurrency: int) -> None:

@@ -22,7 +22,9 @@ def test_valid_pipeline_loads_and_resolves_paths_against_yaml_folder(tmp_path: P
 
 def test_unknown_profile_names_the_choices(tmp_path: Path) -> None:
     loaded = load_pipeline(write_pipeline(tmp_path))
-    with pytest.raises(ConfigError, match=r"profile 'nope' not found \(profiles: anthropic, openai\)"):
+    with pytest.raises(
+        ConfigError, match=r"profile 'nope' not found \(profiles: anthropic, openai\)"
+    ):
         loaded.profile("nope")
 
 

@@ -17,8 +17,9 @@ import pytest
 from batchopt.errors import ConfigError, TerminalProviderError, TransientProviderError
 from batchopt.providers.base import ProviderSettings
 from batchopt.providers.fake import FakeServer
-from batchopt.providers.openai import OpenAIProvider, retry_after_seconds, scrub
+from batchopt.providers.openai import OpenAIProvider
 from batchopt.providers.registry import create_provider
+from batchopt.providers.sdk_common import retry_after_seconds, scrub
 from batchopt.records import Request, Usage
 from batchopt.tokens import count_tokens
 

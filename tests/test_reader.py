@@ -16,7 +16,10 @@ def _write(path: Path, frame: pl.DataFrame) -> Path:
 
 
 def test_file_folder_glob_and_hive(tmp_path: Path) -> None:
-    _write(tmp_path / "d" / "day=2026-01-01" / "a.parquet", pl.DataFrame({"id": ["a", "b"], "x": [1, 2]}))
+    _write(
+        tmp_path / "d" / "day=2026-01-01" / "a.parquet",
+        pl.DataFrame({"id": ["a", "b"], "x": [1, 2]}),
+    )
     _write(tmp_path / "d" / "day=2026-01-02" / "b.parquet", pl.DataFrame({"id": ["c"], "x": [3]}))
     one = read_rows(tmp_path / "d" / "day=2026-01-01" / "a.parquet", "id", ["x"])
     assert one["id"].to_list() == ["a", "b"]
@@ -34,20 +37,27 @@ def test_missing_column_names_it_and_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_null_ids_name_file_and_row(tmp_path: Path) -> None:
-    path = _write(tmp_path / "t.parquet", pl.DataFrame({"id": ["a", None, None], "b": ["1", "2", "3"]}))
+    path = _write(
+        tmp_path / "t.parquet", pl.DataFrame({"id": ["a", None, None], "b": ["1", "2", "3"]})
+    )
     with pytest.raises(InputError) as info:
         read_rows(path, "id", ["b"])
     assert str(info.value) == f"{path}: row 1: id column 'id' is null (2 null id(s) in all)"
 
 
 def test_duplicate_ids_are_named(tmp_path: Path) -> None:
-    path = _write(tmp_path / "t.parquet", pl.DataFrame({"id": ["a", "b", "a"], "b": ["1", "2", "3"]}))
+    path = _write(
+        tmp_path / "t.parquet", pl.DataFrame({"id": ["a", "b", "a"], "b": ["1", "2", "3"]})
+    )
     with pytest.raises(InputError, match=r"row 0: id 'a' in column 'id' is not unique"):
         read_rows(path, "id", ["b"])
 
 
 def test_empty_input_and_missing_paths(tmp_path: Path) -> None:
-    path = _write(tmp_path / "t.parquet", pl.DataFrame({"id": [], "b": []}, schema={"id": pl.String, "b": pl.String}))
+    path = _write(
+        tmp_path / "t.parquet",
+        pl.DataFrame({"id": [], "b": []}, schema={"id": pl.String, "b": pl.String}),
+    )
     with pytest.raises(InputError, match="input has no rows"):
         read_rows(path, "id", ["b"])
     with pytest.raises(InputError, match="input file not found"):

@@ -23,17 +23,22 @@ BATCHOPT = Path(sys.executable).parent / "batchopt"
 
 def _env(fake, out: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    env.update({
-        "BATCHOPT_OUT": str(out),
-        "OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-test-openai-key",
-        "ANTHROPIC_BASE_URL": fake.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-key",
-    })
+    env.update(
+        {
+            "BATCHOPT_OUT": str(out),
+            "OPENAI_BASE_URL": fake.openai_base_url,
+            "OPENAI_API_KEY": "sk-test-openai-key",
+            "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-key",
+        }
+    )
     return env
 
 
 def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BATCHOPT), *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [str(BATCHOPT), *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 def _paid_cost_from_server_log(fake, model: str) -> float:
@@ -45,9 +50,13 @@ def _paid_cost_from_server_log(fake, model: str) -> float:
     )
 
 
-@pytest.mark.parametrize(("profile", "model"), [
-    ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku-20241022"),
-])
+@pytest.mark.parametrize(
+    ("profile", "model"),
+    [
+        ("openai", "gpt-4o-mini"),
+        ("anthropic", "claude-3-5-haiku-20241022"),
+    ],
+)
 def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, profile, model):
     env = _env(fake, tmp_path)
     first = _run_cli(["run", str(PIPELINE), "--profile", profile, "--run-id", "day1"], env)
@@ -81,7 +90,8 @@ def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, pr
         assert reps[row["representative_id"]] == row["group_id"]
     levers = [c for c in ledger.columns if c.startswith("saved_")]
     gap = (ledger["baseline_cost_usd"] - ledger["cost_usd"]) - ledger.select(
-        pl.sum_horizontal(levers))[:, 0]
+        pl.sum_horizontal(levers)
+    )[:, 0]
     assert gap.abs().max() < 1e-9
 
     # The same job again: no request, $0, and the summary says so.
@@ -89,30 +99,44 @@ def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, pr
     assert again.returncode == 0, again.stderr
     assert fake.stats()["requests"] == distinct
     assert "spent $0" in again.stdout
-    second = pl.read_parquet(tmp_path / "ledger" / "pipeline=summarize" / "run_id=day1-again"
-                             / "part.parquet")
+    second = pl.read_parquet(
+        tmp_path / "ledger" / "pipeline=summarize" / "run_id=day1-again" / "part.parquet"
+    )
     assert second["cost_usd"].sum() == 0
     assert set(second["mode"]) == {"cache", "dedup"}
     assert pl.read_parquet(tmp_path / "summarize" / "outputs.parquet")["summary"].to_list() == (
-        outputs["summary"].to_list())
+        outputs["summary"].to_list()
+    )
 
 
 def test_ledger_query_formats(fake, tmp_path):
     env = _env(fake, tmp_path)
-    assert _run_cli(["run", str(PIPELINE), "--profile", "openai", "--run-id", "q"], env).returncode == 0
+    assert (
+        _run_cli(["run", str(PIPELINE), "--profile", "openai", "--run-id", "q"], env).returncode
+        == 0
+    )
     runner = CliRunner()
     ledger_dir = str(tmp_path / "ledger")
     sql = "select mode, count(*) as n from ledger group by mode order by mode"
-    as_json = runner.invoke(main, ["ledger", "query", sql, "--ledger", ledger_dir, "--format", "json"])
+    as_json = runner.invoke(
+        main, ["ledger", "query", sql, "--ledger", ledger_dir, "--format", "json"]
+    )
     assert as_json.exit_code == 0, as_json.output
     rows = json.loads(as_json.output)
     assert {r["mode"] for r in rows} == {"online", "dedup"}
-    assert sum(r["n"] for r in rows) == pl.read_parquet(ROOT / "sample_data" / "tickets.parquet").height
-    as_csv = runner.invoke(main, ["ledger", "query", sql, "--ledger", ledger_dir, "--format", "csv"])
+    assert (
+        sum(r["n"] for r in rows)
+        == pl.read_parquet(ROOT / "sample_data" / "tickets.parquet").height
+    )
+    as_csv = runner.invoke(
+        main, ["ledger", "query", sql, "--ledger", ledger_dir, "--format", "csv"]
+    )
     assert as_csv.output.splitlines()[0] == "mode,n"
     table = runner.invoke(main, ["ledger", "query", sql, "--ledger", ledger_dir])
     assert "online" in table.output and "dedup" in table.output
-    bad = runner.invoke(main, ["ledger", "query", "select nope from ledger", "--ledger", ledger_dir])
+    bad = runner.invoke(
+        main, ["ledger", "query", "select nope from ledger", "--ledger", ledger_dir]
+    )
     assert bad.exit_code == 2 and "nope" in bad.output
     assert (tmp_path / "ledger" / "views.sql").exists()
 
@@ -122,8 +146,9 @@ def test_failed_rows_give_exit_1_and_are_in_the_ledger(fake, tmp_path):
     fake.set_faults([{"status": 400, "count": 10_000}])
     result = _run_cli(["run", str(PIPELINE), "--profile", "openai", "--run-id", "bad"], env)
     assert result.returncode == 1, result.stdout + result.stderr
-    ledger = pl.read_parquet(tmp_path / "ledger" / "pipeline=summarize" / "run_id=bad"
-                             / "part.parquet")
+    ledger = pl.read_parquet(
+        tmp_path / "ledger" / "pipeline=summarize" / "run_id=bad" / "part.parquet"
+    )
     assert (ledger["status"] == "failed").all()
     assert ledger["cost_usd"].sum() == 0
     assert fake.stats()["requests"] == 0
@@ -134,8 +159,9 @@ def test_transient_faults_are_retried_without_paying_twice(fake, tmp_path):
     fake.set_faults([{"status": 429, "retry_after": 0.05, "count": 3}, {"status": 503, "count": 2}])
     result = _run_cli(["run", str(PIPELINE), "--profile", "openai", "--run-id", "retry"], env)
     assert result.returncode == 0, result.stderr
-    ledger = pl.read_parquet(tmp_path / "ledger" / "pipeline=summarize" / "run_id=retry"
-                             / "part.parquet")
+    ledger = pl.read_parquet(
+        tmp_path / "ledger" / "pipeline=summarize" / "run_id=retry" / "part.parquet"
+    )
     assert (ledger["status"] == "ok").all()
     assert ledger["attempts"].sum() == ledger.filter(pl.col("mode") == "online").height + 5
     hashes = [e["request_hash"] for e in fake.log()]

@@ -8,7 +8,9 @@ from batchopt.prompts.template import PromptRenderer, render_prompts
 
 
 def test_renders_and_lists_variables() -> None:
-    renderer = PromptRenderer("{{ subject }}: {{ body | trim }}{% for t in tags %} #{{ t }}{% endfor %}")
+    renderer = PromptRenderer(
+        "{{ subject }}: {{ body | trim }}{% for t in tags %} #{{ t }}{% endfor %}"
+    )
     assert renderer.variables == ["body", "subject", "tags"]
     assert renderer.render({"subject": "S", "body": " b ", "tags": ["x"]}) == "S: b #x"
 
