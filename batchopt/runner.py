@@ -11,13 +11,11 @@ to every row and writes the outputs and the ledger.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -26,16 +24,16 @@ from batchopt.dedup.exact import exact_groups
 from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK, ConfigError
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
-from batchopt.hashing import stable_hash
+from batchopt.fanout import group_results, ledger_facts, output_table
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
 from batchopt.io.writer import write_parquet_atomic
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
+from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result, Usage
-from batchopt.tokens import count_tokens
 
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
@@ -214,7 +212,13 @@ def prepare(
         enabled=cfg.dedup.exact,
         ignore_case=cfg.dedup.ignore_case,
     )
-    requests = _build_requests(rows, cfg.prompt.system, cfg.prompt.json_schema, profile, settings)
+    spec = CallSpec(
+        provider=profile.provider, model=profile.model,
+        endpoint=settings.base_url or settings.model_path or "", system=cfg.prompt.system,
+        max_tokens=profile.max_tokens, temperature=profile.temperature,
+        json_schema=cfg.prompt.json_schema, params=dict(profile.params),
+    )
+    requests = build_requests(rows, spec)
     return Plan(
         pipeline=loaded,
         profile_name=profile_name,
@@ -235,46 +239,6 @@ def _with_model_path(settings: ProviderSettings, model_path: str) -> ProviderSet
     from dataclasses import replace
 
     return replace(settings, model_path=model_path)
-
-
-def _build_requests(
-    rows: pl.DataFrame,
-    system: str,
-    json_schema: dict[str, Any] | None,
-    profile: ModelConfig,
-    settings: ProviderSettings,
-) -> dict[str, Request]:
-    representatives = rows.filter(pl.col("dedup") == "none")
-    endpoint = settings.base_url or settings.model_path or ""
-    system_tokens = count_tokens(system, profile.model)
-    requests: dict[str, Request] = {}
-    for group_id, user in representatives.select("group_id", "prompt_user").iter_rows():
-        key = stable_hash(
-            {
-                "provider": profile.provider,
-                "endpoint": endpoint,
-                "model": profile.model,
-                "system": system,
-                "user": user,
-                "max_tokens": profile.max_tokens,
-                "temperature": profile.temperature,
-                "json_schema": json_schema,
-                "params": profile.params,
-            }
-        )
-        requests[group_id] = Request(
-            key=key,
-            provider=profile.provider,
-            model=profile.model,
-            system=system,
-            user=user,
-            max_tokens=profile.max_tokens,
-            temperature=profile.temperature,
-            json_schema=json_schema,
-            params=dict(profile.params),
-            estimated_input_tokens=system_tokens + count_tokens(user, profile.model),
-        )
-    return requests
 
 
 def execute(
@@ -328,111 +292,21 @@ def _estimated_cost(plan: Plan, request: Request) -> float:
     return plan.prices.cost(plan.price, usage, latency_ms=seconds * 1000.0)
 
 
-def _group_table(plan: Plan, results: dict[str, Result]) -> pl.DataFrame:
-    """One row per group: the answer and what its representative's ledger row says."""
-    records = []
-    for group_id, request in plan.requests.items():
-        result = results[request.key]
-        billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
-        usage = result.usage if billed else Usage()
-        mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
-        records.append(
-            {
-                "group_id": group_id,
-                "answer": result.text if result.ok else None,
-                "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
-                "group_mode": mode,
-                "status": result.status,
-                "error": result.error,
-                "request_id": result.request_id,
-                "latency_ms": result.latency_ms if not result.from_cache else 0.0,
-                "attempts": result.attempts,
-                **usage.to_dict(),
-                "baseline_input_tokens": result.usage.input_tokens,
-                "baseline_output_tokens": result.usage.output_tokens,
-                "baseline_latency_ms": result.latency_ms,
-                "estimated_cost_usd": 0.0 if result.from_cache else _estimated_cost(plan, request),
-            }
-        )
-    return pl.DataFrame(
-        records,
-        schema_overrides={
-            "answer": pl.String,
-            "parsed_json": pl.String,
-            "error": pl.String,
-            "request_id": pl.String,
-            "latency_ms": pl.Float64,
-            "baseline_latency_ms": pl.Float64,
-        },
-    )
-
-
-def _facts(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
-    cfg = plan.pipeline.config
-    rep = pl.col("dedup") == "none"
-    zero_int = pl.lit(0, dtype=pl.Int64)
-    joined = plan.rows.select(
-        pl.col(cfg.input.id_column).cast(pl.String).alias("row_id"),
-        "group_id",
-        "representative_id",
-        "dedup",
-        "similarity",
-    ).join(groups, on="group_id", how="left", maintain_order="left")
-    per_rep = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
-    return joined.with_columns(
-        pl.lit(plan.run_id).alias("run_id"),
-        pl.lit(cfg.name).alias("pipeline"),
-        pl.lit(plan.profile_name).alias("tier"),
-        pl.lit(plan.profile.provider).alias("provider"),
-        pl.lit(plan.profile.model).alias("model"),
-        pl.when(rep | (pl.col("group_mode") == "failed"))
-        .then(pl.col("group_mode"))
-        .otherwise(pl.lit("dedup"))
-        .alias("mode"),
-        pl.lit("single").alias("route_reason"),
-        pl.lit(False).alias("escalated"),
-        *[
-            pl.when(rep).then(pl.col(c)).otherwise(zero_int).cast(pl.Int64).alias(c)
-            for c in per_rep
-        ],
-        pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),
-        pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
-        pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
-        pl.when(rep).then(pl.col("estimated_cost_usd")).otherwise(0.0).alias("estimated_cost_usd"),
-        pl.lit(None, dtype=pl.String).alias("batch_id"),
-        pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"),
-        pl.col("baseline_input_tokens").cast(pl.Int64),
-        pl.col("baseline_output_tokens").cast(pl.Int64),
-    )
-
-
-def _outputs(plan: Plan, groups: pl.DataFrame) -> pl.DataFrame:
-    cfg = plan.pipeline.config
-    out_col = cfg.prompt.output_column
-    frame = plan.rows.join(
-        groups.select("group_id", "answer", "parsed_json"),
-        on="group_id",
-        how="left",
-        maintain_order="left",
-    )
-    columns = [pl.col(c) for c in plan.keep_columns] + [pl.col("answer").alias(out_col)]
-    schema = cfg.prompt.json_schema or {}
-    for prop in (schema.get("properties") or {}) if schema.get("type") == "object" else {}:
-        columns.append(
-            pl.col("parsed_json").str.json_path_match(f"$.{prop}").alias(f"{out_col}_{prop}")
-        )
-    return frame.select(columns)
-
-
 def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
     """Fan answers out to every row; write the outputs and the ledger atomically."""
     cfg = plan.pipeline.config
-    groups = _group_table(plan, results)
-    facts = _facts(plan, groups)
+    groups = group_results(plan.requests, results, lambda request: _estimated_cost(plan, request))
+    constants = {
+        "run_id": plan.run_id, "pipeline": cfg.name, "tier": plan.profile_name,
+        "provider": plan.profile.provider, "model": plan.profile.model, "route_reason": "single",
+    }
+    facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)
     ledger = price_ledger(
         facts, plan.prices, plan.baseline[0], plan.baseline[1], price_version=plan.prices.version
     )
-    outputs = _outputs(plan, groups)
+    outputs = output_table(
+        plan.rows, groups, plan.keep_columns, cfg.prompt.output_column, cfg.prompt.json_schema
+    )
     write_parquet_atomic(outputs, plan.paths["output"])
     ledger_file = write_ledger(ledger, plan.paths["ledger"], cfg.name, plan.run_id)
     write_views_file(plan.paths["ledger"])

@@ -1,0 +1,103 @@
+"""Fan each group's answer out to every member row: the outputs table and the ledger facts.
+
+`group_results` makes one row per dedup group from the results; `output_table` and
+`ledger_facts` join it back onto the input rows. Only a group's representative carries the
+usage, latency and attempts of the call; followers cost nothing and name their representative.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from batchopt.records import Request, Result, Usage
+
+_PER_CALL_TOKENS = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
+
+
+def group_results(
+    requests: dict[str, Request],
+    results: dict[str, Result],
+    estimate: Callable[[Request], float],
+) -> pl.DataFrame:
+    """One row per group: its answer, how it was obtained, and what it was billed."""
+    records = []
+    for group_id, request in requests.items():
+        result = results[request.key]
+        billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
+        usage = result.usage if billed else Usage()
+        mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
+        records.append({
+            "group_id": group_id,
+            "answer": result.text if result.ok else None,
+            "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
+            "group_mode": mode,
+            "status": result.status,
+            "error": result.error,
+            "request_id": result.request_id,
+            "latency_ms": 0.0 if result.from_cache else result.latency_ms,
+            "attempts": result.attempts,
+            **usage.to_dict(),
+            # What the naive way would be billed for each member: the call's own usage.
+            "baseline_input_tokens": result.usage.input_tokens,
+            "baseline_output_tokens": result.usage.output_tokens,
+            "baseline_latency_ms": result.latency_ms,
+            "estimated_cost_usd": 0.0 if result.from_cache else estimate(request),
+        })
+    return pl.DataFrame(records, schema_overrides={
+        "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
+        "request_id": pl.String, "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
+    })
+
+
+def ledger_facts(
+    rows: pl.DataFrame, groups: pl.DataFrame, id_column: str, constants: dict[str, Any]
+) -> pl.DataFrame:
+    """One fact row per input row; `constants` (run_id, pipeline, tier, provider, model, ...)
+    are the same on every row."""
+    rep = pl.col("dedup") == "none"
+    joined = rows.select(
+        pl.col(id_column).cast(pl.String).alias("row_id"),
+        "group_id", "representative_id", "dedup", "similarity",
+    ).join(groups, on="group_id", how="left", maintain_order="left")
+    return joined.with_columns(
+        *[pl.lit(value).alias(name) for name, value in constants.items()],
+        pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
+        .otherwise(pl.lit("dedup")).alias("mode"),
+        pl.lit(False).alias("escalated"),
+        *[pl.when(rep).then(pl.col(c)).otherwise(0).cast(pl.Int64).alias(c)
+          for c in _PER_CALL_TOKENS],
+        pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),
+        pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
+        pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
+        pl.when(rep).then(pl.col("estimated_cost_usd")).otherwise(0.0).alias("estimated_cost_usd"),
+        pl.lit(None, dtype=pl.String).alias("batch_id"),
+        pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"),
+        pl.col("baseline_input_tokens").cast(pl.Int64),
+        pl.col("baseline_output_tokens").cast(pl.Int64),
+    )
+
+
+def output_table(
+    rows: pl.DataFrame,
+    groups: pl.DataFrame,
+    keep_columns: list[str],
+    output_column: str,
+    json_schema: dict[str, Any] | None,
+) -> pl.DataFrame:
+    """The input columns plus the answer; an object schema's top-level properties also get a
+    column each (`<output_column>_<property>`, JSON text for non-scalar values)."""
+    frame = rows.join(groups.select("group_id", "answer", "parsed_json"), on="group_id",
+                      how="left", maintain_order="left")
+    columns = [pl.col(c) for c in keep_columns] + [pl.col("answer").alias(output_column)]
+    schema = json_schema or {}
+    properties = schema.get("properties") or {} if schema.get("type") == "object" else {}
+    for prop in properties:
+        path = "$[" + json.dumps(prop) + "]"
+        columns.append(
+            pl.col("parsed_json").str.json_path_match(path).alias(f"{output_column}_{prop}")
+        )
+    return frame.select(columns)
