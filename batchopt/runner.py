@@ -275,7 +275,7 @@ def execute(
     async def send() -> dict[str, Result]:
         provider = create_provider(plan.settings)
         try:
-            executor = OnlineExecutor(provider, online, cache.put, observer.answered)
+            executor = OnlineExecutor(provider, online, cache.put_many, observer.answered)
             return await executor.run(misses)
         finally:
             await provider.aclose()

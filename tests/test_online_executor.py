@@ -53,7 +53,7 @@ class ScriptedProvider(Provider):
 
 def _run(provider: Provider, requests: list[Request], **settings: Any) -> tuple[dict, list]:
     saved: list[Result] = []
-    executor = OnlineExecutor(provider, OnlineSettings(**settings), saved.append)
+    executor = OnlineExecutor(provider, OnlineSettings(**settings), saved.extend)
     return asyncio.run(executor.run(requests)), saved
 
 
@@ -114,3 +114,19 @@ def test_structured_answers_are_validated_and_kept_when_billed() -> None:
     assert saved and saved[0].status == "failed"  # paid for, so persisted
     broken, _ = _run(ScriptedProvider(answer="not json"), [_request(0, schema)])
     assert broken["k0"].error.startswith("answer is not JSON")
+
+
+def test_response_cache_round_trip_and_never_evicts(tmp_path) -> None:
+    from batchopt.execute.cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "c")
+    result = Result(key="k", text="answer", usage=Usage(10, 3, cached_input_tokens=4),
+                    request_id="req-1", latency_ms=12.5, parsed={"a": 1})
+    cache.put(result)
+    cache.close()
+    again = ResponseCache(tmp_path / "c").get("k")
+    assert again is not None and again.from_cache and again.attempts == 0
+    assert (again.text, again.usage, again.request_id, again.parsed) == (
+        "answer", Usage(10, 3, cached_input_tokens=4), "req-1", {"a": 1})
+    assert ResponseCache(tmp_path / "c")._cache.eviction_policy == "none"
+    assert ResponseCache(tmp_path / "off", enabled=False).get("k") is None

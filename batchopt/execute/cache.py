@@ -8,7 +8,6 @@ for several processes at once. Holds answers and usage only, never credentials.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ class ResponseCache:
             import diskcache
 
             path.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(str(path))
+            # No eviction: diskcache's default culls past 1 GB, and a culled answer is paid again.
+            self._cache = diskcache.Cache(str(path), eviction_policy="none", size_limit=2**62)
 
     def get(self, key: str) -> Result | None:
         """The cached result for `key`, marked `from_cache`, or None."""
@@ -56,20 +56,15 @@ class ResponseCache:
 
     def put(self, result: Result) -> None:
         """Persist a billed result; call before anything else uses it."""
-        if self._cache is None:
+        self.put_many([result])
+
+    def put_many(self, results: list[Result]) -> None:
+        """Persist billed results in one transaction (one commit instead of one per result)."""
+        if self._cache is None or not results:
             return
-        record = {
-            "format": _FORMAT,
-            "text": result.text,
-            "usage": result.usage.to_dict(),
-            "status": result.status,
-            "error": result.error,
-            "finish_reason": result.finish_reason,
-            "request_id": result.request_id,
-            "latency_ms": result.latency_ms,
-            "parsed": result.parsed,
-        }
-        self._cache.set(result.key, json.dumps(record, ensure_ascii=False))
+        with self._cache.transact():
+            for result in results:
+                self._cache.set(result.key, _record(result))
 
     def __len__(self) -> int:
         return 0 if self._cache is None else len(self._cache)
@@ -79,6 +74,16 @@ class ResponseCache:
             self._cache.close()
 
 
-def as_fresh(result: Result) -> Result:
-    """A copy of a cached result that is not marked as coming from the cache."""
-    return replace(result, from_cache=False)
+def _record(result: Result) -> str:
+    record = {
+        "format": _FORMAT,
+        "text": result.text,
+        "usage": result.usage.to_dict(),
+        "status": result.status,
+        "error": result.error,
+        "finish_reason": result.finish_reason,
+        "request_id": result.request_id,
+        "latency_ms": result.latency_ms,
+        "parsed": result.parsed,
+    }
+    return json.dumps(record, ensure_ascii=False)

@@ -1,7 +1,10 @@
 """The online executor: bounded concurrency, rate limits, retries, per-request timeouts.
 
-Every answer goes to `on_result` (which persists it) the moment it arrives, before anything else
-uses it, so a run killed at any point loses at most the requests in flight.
+Every answer is persisted (`persist`) before its worker takes the next request and before
+anything else uses it, so a run killed at any point loses at most the requests in flight.
+Answers that arrive in the same event-loop turn are persisted together in one transaction (a
+group commit): a durable write per answer would cost a third of a request at a thousand
+requests a second.
 """
 
 from __future__ import annotations
@@ -15,12 +18,44 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_a
 
 from batchopt.errors import ProviderError, TerminalProviderError, TransientProviderError
 from batchopt.execute.ratelimit import RateLimiter
-from batchopt.execute.retry import is_transient, retry_after_hook, wait_for
+from batchopt.execute.retry import first_wait, is_transient, retry_after_hook, wait_for
 from batchopt.execute.structured import check_structured
 from batchopt.providers.base import Provider
 from batchopt.records import Request, Result
 
 _AUTH_STATUSES = (401, 403)
+
+
+class GroupCommit:
+    """Persists results in batches: `put` returns once its result is written, and every result
+    put in the same event-loop turn is written by one `persist` call (one transaction).
+
+    The worker waits for its write before it takes its next request, so a kill can cost at
+    most the requests in flight, never more than the concurrency limit. (A writer thread was
+    measured slower: diskcache holds the GIL for most of a write.)"""
+
+    def __init__(self, persist: Callable[[list[Result]], None]) -> None:
+        self._persist = persist
+        self._pending: list[tuple[Result, asyncio.Future[None]]] = []
+
+    async def put(self, result: Result) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((result, done))
+        await done
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            self._persist([result for result, _ in batch])
+        except BaseException as exc:  # the waiting workers must see the failure
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for _, done in batch:
+            done.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -41,13 +76,13 @@ class OnlineExecutor:
         self,
         provider: Provider,
         settings: OnlineSettings,
-        on_result: Callable[[Result], None],
+        persist: Callable[[list[Result]], None],
         on_progress: Callable[[Result], None] | None = None,
     ) -> None:
         self.provider = provider
         self.settings = settings
         self.limiter = RateLimiter(settings.rpm, settings.tpm)
-        self._on_result = on_result
+        self._commit = GroupCommit(persist)
         self._on_progress = on_progress
         self._abort: str | None = None
 
@@ -78,8 +113,33 @@ class OnlineExecutor:
             return Result(key=request.key, text=None, status="failed", attempts=0,
                           error=f"not sent: {self._abort}")
         started = time.perf_counter()
+        # Fast path: most calls succeed at once, and tenacity's machinery costs about 50 us a
+        # request, 5% of a request at a thousand a second. It takes over after a transient error.
+        try:
+            result, attempts = await self._attempt(request), 1
+        except TransientProviderError as first:
+            outcome, attempts = (
+                await self._retry(request, first) if self.settings.max_attempts > 1 else (first, 1)
+            )
+            if isinstance(outcome, ProviderError):
+                return self._fail_on(request, outcome, attempts, started)
+            result = outcome
+        except ProviderError as exc:
+            return self._fail_on(request, exc, 1, started)
+        result = check_structured(request, replace(result, attempts=attempts))
+        await self._commit.put(result)
+        return result
+
+    async def _retry(
+        self, request: Request, first: TransientProviderError
+    ) -> tuple[Result | ProviderError, int]:
+        """Attempts 2..max_attempts after a transient first failure: the result or the last
+        error, and the number of attempts made in all."""
+        if first.retry_after:
+            self.limiter.pause(first.retry_after)
+        await asyncio.sleep(first_wait(first))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
+            stop=stop_after_attempt(self.settings.max_attempts - 1),
             wait=wait_for,
             retry=retry_if_exception(is_transient),
             before_sleep=retry_after_hook(self.limiter.pause),
@@ -91,15 +151,17 @@ class OnlineExecutor:
                     result = await self._attempt(request)
         except RetryError as exc:
             error = exc.last_attempt.exception()
-            return self._failed(request, error, retrying.statistics, started)
+            assert isinstance(error, ProviderError)
+            return error, self.settings.max_attempts
         except ProviderError as exc:
-            if isinstance(exc, TerminalProviderError) and exc.status in _AUTH_STATUSES:
-                self._abort = str(exc)
-            return self._failed(request, exc, retrying.statistics, started)
-        attempts = int(retrying.statistics.get("attempt_number", 1))
-        result = check_structured(request, replace(result, attempts=attempts))
-        self._on_result(result)
-        return result
+            return exc, 1 + int(retrying.statistics.get("attempt_number", 1))
+        return result, 1 + int(retrying.statistics.get("attempt_number", 1))
+
+    def _fail_on(self, request: Request, error: ProviderError, attempts: int, started: float
+                 ) -> Result:
+        if isinstance(error, TerminalProviderError) and error.status in _AUTH_STATUSES:
+            self._abort = str(error)
+        return self._failed(request, error, attempts, started)
 
     async def _attempt(self, request: Request) -> Result:
         await self.limiter.acquire(request.estimated_input_tokens + request.max_tokens)
@@ -113,14 +175,12 @@ class OnlineExecutor:
             ) from exc
 
     @staticmethod
-    def _failed(
-        request: Request, error: BaseException | None, stats: dict, started: float
-    ) -> Result:
+    def _failed(request: Request, error: BaseException, attempts: int, started: float) -> Result:
         return Result(
             key=request.key,
             text=None,
             status="failed",
-            error=str(error) if error is not None else "failed",
-            attempts=int(stats.get("attempt_number", 1)),
+            error=str(error),
+            attempts=attempts,
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )

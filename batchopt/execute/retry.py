@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from tenacity import RetryCallState, wait_random_exponential
@@ -18,6 +19,13 @@ def wait_for(retry_state: RetryCallState) -> float:
     if isinstance(error, TransientProviderError) and error.retry_after is not None:
         return max(0.0, min(error.retry_after, 300.0))
     return _backoff(retry_state)
+
+
+def first_wait(error: TransientProviderError) -> float:
+    """The wait after a first failure: its retry-after, else a short jittered backoff."""
+    if error.retry_after is not None:
+        return max(0.0, min(error.retry_after, 300.0))
+    return random.uniform(0.0, 0.5)
 
 
 def is_transient(error: BaseException) -> bool:

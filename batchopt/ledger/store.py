@@ -20,12 +20,14 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import polars as pl
 
 from batchopt.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import duckdb
 
 PART_FILE = "part.parquet"
 VIEWS_FILE = "views.sql"
@@ -104,6 +106,8 @@ def connect(root: Path) -> duckdb.DuckDBPyConnection:
 
     Raises InputError if `root` holds no Parquet files.
     """
+    import duckdb  # deferred: a run writes its ledger without needing DuckDB
+
     folder = Path(root).expanduser().resolve()
     if not folder.is_dir() or next(folder.rglob("*.parquet"), None) is None:
         raise InputError(f"{folder}: no ledger files (*.parquet) found; run a pipeline first")
@@ -193,6 +197,8 @@ def query(root: Path, sql: str, fmt: str = "table") -> str:
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    import duckdb
+
     con = connect(root)
     try:
         cursor = con.execute(sql)

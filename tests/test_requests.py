@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import polars as pl
+
+from batchopt.prompts.requests import CallSpec, build_requests
+
+
+def _rows() -> pl.DataFrame:
+    return pl.DataFrame({
+        "group_id": ["g1", "g1", "g2"], "dedup": ["none", "exact", "none"],
+        "prompt_user": ["refund #1", "refund  #1", "refund #2"],
+    })
+
+
+def _spec(**changes: object) -> CallSpec:
+    base = {"provider": "openai", "model": "gpt-4o-mini", "endpoint": "http://127.0.0.1:1/v1",
+            "system": "Summarise.", "max_tokens": 32}
+    return CallSpec(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_one_request_per_group_from_its_representative() -> None:
+    requests = build_requests(_rows(), _spec())
+    assert sorted(requests) == ["g1", "g2"]
+    assert requests["g1"].user == "refund #1"
+    assert requests["g1"].key != requests["g2"].key
+    assert requests["g1"].estimated_input_tokens > 0
+
+
+def test_key_changes_with_everything_that_decides_the_answer() -> None:
+    key = build_requests(_rows(), _spec())["g1"].key
+    assert build_requests(_rows(), _spec())["g1"].key == key
+    for change in ({"endpoint": "https://api.openai.com/v1"}, {"model": "gpt-4o"},
+                   {"max_tokens": 33}, {"temperature": 0.5}, {"system": "Other."},
+                   {"params": {"top_p": 0.9}}, {"json_schema": {"type": "object"}},
+                   {"provider": "anthropic"}):
+        assert build_requests(_rows(), _spec(**change))["g1"].key != key, change
