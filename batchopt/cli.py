@@ -127,6 +127,43 @@ def ledger_query(sql: str, ledger_path: Path, fmt: str) -> None:
     click.echo(query(ledger_path, sql, fmt))
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=_path)
+@click.option("--id-column", required=True, help="Column that identifies a row")
+@click.option("--text-column", required=True, help="Column to compare")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.9,
+              show_default=True, help="Cosine similarity for a semantic merge")
+@click.option("--backend", type=click.Choice(["sentence-transformers", "model2vec"]),
+              default="sentence-transformers", show_default=True)
+@click.option("--model", help="Embedding model folder (default: the packaged all-MiniLM-L6-v2)")
+@click.option("--no-semantic", is_flag=True, help="Exact dedup only")
+@click.option("--guard-off", multiple=True,
+              type=click.Choice(["numbers", "amounts", "codes", "dates", "negation", "entities"]),
+              help="Switch a guard off (repeatable)")
+@click.option("--out", "out_path", type=_path, required=True, help="groups.parquet to write")
+@click.option("--sample", type=int, default=5, show_default=True, help="Largest groups to show")
+def dedup(
+    input_path: Path, id_column: str, text_column: str, threshold: float, backend: str,
+    model: str | None, no_semantic: bool, guard_off: tuple[str, ...], out_path: Path, sample: int,
+) -> None:
+    """Look before paying: group INPUT's rows by exact and guarded semantic duplicates."""
+    from batchopt.dedup.guards import GuardConfig
+    from batchopt.dedup.step import SemanticSettings, dedup_table
+    from batchopt.io.reader import read_rows
+    from batchopt.io.writer import write_parquet_atomic
+    from batchopt.progress import print_dedup_report
+
+    rows = read_rows(input_path, id_column, [text_column], keep_columns=[text_column])
+    settings = None if no_semantic else SemanticSettings(
+        threshold=threshold, backend=backend, model=model,
+        guards=GuardConfig(**{name: False for name in guard_off}),
+    )
+    groups = dedup_table(rows, id_column, text_column, settings)
+    write_parquet_atomic(groups, out_path)
+    print_dedup_report(groups, rows.select(
+        [id_column, text_column]).rename({id_column: "id", text_column: "text"}), out_path, sample)
+
+
 @main.command("fake-server")
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)

@@ -77,13 +77,48 @@ class PromptConfig(StrictModel):
         return value
 
 
+class GuardsConfig(StrictModel):
+    """Guards that veto a semantic merge; each can be switched off."""
+
+    numbers: bool = Field(default=True, description="Differing numbers, order ids, quantities")
+    amounts: bool = Field(default=True, description="Differing money amounts")
+    codes: bool = Field(default=True, description="Differing ids and codes (SKUs, e-mails, URLs)")
+    dates: bool = Field(default=True, description="Differing dates, weekdays, months")
+    negation: bool = Field(default=True, description="A negation on one side only")
+    entities: bool = Field(default=True, description="Differing named products or places")
+    vocabulary: list[str] = Field(
+        default_factory=list, description="Extra terms (product names...) that must match"
+    )
+
+
+class SemanticDedupConfig(StrictModel):
+    """Near-duplicate collapsing: embeddings, faiss neighbours, guarded clusters."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="Cosine similarity")
+    backend: Literal["sentence-transformers", "model2vec"] = "sentence-transformers"
+    model: str | None = Field(
+        default=None, description="Model folder (default: the packaged all-MiniLM-L6-v2)"
+    )
+    column: str | None = Field(
+        default=None, description="Compare this input column (default: the rendered prompt)"
+    )
+    neighbours: int = Field(default=10, ge=1, le=100, description="Candidates per row")
+    across_runs: bool = Field(
+        default=True,
+        description="Reuse answers of guarded near-duplicates answered in earlier runs",
+    )
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
+
+
 class DedupConfig(StrictModel):
-    """Exact dedup on the rendered, normalised request."""
+    """Exact dedup on the rendered, normalised request; optional semantic dedup after it."""
 
     exact: bool = True
     ignore_case: bool = Field(
         default=False, description="Treat requests differing only in letter case as one"
     )
+    semantic: SemanticDedupConfig = Field(default_factory=SemanticDedupConfig)
 
 
 class ModelConfig(StrictModel):

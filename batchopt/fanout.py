@@ -22,11 +22,17 @@ def group_results(
     requests: dict[str, Request],
     results: dict[str, Result],
     estimate: Callable[[Request], float],
+    past: dict[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """One row per group: its answer, how it was obtained, and what it was billed."""
+    """One row per group: its answer, how it was obtained, and what it was billed.
+
+    `past` maps a request key to the earlier run's answer it reused (a `PastAnswer`: row_id,
+    run_id, similarity), for the ledger to name."""
+    past = past or {}
     records = []
     for group_id, request in requests.items():
         result = results[request.key]
+        earlier = past.get(request.key)
         billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
         usage = result.usage if billed else Usage()
         mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
@@ -46,10 +52,14 @@ def group_results(
             "baseline_output_tokens": result.usage.output_tokens,
             "baseline_latency_ms": result.latency_ms,
             "estimated_cost_usd": 0.0 if result.from_cache else estimate(request),
+            "cached_from_run": earlier.run_id if earlier else None,
+            "past_row_id": earlier.row_id if earlier else None,
+            "past_similarity": earlier.similarity if earlier else None,
         })
     return pl.DataFrame(records, schema_overrides={
         "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
         "request_id": pl.String, "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
+        "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
     })
 
 
@@ -59,11 +69,18 @@ def ledger_facts(
     """One fact row per input row; `constants` (run_id, pipeline, tier, provider, model, ...)
     are the same on every row."""
     rep = pl.col("dedup") == "none"
+    reused = rep & pl.col("past_row_id").is_not_null()
     joined = rows.select(
         pl.col(id_column).cast(pl.String).alias("row_id"),
-        "group_id", "representative_id", "dedup", "similarity",
+        "group_id", "representative_id", "dedup", "similarity", "veto_guard", "veto_id",
     ).join(groups, on="group_id", how="left", maintain_order="left")
     return joined.with_columns(
+        # A representative answered by an earlier run's near-duplicate names that row.
+        pl.when(reused).then(pl.col("past_row_id")).otherwise(pl.col("representative_id"))
+        .alias("representative_id"),
+        pl.when(reused).then(pl.col("past_similarity")).otherwise(pl.col("similarity"))
+        .alias("similarity"),
+        pl.when(rep).then(pl.col("cached_from_run")).otherwise(None).alias("cached_from_run"),
         *[pl.lit(value).alias(name) for name, value in constants.items()],
         pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
         .otherwise(pl.lit("dedup")).alias("mode"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -51,7 +52,8 @@ def print_summary(summary: RunSummary) -> None:
                   f"profile {summary.profile} ({summary.provider}/{summary.model})")
     console.print(f"rows               {summary.rows:,}")
     console.print(f"distinct requests  {summary.distinct_requests:,} "
-                  f"(exact duplicates: {summary.exact_duplicates:,})")
+                  f"(exact duplicates: {summary.exact_duplicates:,}, semantic near-duplicates: "
+                  f"{summary.semantic_duplicates:,})")
     console.print(f"answered           sent {summary.sent:,} · from cache "
                   f"{summary.cache_hits:,} · failed rows {summary.failed_rows:,}")
     console.print(f"tokens             input {summary.input_tokens:,} (cached "
@@ -68,3 +70,37 @@ def print_summary(summary: RunSummary) -> None:
         console.print(f"[yellow]{summary.failed_rows} row(s) failed: see the ledger's "
                       f"'error' column (batchopt ledger query ... \"select * from failures\")"
                       f"[/yellow]")
+
+
+def print_dedup_report(groups: pl.DataFrame, texts: pl.DataFrame, out_path: object,
+                       sample: int) -> None:
+    """Counts by dedup kind, vetoes by guard, and the largest groups with their texts."""
+    console = Console(highlight=False, soft_wrap=True)
+    counts = dict(groups["dedup"].value_counts().iter_rows())
+    distinct = groups["group_id"].n_unique()
+    console.print(f"rows {groups.height:,} · distinct requests {distinct:,} · exact duplicates "
+                  f"{counts.get('exact', 0):,} · semantic near-duplicates "
+                  f"{counts.get('semantic', 0):,}")
+    vetoes = groups.filter(pl.col("veto_guard").is_not_null())["veto_guard"].value_counts()
+    if vetoes.height:
+        shown = ", ".join(f"{g} {n}" for g, n in vetoes.sort("count", descending=True).iter_rows())
+        console.print(f"near-merges vetoed by guards: {shown}")
+    largest = (groups.group_by("group_id").agg(pl.len().alias("size"),
+                                               pl.col("representative_id").first())
+               .filter(pl.col("size") > 1).sort(["size", "group_id"], descending=[True, False])
+               .head(sample))
+    text_of = dict(texts.iter_rows())
+    for group_id, size, rep in largest.iter_rows():
+        console.print(f"\n[bold]group of {size}[/bold] (representative {rep}): "
+                      f"{_clip(text_of.get(rep, ''))}")
+        members = groups.filter((pl.col("group_id") == group_id) & (pl.col("id") != rep)).head(3)
+        for row in members.iter_rows(named=True):
+            sim = f"{row['similarity']:.3f}" if row["similarity"] is not None else "exact"
+            text = _clip(text_of.get(row["id"], ""))
+            console.print(f"  {row['id']} ({row['dedup']}, {sim}): {text}")
+    console.print(f"\ngroups written to {out_path}")
+
+
+def _clip(text: str, width: int = 90) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -33,6 +33,9 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "representative_id": pl.String(),
     "dedup": pl.String(),
     "similarity": pl.Float64(),
+    "veto_guard": pl.String(),  # a guard that vetoed this row's nearest semantic merge
+    "veto_id": pl.String(),  # ... and the row it would have merged with
+    "cached_from_run": pl.String(),  # the earlier run whose answer a cache hit reused
     "tier": pl.String(),
     "provider": pl.String(),
     "model": pl.String(),
