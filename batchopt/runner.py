@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -34,6 +35,11 @@ from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result, Usage
+
+if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
+    from batchopt.dedup.crossrun import AnsweredIndex, PastAnswer
+    from batchopt.dedup.guards import GuardConfig
+    from batchopt.dedup.step import SemanticOutcome
 
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
@@ -87,6 +93,8 @@ class Plan:
     prices: PriceTable
     paths: dict[str, Path]
     keep_columns: list[str]
+    semantic: SemanticOutcome | None = None
+    guards: GuardConfig | None = None
 
 
 @dataclass
@@ -101,6 +109,7 @@ class RunSummary:
     rows: int
     distinct_requests: int
     exact_duplicates: int
+    semantic_duplicates: int
     cache_hits: int
     sent: int
     failed_rows: int
@@ -189,10 +198,11 @@ def prepare(
 
     observer.stage("read")
     renderer = PromptRenderer(cfg.prompt.template)
+    sem = cfg.dedup.semantic
     rows = read_rows(
         paths["input"],
         cfg.input.id_column,
-        renderer.variables,
+        renderer.variables + ([sem.column] if sem.enabled and sem.column else []),
         keep_columns=cfg.input.columns,
         hive_partitioning=cfg.input.hive_partitioning,
     )
@@ -212,6 +222,30 @@ def prepare(
         enabled=cfg.dedup.exact,
         ignore_case=cfg.dedup.ignore_case,
     )
+    semantic, guards = None, None
+    if sem.enabled:
+        from batchopt.dedup.guards import GuardConfig
+        from batchopt.dedup.step import SemanticSettings, semantic_dedup
+
+        observer.stage("semantic dedup")
+        guards = GuardConfig(
+            **{**sem.guards.model_dump(), "vocabulary": tuple(sem.guards.vocabulary)}
+        )
+        settings_sem = SemanticSettings(
+            threshold=sem.threshold, backend=sem.backend,
+            model=str(loaded.resolve(sem.model)) if sem.model else None,
+            neighbours=sem.neighbours, guards=guards,
+        )
+        cache_dir = paths["cache"] / cfg.name / "embeddings" if cfg.cache.enabled else None
+        semantic = semantic_dedup(
+            rows, cfg.input.id_column, sem.column or "prompt_user", settings_sem, cache_dir
+        )
+        rows = semantic.rows
+    else:
+        rows = rows.with_columns(
+            pl.lit(None, dtype=pl.String).alias("veto_guard"),
+            pl.lit(None, dtype=pl.String).alias("veto_id"),
+        )
     spec = CallSpec(
         provider=profile.provider, model=profile.model,
         endpoint=settings.base_url or settings.model_path or "", system=cfg.prompt.system,
@@ -232,6 +266,8 @@ def prepare(
         prices=prices,
         paths=paths,
         keep_columns=keep_columns,
+        semantic=semantic,
+        guards=guards,
     )
 
 
@@ -241,25 +277,36 @@ def _with_model_path(settings: ProviderSettings, model_path: str) -> ProviderSet
     return replace(settings, model_path=model_path)
 
 
+@dataclass
+class Answers:
+    """What `execute` found: results by request key, and the earlier answers reused."""
+
+    results: dict[str, Result]
+    past: dict[str, PastAnswer] = field(default_factory=dict)  # by request key
+
+
 def execute(
     plan: Plan,
     cache: ResponseCache,
     observer: RunObserver | None = None,
-) -> dict[str, Result]:
-    """Answer every request from the cache or the provider; returns results by request key."""
+) -> Answers:
+    """Answer every request from the cache (exact, then semantic across runs) or the provider."""
     from batchopt.providers.registry import create_provider
 
     observer = observer or RunObserver()
-    results: dict[str, Result] = {}
+    answers = Answers(results={})
     misses: list[Request] = []
     for request in {r.key: r for r in plan.requests.values()}.values():
         cached = cache.get(request.key)
         if cached is not None:
-            results[request.key] = cached
+            answers.results[request.key] = cached
         else:
             misses.append(request)
+    index = _answered_index(plan, cache)
+    if index is not None and misses:
+        misses = _reuse_past(plan, cache, index, misses, answers)
     if not misses:
-        return results
+        return answers
 
     observer.stage("send")
     observer.sending(len(misses))
@@ -280,8 +327,69 @@ def execute(
         finally:
             await provider.aclose()
 
-    results.update(asyncio.run(send()))
-    return results
+    sent = asyncio.run(send())
+    answers.results.update(sent)
+    if index is not None:
+        _remember(plan, index, [r for r in misses if sent[r.key].ok])
+    return answers
+
+
+def _rep_ids(plan: Plan) -> dict[str, str]:
+    """Request key -> the id of the row whose prompt it is."""
+    cfg = plan.pipeline.config
+    reps = plan.rows.filter(pl.col("dedup") == "none").select(
+        pl.col("group_id"), pl.col(cfg.input.id_column).cast(pl.String)
+    )
+    by_group = dict(reps.iter_rows())
+    return {request.key: by_group[group] for group, request in plan.requests.items()}
+
+
+def _answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
+    sem = plan.pipeline.config.dedup.semantic
+    if plan.semantic is None or not sem.across_runs or not cache.enabled:
+        return None
+    from batchopt.dedup.crossrun import AnsweredIndex
+
+    return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
+
+
+def _reuse_past(
+    plan: Plan, cache: ResponseCache, index: AnsweredIndex, misses: list[Request],
+    answers: Answers,
+) -> list[Request]:
+    """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
+    import numpy as np
+
+    assert plan.semantic is not None and plan.guards is not None
+    rep_ids = _rep_ids(plan)
+    ids = [rep_ids[r.key] for r in misses]
+    vectors = np.stack([plan.semantic.vectors[i] for i in ids])
+    texts = [plan.semantic.texts[i] for i in ids]
+    threshold = plan.pipeline.config.dedup.semantic.threshold
+    remaining = []
+    for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
+                            strict=True):
+        earlier = cache.get(hit.request_key) if hit is not None else None
+        if hit is not None and earlier is not None and earlier.ok:
+            answers.results[request.key] = earlier
+            answers.past[request.key] = hit
+        else:
+            remaining.append(request)
+    return remaining
+
+
+def _remember(plan: Plan, index: AnsweredIndex, answered: list[Request]) -> None:
+    import numpy as np
+
+    if not answered:
+        return
+    assert plan.semantic is not None
+    rep_ids = _rep_ids(plan)
+    ids = [rep_ids[r.key] for r in answered]
+    index.add(
+        ids, plan.run_id, [r.key for r in answered], [plan.semantic.texts[i] for i in ids],
+        np.stack([plan.semantic.vectors[i] for i in ids]),
+    )
 
 
 def _estimated_cost(plan: Plan, request: Request) -> float:
@@ -292,10 +400,13 @@ def _estimated_cost(plan: Plan, request: Request) -> float:
     return plan.prices.cost(plan.price, usage, latency_ms=seconds * 1000.0)
 
 
-def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
+def finish(plan: Plan, answers: Answers) -> RunSummary:
     """Fan answers out to every row; write the outputs and the ledger atomically."""
     cfg = plan.pipeline.config
-    groups = group_results(plan.requests, results, lambda request: _estimated_cost(plan, request))
+    results = answers.results
+    groups = group_results(
+        plan.requests, results, lambda request: _estimated_cost(plan, request), answers.past
+    )
     constants = {
         "run_id": plan.run_id, "pipeline": cfg.name, "tier": plan.profile_name,
         "provider": plan.profile.provider, "model": plan.profile.model, "route_reason": "single",
@@ -326,6 +437,7 @@ def finish(plan: Plan, results: dict[str, Result]) -> RunSummary:
         rows=ledger.height,
         distinct_requests=len({r.key for r in plan.requests.values()}),
         exact_duplicates=int((ledger["dedup"] == "exact").sum()),
+        semantic_duplicates=int((ledger["dedup"] == "semantic").sum()),
         cache_hits=int(counts.get("cache", 0)),
         sent=sum(1 for r in results.values() if not r.from_cache and r.attempts > 0),
         failed_rows=failed,
@@ -356,7 +468,7 @@ def run_pipeline(
     cfg = plan.pipeline.config
     cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
     try:
-        results = execute(plan, cache, observer)
+        answers = execute(plan, cache, observer)
     finally:
         cache.close()
-    return finish(plan, results)
+    return finish(plan, answers)
