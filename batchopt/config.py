@@ -95,7 +95,7 @@ class SemanticDedupConfig(StrictModel):
     """Near-duplicate collapsing: embeddings, faiss neighbours, guarded clusters."""
 
     enabled: bool = False
-    threshold: float = Field(default=0.9, gt=0.0, le=1.0, description="Cosine similarity")
+    threshold: float = Field(default=0.75, gt=0.0, le=1.0, description="Cosine similarity")
     backend: Literal["sentence-transformers", "model2vec"] = "sentence-transformers"
     model: str | None = Field(
         default=None, description="Model folder (default: the packaged all-MiniLM-L6-v2)"

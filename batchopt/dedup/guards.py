@@ -1,0 +1,409 @@
+"""Fact guards: cheap rules that forbid a semantic merge when two texts state different facts.
+
+Embeddings place "refund order #10233" next to "refund order #10234" and "the part fits" next to
+"the part does not fit"; merging them would ship a wrong answer. `extract` pulls the facts an
+answer depends on out of a text (numbers, money amounts, codes, dates, negation, opposite words
+such as big/small or add/remove, named things) and `veto` names the first guard that objects.
+
+One tokenizer pass splits every text into spans that belong to exactly one guard: the "20" of
+"$20" is an amount, not a number, and the "12" of "AB-12" is a code. So switching one guard off
+lets exactly its kind of difference through and no other guard picks it up instead.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+import numpy as np
+
+from batchopt.dedup import lexicon as lex
+
+GUARD_ORDER = ("numbers", "amounts", "codes", "dates", "negation", "opposites", "entities")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Which guards may veto a merge; each one is switchable from the pipeline YAML."""
+
+    numbers: bool = True  # any differing number / order id / quantity
+    amounts: bool = True  # money amounts with currency ($20 vs $200, 20 EUR)
+    codes: bool = True  # ids/codes like T-000123, SKU AB-12, emails, URLs
+    dates: bool = True  # dates, times, weekdays, months, today/tomorrow
+    negation: bool = True  # negation on one side only (not, no, never, n't, cannot, without)
+    entities: bool = True  # differing capitalised names (products, places) and vocabulary terms
+    vocabulary: tuple[str, ...] = ()  # extra terms that must match, case-insensitive
+    opposites: bool = True  # one side says big/early/add/upgrade, the other small/late/remove/...
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What `extract` found in one text; two texts may merge only if their facts agree."""
+
+    numbers: frozenset[str] = frozenset()
+    amounts: frozenset[str] = frozenset()
+    codes: frozenset[str] = frozenset()
+    dates: frozenset[str] = frozenset()
+    negated: bool = False
+    opposites: frozenset[str] = frozenset()  # "<pair>+" / "<pair>-": which side of which pair
+    entities: frozenset[str] = frozenset()  # lower-cased capitalised words
+    terms: frozenset[str] = frozenset()  # vocabulary terms present
+    words: str = " "  # " w1 w2 ... ": every lower-cased word, to find an entity typed lower-case
+
+
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+"
+_CUR_PRE = r"us\$|ca\$|c\$|au\$|a\$|[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr)\b"
+_CUR_POST = (
+    r"[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr|dollars?|bucks|euros?|pounds?|quid|yen"
+    r"|rupees|cents?)\b"
+)
+_MON = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_ORD = r"(?:st|nd|rd|th)"
+# Token kinds in priority order. No look-around, so the same pattern runs in Python's `re` and,
+# for batches, in polars' Rust regex (about 20x faster); the first kind that matches wins.
+_KINDS = (
+    ("url", r"(?:https?://|www\.)[^\s<>\"']+"),
+    ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+    ("iso", r"\b\d{4}-\d{1,2}-\d{1,2}\b"),
+    ("numdate", r"\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b|\b\d{1,2}\.\d{1,2}\.\d{2,4}\b"),
+    ("time", r"\b\d{1,2}(?::\d{2})?\s?(?:[ap]m\b|[ap]\.m\.)|\b\d{1,2}:\d{2}\b"),
+    ("amount_pre", rf"(?:{_CUR_PRE})\s?(?:{_NUM}|\d+)(?:\s?k\b)?"),
+    ("amount_post", rf"\b(?:{_NUM}|\d+)(?:\s?k)?\s?(?:{_CUR_POST})"),
+    ("month_day", rf"\b{_MON}\.?\s+\d{{1,2}}{_ORD}?\b(?:,?\s+\d{{4}}\b)?"),
+    ("day_month", rf"\b\d{{1,2}}{_ORD}?\s+(?:of\s+)?{_MON}\b\.?(?:,?\s+\d{{4}}\b)?"),
+    ("month_year", rf"\b{_MON}\.?\s+\d{{4}}\b"),
+    ("num_abbr", r"\b(?:no|nr|num)\.?\s*#?\d+\b"),
+    ("number", _NUM),
+    ("token", r"\w+(?:'[^\W\d_]+)*(?:[-_/]\w+)*"),  # word, plain number, ordinal or code
+    ("stop", r"[.!?;:\n]+"),
+)
+TOKEN_PATTERN = "(?i)" + "|".join(f"(?:{pattern})" for _, pattern in _KINDS)
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+_FULL = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS[:-2]]
+_ORDINAL = re.compile(rf"\d+{_ORD}", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
+_LETTERS = re.compile("[a-z]+")
+_SPLIT = re.compile(r"[-_/]")
+_POSSESSIVE = r"'s\b"
+_NON_WORD = r"[\W_]+"
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _amount(span: str, prefix: bool) -> str:
+    low = span.lower()
+    match = re.search(rf"{_NUM}|\d+", low)
+    assert match is not None
+    value = _decimal(match.group())
+    head, tail = low[: match.start()].strip(), low[match.end() :].strip()
+    if tail.startswith("k") and (prefix or tail[1:].strip()):
+        value *= 1000
+        tail = tail[1:].strip()
+    currency = lex.CURRENCIES.get(head if prefix else tail, head if prefix else tail)
+    if currency.endswith("/100"):
+        currency, value = currency[:-4], value / 100
+    return f"{currency}:{_plain(value)}"
+
+
+def _date(kind: str, span: str) -> str:
+    low = span.lower()
+    numbers = [int(n) for n in _DIGITS.findall(low)]
+    if kind == "iso":
+        return f"{numbers[0]}-{numbers[1]}-{numbers[2]}"
+    if kind == "numdate":
+        year = (numbers[2] + 2000 if numbers[2] < 100 else numbers[2]) if len(numbers) > 2 else "*"
+        return f"n:{numbers[0]}/{numbers[1]}/{year}"
+    if kind == "time":
+        low = low.replace(".", "")
+        hour, minute = numbers[0], numbers[1] if len(numbers) > 1 else 0
+        if low.endswith("pm") and hour < 12:
+            hour += 12
+        elif low.endswith("am") and hour == 12:
+            hour = 0
+        return f"t{hour}:{minute:02d}"
+    month = next(lex.MONTHS[w] for w in _LETTERS.findall(low) if w in lex.MONTHS)
+    if kind == "month_year":
+        return f"{numbers[0]}-{month}-*"
+    year = numbers[1] if len(numbers) > 1 else "*"
+    return f"{year}-{month}-{numbers[0]}"
+
+
+@lru_cache(maxsize=64)
+def _vocabulary_pattern(vocabulary: tuple[str, ...]) -> re.Pattern[str] | None:
+    terms = sorted({" ".join(t.casefold().split()) for t in vocabulary if t.strip()}, key=len)
+    if not terms:
+        return None
+    body = "|".join(r"\s+".join(map(re.escape, t.split())) for t in reversed(terms))
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+
+
+def _fold(text: str) -> str:
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+
+
+def extract(text: str, config: GuardConfig = GuardConfig()) -> Facts:
+    """The facts of `text` that the guards enabled in `config` compare."""
+    text = _fold(text)
+    words = ""
+    if config.entities:
+        words = re.sub(_NON_WORD, " ", re.sub(_POSSESSIVE, "", text.lower()))
+    return _facts(text, _TOKEN_RE.findall(text), words, config)
+
+
+def extract_many(texts: list[str], config: GuardConfig = GuardConfig()) -> list[Facts]:
+    """`extract` for many texts at once: the tokenizing runs in polars (Rust), same result."""
+    if not texts:
+        return []
+    import polars as pl
+
+    folded = pl.Series(texts, dtype=pl.String).str.normalize("NFKC").str.replace_all("[’‘]", "'")
+    tokens = folded.str.extract_all(TOKEN_PATTERN).to_list()
+    if config.entities:
+        lowered = folded.str.to_lowercase().str.replace_all(_POSSESSIVE, "")
+        words = lowered.str.replace_all(_NON_WORD, " ").to_list()
+    else:
+        words = [""] * len(texts)
+    plain = folded.to_list()
+    with gc_paused():
+        return [_facts(*row, config) for row in zip(plain, tokens, words, strict=True)]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: building many small acyclic objects (facts, sets)
+    otherwise makes the collector rescan them all, doubling the time of `extract_many`."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_NUMBERS, _AMOUNTS, _CODES, _DATES = range(4)
+
+
+def _facts(text: str, tokens: list[str], words: str, config: GuardConfig) -> Facts:
+    found: tuple[set[str], ...] = (set(), set(), set(), set())  # numbers, amounts, codes, dates
+    entities: set[str] = set()
+    opposites: set[str] = set()
+    negated = False
+    at_start = True  # the next word opens a sentence
+    previous = ""
+    cached = _TOKENS.get
+    for token in tokens:
+        info = cached(token) or _token(token)
+        if info[0] == "plain":  # most tokens: an ordinary lower-case word
+            previous, at_start = info[1], False
+            continue
+        if info[0] != "words":
+            previous = ""
+            at_start = info[0] == "stop"
+            if not at_start:
+                found[info[1]].add(info[2])
+            continue
+        for category, value, low in info[1]:
+            if category == "neg":
+                negated = True
+            elif category == "fact" or (category == "may" and not at_start):
+                found[_DATES if category != "fact" else value[0]].add(value[-1])
+            elif category == "opp":
+                opposites.add(value)
+            elif category == "one" and previous not in lex.ONE_PRONOUN_AFTER:
+                found[_NUMBERS].add("1")
+            elif category == "filler" and at_start:
+                continue  # "Hi team, Where is ...": the sentence starts after the greeting
+            elif category == "shaped" or (category == "cap" and not at_start):
+                entities.add(value)
+            previous, at_start = low, False
+    terms: frozenset[str] = frozenset()
+    if config.entities:
+        pattern = _vocabulary_pattern(config.vocabulary)
+        if pattern is not None:
+            terms = frozenset(" ".join(t.casefold().split()) for t in pattern.findall(text))
+    empty: frozenset[str] = frozenset()
+    return Facts(
+        numbers=frozenset(found[_NUMBERS]) if config.numbers else empty,
+        amounts=frozenset(found[_AMOUNTS]) if config.amounts else empty,
+        codes=frozenset(found[_CODES]) if config.codes else empty,
+        dates=frozenset(found[_DATES]) if config.dates else empty,
+        negated=negated and config.negation,
+        opposites=frozenset(opposites) if config.opposites else empty,
+        entities=frozenset(entities) if config.entities else empty,
+        terms=terms,
+        words=f" {words.strip()} " if config.entities else " ",
+    )
+
+
+_TOKENS: dict[str, tuple] = {}  # token -> what it says, see `_token`
+
+
+def _token(token: str) -> tuple:
+    """("plain", lower), ("stop",), ("fact", field, value) or ("words", ((category, value,
+    lower), ...)); remembered for the next text (up to a bound)."""
+    kind = _classify(token)
+    if kind == "stop":
+        info: tuple = ("stop",)
+    elif kind == "word":
+        parts = tuple(_word(part) for part in _SPLIT.split(token) if part)
+        info = (
+            ("plain", parts[0][2])
+            if len(parts) == 1 and parts[0][0] == "plain"
+            else ("words", parts)
+        )
+    else:
+        info = ("fact", *_fact(kind, token))
+    if len(_TOKENS) > 500_000:
+        _TOKENS.clear()
+    _TOKENS[token] = info
+    return info
+
+
+def _word(span: str) -> tuple[str, object, str]:
+    low = span.lower()
+    if low in lex.NEGATIONS or low.endswith(("n't", "'nt")):
+        return ("neg", None, low)
+    if low in lex.DATE_WORDS:
+        return ("fact", (_DATES, lex.DATE_WORDS[low]), low)
+    if span == "May":
+        return ("may", "*-5-*", low)
+    if low in lex.MONTH_WORDS:
+        return ("fact", (_DATES, f"*-{lex.MONTHS[low]}-*"), low)
+    side = lex.OPPOSITES.get(low) or lex.misspelt_opposite(low)
+    if side:
+        return ("opp", side, low)
+    if low == "one":
+        return ("one", None, low)
+    if low in lex.NOT_ENTITIES:
+        return ("filler", None, low)
+    if low in lex.NUMBER_WORDS:
+        return ("fact", (_NUMBERS, lex.NUMBER_WORDS[low]), low)
+    if span[0].isupper():
+        name = (low[:-2] if low.endswith("'s") else low).replace("'", " ")  # as `words` splits
+        if any(c.isupper() for c in span[1:]):  # CamelCase, ACRONYM: a name even first
+            return ("shaped", name, low)
+        return ("cap", name, low) if low not in lex.OPENERS else ("plain", None, low)
+    return ("plain", None, low)
+
+
+def _classify(token: str) -> str:
+    if token.isdigit():
+        return "number"
+    if token[0] in ".!?;:\n":
+        return "stop"
+    if token.replace("'", "").replace("-", "").replace("_", "").replace("/", "").isalpha():
+        return "word"
+    for kind, pattern in _FULL:
+        if pattern.fullmatch(token):
+            return kind
+    if _ORDINAL.fullmatch(token):
+        return "ordinal"
+    if any(c.isalpha() for c in token):
+        return "code"
+    return "number"
+
+
+def _fact(kind: str, token: str) -> tuple[int, str]:
+    if kind in ("url", "email"):
+        return _CODES, token.lower().rstrip(".,;:!?)")
+    if kind in ("amount_pre", "amount_post"):
+        return _AMOUNTS, _amount(token, kind == "amount_pre")
+    if kind in ("iso", "numdate", "time", "month_day", "day_month", "month_year"):
+        return _DATES, _date(kind, token)
+    if kind == "num_abbr":
+        return _NUMBERS, _DIGITS.findall(token)[-1]
+    if kind == "number" and "." in token:
+        return _NUMBERS, _plain(_decimal(token))
+    if kind == "code":
+        return _CODES, token.lower().replace("-", "").replace("_", "")
+    return _NUMBERS, token.lower().replace(",", "")
+
+
+def opposed(a: frozenset[str], b: frozenset[str]) -> bool:
+    """True if one side of an opposite pair is only in `a` and the other side only in `b`."""
+    only_b = b - a
+    flip = {"+": "-", "-": "+"}
+    return any(f"{side[:-1]}{flip[side[-1]]}" in only_b for side in a - b)
+
+
+def _entities_differ(a: Facts, b: Facts) -> bool:
+    if a.terms != b.terms:
+        return True
+    # A name capitalised on one side only (sentence start, typed lower-case) still matches.
+    return any(f" {e} " not in b.words for e in a.entities) or any(
+        f" {e} " not in a.words for e in b.entities
+    )
+
+
+def veto(a: Facts, b: Facts, config: GuardConfig = GuardConfig()) -> str | None:
+    """The name of the first guard (in `GUARD_ORDER`) that forbids merging a and b, else None."""
+    if config.numbers and a.numbers != b.numbers:
+        return "numbers"
+    if config.amounts and a.amounts != b.amounts:
+        return "amounts"
+    if config.codes and a.codes != b.codes:
+        return "codes"
+    if config.dates and a.dates != b.dates:
+        return "dates"
+    if config.negation and a.negated != b.negated:
+        return "negation"
+    if config.opposites and opposed(a.opposites, b.opposites):
+        return "opposites"
+    if config.entities and _entities_differ(a, b):
+        return "entities"
+    return None
+
+
+def veto_many(
+    facts: list[Facts], left: np.ndarray, right: np.ndarray, config: GuardConfig = GuardConfig()
+) -> np.ndarray:
+    """`veto` for many pairs at once: for pair i, the index in `GUARD_ORDER` of the first guard
+    that forbids merging facts[left[i]] and facts[right[i]], or -1 if they may merge.
+
+    Each set-valued fact is mapped to an exact integer id per distinct value, so the equality
+    guards are vectorised comparisons; `veto` itself runs only for the pairs they let through
+    whose opposites or names differ.
+    """
+    result = np.full(len(left), -1, np.int8)
+    if not len(left):
+        return result
+    fields = ("numbers", "amounts", "codes", "dates", "negated")
+    for index in reversed(range(len(fields))):  # reversed: the first guard in GUARD_ORDER wins
+        if getattr(config, GUARD_ORDER[index]):
+            ids = _value_ids([getattr(f, fields[index]) for f in facts])
+            result[ids[left] != ids[right]] = index
+    rich = np.fromiter((bool(f.opposites or f.entities or f.terms) for f in facts), bool)
+    # equal names, terms and opposites on both sides pass: a name of one text is a word of it
+    same = _value_ids([(f.opposites, f.entities, f.terms) for f in facts])
+    check = np.flatnonzero((result < 0) & (rich[left] | rich[right]) & (same[left] != same[right]))
+    for i, a, b in zip(check.tolist(), left[check].tolist(), right[check].tolist(), strict=True):
+        refused = veto(facts[a], facts[b], config)
+        if refused is not None:
+            result[i] = GUARD_ORDER.index(refused)
+    return result
+
+
+def _value_ids(values: list[object]) -> np.ndarray:
+    ids: dict[object, int] = {}
+    return np.fromiter((ids.setdefault(v, len(ids)) for v in values), np.int64, len(values))

@@ -1,0 +1,226 @@
+"""Semantic dedup: paraphrased requests are sent once and the answer fanned out.
+
+Runs after exact dedup, on the exact representatives only. Every row gets its k nearest
+neighbours above the similarity threshold (`index.neighbours`); the fact guards (`guards`) strike
+out the pairs they refuse. Then greedy leader clustering: rows are visited by decreasing number
+of approved neighbours (ties in input order) and each joins the most similar representative
+already chosen, else becomes one. So every member is within the threshold of its group's
+REPRESENTATIVE, whose answer it receives, and passed the guards against it: no chaining (A~B and
+B~C put C with A only when both sit next to one representative, never through a member).
+Names and opposite words are also checked against the whole group (see `_Group`). Visiting hubs
+first lets a request that many paraphrases resemble represent them: on the labelled set it
+raised recall from 0.54 to 0.65 at 0.75 over input order, with the same precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from batchopt.dedup.guards import (
+    GUARD_ORDER,
+    Facts,
+    GuardConfig,
+    extract_many,
+    gc_paused,
+    opposed,
+    veto_many,
+)
+from batchopt.dedup.index import neighbours
+
+DEFAULT_GUARDS = GuardConfig()
+# Measured on tests/data/dedup_labelled.parquet with all-MiniLM-L6-v2 and the default guards:
+# every cross-request pair the guards let through is below cosine 0.71, so 0.75 keeps precision
+# 1.0 with a margin (recall 0.62 at k=10); 0.70 already merges "gift cards" with "gift wrapping".
+DEFAULT_THRESHOLD = 0.75
+
+
+def semantic_groups(
+    frame: pl.DataFrame,
+    vectors: np.ndarray,
+    *,
+    id_column: str,
+    text_column: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    guards: GuardConfig = DEFAULT_GUARDS,
+    k: int = 10,
+) -> pl.DataFrame:
+    """Merge paraphrases among the exact representatives of `frame`.
+
+    `frame` carries the exact-dedup columns (`group_id`, `representative_id`, `dedup`,
+    `similarity`); `vectors` holds one L2-normalised row per frame row whose `dedup` is "none",
+    in frame order. A merged row gets `dedup = "semantic"`, `similarity` = cosine to its
+    representative, and that representative's `representative_id` and `group_id`; its exact
+    copies (still `dedup = "exact"`) follow it to the same representative and group. New columns
+    `veto_guard` and `veto_id` name, for a row that had a neighbour above the threshold which a
+    guard refused, the guard and that neighbour's id (its most similar refused neighbour).
+    """
+    dedup = frame["dedup"].to_numpy()
+    positions = np.flatnonzero(dedup == "none")  # frame rows that own a vector
+    if len(vectors) != len(positions):
+        raise ValueError(
+            f"semantic dedup needs one vector per exact representative: {len(positions)} rows "
+            f"with dedup 'none', {len(vectors)} vectors"
+        )
+    ids = frame[id_column].cast(pl.String)
+    leader, sims, vetoed_by, vetoed_guard = _cluster(
+        _unit(vectors), frame[text_column].gather(positions).to_list(), threshold, guards, k
+    )
+    follower = np.flatnonzero(leader != np.arange(len(leader)))
+    rows, lead_rows = positions[follower], positions[leader[follower]]
+    rep_ids = frame["representative_id"].cast(pl.String).clone()
+    group_ids = frame["group_id"].cast(pl.String).clone()
+    new_rep, new_group = ids.gather(lead_rows), group_ids.gather(lead_rows)
+    moved_groups = group_ids.gather(rows)
+    # exact copies of a follower share its group_id: map them to the follower's new home
+    out = frame.with_columns(
+        pl.col("group_id").cast(pl.String).replace_strict(moved_groups, new_rep, default=None)
+        .alias("__rep"),
+        pl.col("group_id").cast(pl.String).replace_strict(moved_groups, new_group, default=None)
+        .alias("__group"),
+    )  # fmt: skip
+    rep_ids.scatter(rows, new_rep)
+    group_ids.scatter(rows, new_group)
+    dedup_col = frame["dedup"].cast(pl.String).clone().scatter(rows, "semantic")
+    similarity = frame["similarity"].cast(pl.Float64).clone()
+    similarity.scatter(rows, sims[follower].astype(np.float64))
+    veto_guard = pl.Series("veto_guard", [None] * frame.height, dtype=pl.String)
+    veto_id = pl.Series("veto_id", [None] * frame.height, dtype=pl.String)
+    refused = np.flatnonzero(vetoed_by >= 0)
+    if len(refused):
+        veto_guard.scatter(positions[refused], [vetoed_guard[i] for i in refused.tolist()])
+        veto_id.scatter(positions[refused], ids.gather(positions[vetoed_by[refused]]))
+    is_copy = (pl.col("dedup") == "exact") & pl.col("__rep").is_not_null()
+    return (
+        out.with_columns(
+            rep_ids.alias("representative_id"),
+            group_ids.alias("group_id"),
+            dedup_col.alias("dedup"),
+            similarity.alias("similarity"),
+            veto_guard,
+            veto_id,
+        )
+        .with_columns(
+            pl.when(is_copy)
+            .then(pl.col("__rep"))
+            .otherwise(pl.col("representative_id"))
+            .alias("representative_id"),
+            pl.when(is_copy)
+            .then(pl.col("__group"))
+            .otherwise(pl.col("group_id"))
+            .alias("group_id"),
+        )
+        .drop("__rep", "__group")
+    )
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.size == 0:
+        return x.reshape(0, x.shape[-1] if x.ndim == 2 else 1)
+    if x.ndim != 2:
+        raise ValueError(f"vectors must be 2-D (rows, dim), got shape {x.shape}")
+    norms = np.linalg.norm(x, axis=1)
+    if np.all(np.abs(norms - 1.0) < 1e-3):
+        return x
+    return x / np.maximum(norms, 1e-12)[:, None]
+
+
+def _cluster(
+    vectors: np.ndarray, texts: list[str], threshold: float, guards: GuardConfig, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+    """Greedy leader clustering over the guard-approved neighbour lists.
+
+    Rows are visited by decreasing number of approved neighbours (ties in input order), so a
+    row that many paraphrases resemble becomes a representative before its outliers do; each
+    row joins its most similar representative among them, else becomes one.
+
+    Returns, per row: its leader (itself if a representative), cosine to the leader, the most
+    similar neighbour a guard refused (-1 if none) and that guard's name.
+    """
+    n = len(vectors)
+    leader = np.arange(n)
+    sims = np.zeros(n, np.float32)
+    vetoed_by = np.full(n, -1, np.int64)
+    vetoed_guard: list[str | None] = [None] * n
+    nbr_ids, nbr_sims = neighbours(vectors, k, threshold)
+    row, slot = np.nonzero(nbr_ids >= 0)
+    if not len(row):
+        return leader, sims, vetoed_by, vetoed_guard
+    other = nbr_ids[row, slot]
+    involved = np.unique(np.concatenate([row, other]))
+    local = np.full(n, -1, np.int64)
+    local[involved] = np.arange(len(involved))
+    facts = extract_many([texts[i] for i in involved.tolist()], guards)
+    refused = veto_many(facts, local[row], local[other], guards)
+    # the first refused neighbour of each row is its most similar one: lists are best first
+    vetoed = refused >= 0
+    first = np.unique(row[vetoed], return_index=True)[1]
+    vetoed_rows = row[vetoed][first]
+    vetoed_by[vetoed_rows] = other[vetoed][first]
+    for i, code in zip(vetoed_rows.tolist(), refused[vetoed][first].tolist(), strict=True):
+        vetoed_guard[i] = GUARD_ORDER[code]
+    approved = np.full(nbr_ids.shape, -1, np.int64)
+    approved[row[~vetoed], slot[~vetoed]] = other[~vetoed]
+    degree = (approved >= 0).sum(axis=1)
+    order = np.argsort(-degree, kind="stable")
+    order = order[degree[order] > 0]  # rows without an approved neighbour stay alone
+    is_leader = bytearray(n)  # set once a row has been visited as a representative
+    fact_of = local.tolist()
+    groups: dict[int, _Group] = {}
+    with gc_paused():
+        for i, cands, cand_sims in zip(
+            order.tolist(), approved[order].tolist(), nbr_sims[order].tolist(), strict=True
+        ):
+            for j, s in zip(cands, cand_sims, strict=True):
+                if j < 0 or not is_leader[j]:
+                    continue
+                mine = facts[fact_of[i]]
+                group = groups.get(j)
+                if group is None:
+                    group = groups[j] = _Group(facts[fact_of[j]])
+                refused = group.refuses(mine, guards)
+                if refused is None:
+                    group.add(mine)
+                    leader[i], sims[i] = j, s
+                    break
+                if vetoed_by[i] < 0:
+                    vetoed_by[i], vetoed_guard[i] = j, refused
+            else:
+                is_leader[i] = 1
+    return leader, sims, vetoed_by, vetoed_guard
+
+
+class _Group:
+    """What a group's members say, for the guards that are not transitive.
+
+    Equal numbers, amounts, codes, dates and negation with the representative mean equal with
+    every member. Names and opposites are one-sided tests ("Nomad" must appear in the other
+    text; "large" against "small"), so A~rep and B~rep can still clash: a joining row is
+    checked against the names all members share and every member's opposites.
+    """
+
+    def __init__(self, representative: Facts) -> None:
+        self.size = 1
+        self.names = set(representative.entities)
+        self.common_words = set(representative.words.split())
+        self.opposites = {representative.opposites}
+
+    def refuses(self, row: Facts, guards: GuardConfig) -> str | None:
+        if self.size == 1:
+            return None  # the pair with the representative has passed `veto` already
+        if guards.opposites and any(opposed(row.opposites, o) for o in self.opposites):
+            return "opposites"
+        if guards.entities:
+            row_words = set(row.words.split())
+            own = {part for name in row.entities for part in name.split()}
+            others = {part for name in self.names for part in name.split()}
+            if not own <= self.common_words or not others <= row_words:
+                return "entities"
+        return None
+
+    def add(self, row: Facts) -> None:
+        self.size += 1
+        self.names |= row.entities
+        self.common_words &= set(row.words.split())
+        self.opposites.add(row.opposites)

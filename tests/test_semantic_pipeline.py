@@ -1,0 +1,88 @@
+"""Semantic dedup inside a run and across runs, through the shipped pipeline and the fake server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytest.importorskip("sentence_transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "pipelines" / "summarize.yaml"
+BATCHOPT = Path(sys.executable).parent / "batchopt"
+
+
+def _env(fake, out: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env.update({"BATCHOPT_OUT": str(out), "OPENAI_BASE_URL": fake.openai_base_url,
+                "OPENAI_API_KEY": "sk-test", "HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BATCHOPT), "run", str(PIPELINE), "--profile", "openai", *args],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _ledger(out: Path, run_id: str) -> pl.DataFrame:
+    return pl.read_parquet(out / "ledger" / "pipeline=summarize" / f"run_id={run_id}"
+                           / "part.parquet")
+
+
+def test_semantic_dedup_saves_in_a_run_and_across_runs(fake, tmp_path):
+    env = _env(fake, tmp_path)
+    first = _run(env, "--run-id", "day1")
+    day1 = _ledger(tmp_path, "day1")
+    semantic = day1.filter(pl.col("dedup") == "semantic")
+    assert semantic.height > 0, "the sample's paraphrases should collapse"
+    assert re.search(rf"semantic near-duplicates: {semantic.height}\b", first.stdout)
+    assert (semantic["cost_usd"] == 0).all() and (semantic["saved_semantic_usd"] > 0).all()
+    assert semantic["similarity"].min() >= 0.75
+    paid_day1 = fake.stats()["requests"]
+    assert paid_day1 == day1.filter(pl.col("mode") == "online").height
+
+    # Day 2: the same tickets lightly reworded (same facts), hard negatives, and new tickets.
+    tickets = pl.read_parquet(ROOT / "sample_data" / "tickets.parquet")
+    answered = set(day1.filter(pl.col("mode") == "online")["row_id"])
+    base = tickets.filter(pl.col("ticket_id").is_in(answered)).head(20)
+    reworded = base.with_columns(
+        ("D2-" + pl.col("ticket_id")).alias("ticket_id"),
+        (pl.col("body") + "\nThank you so much for your help.").alias("body"),
+    )
+    negatives = base.filter(pl.col("body").str.contains("NP-")).head(5).with_columns(
+        ("NEG-" + pl.col("ticket_id")).alias("ticket_id"),
+        pl.col("body").str.replace_all(r"NP-(\d)", "NP-9$1").alias("body"),
+    )
+    fresh = base.head(5).with_columns(
+        ("NEW-" + pl.col("ticket_id")).alias("ticket_id"),
+        pl.lit("Subject change").alias("subject"),
+        (pl.lit("My loyalty points from the spring promotion never showed up, case ")
+         + pl.col("ticket_id")).alias("body"),
+    )
+    assert negatives.height == 5
+    assert (~negatives["body"].is_in(base["body"].implode())).all()
+    day2_input = tmp_path / "day2.parquet"
+    pl.concat([reworded, negatives, fresh]).write_parquet(day2_input)
+
+    fake.reset()
+    _run(env, "--run-id", "day2", "--input", str(day2_input))
+    day2 = _ledger(tmp_path, "day2")
+    paid = set(day2.filter(pl.col("mode") == "online")["row_id"])
+    reused = day2.filter(pl.col("cached_from_run") == "day1")
+    # Paid: only what is neither cached nor a guarded near-duplicate of an answered row.
+    assert {r for r in paid if r.startswith("D2-")} == set()
+    assert {r for r in paid if r.startswith(("NEG-", "NEW-"))} == set(
+        negatives["ticket_id"]) | set(fresh["ticket_id"])
+    assert fake.stats()["requests"] == len(paid) == 10
+    assert set(reused["row_id"]) == set(reworded["ticket_id"])
+    assert set(reused["representative_id"]) <= answered
+    assert (reused["mode"] == "cache").all() and (reused["cost_usd"] == 0).all()
+    assert (reused["saved_cache_usd"] > 0).all()
