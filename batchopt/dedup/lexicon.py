@@ -1,0 +1,127 @@
+"""Word lists for the fact guards (`guards.py`): months, weekdays, number words, negations,
+opposite pairs, words that name nothing, currencies. All lower case."""
+
+from __future__ import annotations
+
+
+def _set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _list(text: str, sep: str | None = None) -> list[str]:
+    return text.split(sep)
+
+
+MONTHS = {
+    m: i % 12 + 1
+    for i, m in enumerate(
+        _list(
+            "january february march april may june july august september october november "
+            "december jan feb mar apr may jun jul aug sep oct nov dec"
+        )
+    )
+} | {"sept": 9}
+# Standalone month words; "may" and the abbreviations count only next to a day or a year.
+MONTH_WORDS = {w for w in MONTHS if len(w) > 4 or w in ("june", "july")} - {"may"}
+WEEKDAYS = _list("monday tuesday wednesday thursday friday saturday sunday")
+DATE_WORDS = (
+    {d: d for d in WEEKDAYS}
+    | {d + "s": d for d in WEEKDAYS}
+    | {"today": "today", "tonight": "today", "tomorrow": "tomorrow", "yesterday": "yesterday"}
+    | {"weekend": "weekend"}
+)
+NUMBER_WORDS = dict(
+    zip(
+        _list(
+            "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+            "fifteen twenty thirty forty fifty hundred thousand twice thrice dozen once double "
+            "triple"
+        ),
+        _list("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 20 30 40 50 100 1000 2 3 12 1 2 3"),
+        strict=True,
+    )
+)
+# "the other one", "a new one": a pronoun, not a quantity.
+ONE_PRONOUN_AFTER = _set(
+    "the this that a an any each every which another no new other same right wrong only last "
+    "old next correct replacement first second broken working bigger smaller larger cheaper "
+    "good extra duplicate spare original defective faulty damaged"
+)
+NEGATIONS = _set(
+    "not no never none nothing nobody nowhere neither nor without cannot unable noone dont "
+    "doesnt didnt cant couldnt wont wouldnt shouldnt isnt arent wasnt werent havent hasnt hadnt "
+    "aint mustnt neednt"
+)
+# Opposite pairs that embeddings put close ("too big"/"too small": cosine 0.97 with MiniLM),
+# as word -> "<pair><side>".
+OPPOSITES = {
+    word: f"{i}{sign}"
+    for i, pair in enumerate(
+        _list(
+            "big bigger biggest large larger/small smaller smallest tiny|tight tighter/loose "
+            "looser|long longer/short shorter|wide wider/narrow narrower|thick thicker/thin "
+            "thinner|early earlier/late later|before/after|add adding added/remove removing "
+            "removed|upgrade upgrading upgraded/downgrade downgrading downgraded|increase "
+            "increased/decrease decreased reduce reduced|more/less fewer|higher/lower|bright "
+            "brighter/dim dimmer|hot hotter warm warmer/cold colder cool cooler|loud louder/quiet "
+            "quieter|fast faster quick quicker/slow slower|cheap cheaper/expensive pricier|enable "
+            "enabled/disable disabled|activate activated/deactivate deactivated|lock locked/unlock "
+            "unlocked|subscribe subscribed/unsubscribe unsubscribed|include included/exclude "
+            "excluded|buy buying/sell selling|upload uploaded/download downloaded|left/right|"
+            "top/bottom|inside/outside|above/below|maximum max/minimum min|full/empty|wet/dry|"
+            "new/old|same/different|overcharged/undercharged|pause paused/resume resumed",
+            "|",
+        )
+    )
+    for sign, side in zip("+-", pair.split("/"), strict=True)
+    for word in side.split()
+}
+# A typo hides an opposite from an exact lookup ("dwongrade", "eralier"): words of 6+ letters
+# one edit away (a shared deletion of one letter after the first) count too.
+_FUZZY: dict[str, str] = {}
+for _word, _side in OPPOSITES.items():
+    if len(_word) >= 6:
+        for _i in range(2, len(_word) + 1):
+            _FUZZY.setdefault(_word[: _i - 1] + _word[_i:], _side)
+        _FUZZY.setdefault(_word, _side)
+
+
+def misspelt_opposite(word: str) -> str | None:
+    """The opposite-pair side of `word` if it is a typo of a long opposite word, else None."""
+    if len(word) < 6 or not word.isalpha():
+        return None
+    for i in range(2, len(word) + 1):
+        side = _FUZZY.get(word[: i - 1] + word[i:])
+        if side is not None:
+            return side
+    return _FUZZY.get(word)
+
+
+# Capitalised words that name nothing: pronoun, greetings, sign-offs, titles, fillers.
+NOT_ENTITIES = _set(
+    "i i'm i've i'd i'll im ive hi hello hey dear thanks thank regards cheers please sincerely "
+    "best kind team support sir madam mr mrs ms dr ok okay yes a asap fyi pls plz thx btw "
+    "customer service hiya greetings morning afternoon evening good re fw fwd subject sku id "
+    "ref pdf otp pin eta vat"
+)
+# Function words that name nothing even when capitalised mid-sentence ("Hi, My order ...").
+OPENERS = _set(
+    "my our your the this that these those a an his her their its is are was were can could "
+    "would will should do does did has have had why what when where how who which so and but "
+    "also just still we you it there here if"
+)
+CURRENCIES = {
+    word: code
+    for code, words in (
+        ("usd", "$ us$ usd dollar dollars bucks"),
+        ("eur", "€ eur euro euros"),
+        ("gbp", "£ gbp pound pounds quid"),
+        ("jpy", "¥ jpy yen"),
+        ("inr", "₹ inr rupees"),
+        ("cad", "ca$ c$ cad"),
+        ("aud", "a$ au$ aud"),
+        ("chf", "chf"),
+        ("usd/100", "cent cents"),
+    )
+    for word in words.split()
+}
