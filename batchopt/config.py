@@ -85,6 +85,9 @@ class GuardsConfig(StrictModel):
     codes: bool = Field(default=True, description="Differing ids and codes (SKUs, e-mails, URLs)")
     dates: bool = Field(default=True, description="Differing dates, weekdays, months")
     negation: bool = Field(default=True, description="A negation on one side only")
+    opposites: bool = Field(
+        default=True, description="Opposite words on each side (big/small, early/late...)"
+    )
     entities: bool = Field(default=True, description="Differing named products or places")
     vocabulary: list[str] = Field(
         default_factory=list, description="Extra terms (product names...) that must match"
@@ -228,7 +231,7 @@ class LoadedPipeline(BaseModel):
     def resolve(self, path: str) -> Path:
         """A path from the YAML, made absolute against the YAML's folder."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.root / p)
+        return (p if p.is_absolute() else self.root / p).resolve()
 
     def profile(self, name: str | None) -> tuple[str, ModelConfig]:
         chosen = name or self.config.default_profile

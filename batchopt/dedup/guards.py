@@ -57,39 +57,9 @@ class Facts:
     words: str = " "  # " w1 w2 ... ": every lower-cased word, to find an entity typed lower-case
 
 
-_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+"
-_CUR_PRE = r"us\$|ca\$|c\$|au\$|a\$|[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr)\b"
-_CUR_POST = (
-    r"[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr|dollars?|bucks|euros?|pounds?|quid|yen"
-    r"|rupees|cents?)\b"
-)
-_MON = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
-)
-_ORD = r"(?:st|nd|rd|th)"
-# Token kinds in priority order. No look-around, so the same pattern runs in Python's `re` and,
-# for batches, in polars' Rust regex (about 20x faster); the first kind that matches wins.
-_KINDS = (
-    ("url", r"(?:https?://|www\.)[^\s<>\"']+"),
-    ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
-    ("iso", r"\b\d{4}-\d{1,2}-\d{1,2}\b"),
-    ("numdate", r"\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b|\b\d{1,2}\.\d{1,2}\.\d{2,4}\b"),
-    ("time", r"\b\d{1,2}(?::\d{2})?\s?(?:[ap]m\b|[ap]\.m\.)|\b\d{1,2}:\d{2}\b"),
-    ("amount_pre", rf"(?:{_CUR_PRE})\s?(?:{_NUM}|\d+)(?:\s?k\b)?"),
-    ("amount_post", rf"\b(?:{_NUM}|\d+)(?:\s?k)?\s?(?:{_CUR_POST})"),
-    ("month_day", rf"\b{_MON}\.?\s+\d{{1,2}}{_ORD}?\b(?:,?\s+\d{{4}}\b)?"),
-    ("day_month", rf"\b\d{{1,2}}{_ORD}?\s+(?:of\s+)?{_MON}\b\.?(?:,?\s+\d{{4}}\b)?"),
-    ("month_year", rf"\b{_MON}\.?\s+\d{{4}}\b"),
-    ("num_abbr", r"\b(?:no|nr|num)\.?\s*#?\d+\b"),
-    ("number", _NUM),
-    ("token", r"\w+(?:'[^\W\d_]+)*(?:[-_/]\w+)*"),  # word, plain number, ordinal or code
-    ("stop", r"[.!?;:\n]+"),
-)
-TOKEN_PATTERN = "(?i)" + "|".join(f"(?:{pattern})" for _, pattern in _KINDS)
-_TOKEN_RE = re.compile(TOKEN_PATTERN)
-_FULL = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KINDS[:-2]]
-_ORDINAL = re.compile(rf"\d+{_ORD}", re.IGNORECASE)
+_TOKEN_RE = re.compile(lex.TOKEN_PATTERN)
+_FULL = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in lex.KINDS[:-2]]
+_ORDINAL = re.compile(rf"\d+{lex.ORD}", re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
 _LETTERS = re.compile("[a-z]+")
 _SPLIT = re.compile(r"[-_/]")
@@ -110,7 +80,7 @@ def _plain(value: Decimal) -> str:
 
 def _amount(span: str, prefix: bool) -> str:
     low = span.lower()
-    match = re.search(rf"{_NUM}|\d+", low)
+    match = re.search(rf"{lex.NUM}|\d+", low)
     assert match is not None
     value = _decimal(match.group())
     head, tail = low[: match.start()].strip(), low[match.end() :].strip()
@@ -177,7 +147,7 @@ def extract_many(texts: list[str], config: GuardConfig = GuardConfig()) -> list[
     import polars as pl
 
     folded = pl.Series(texts, dtype=pl.String).str.normalize("NFKC").str.replace_all("[’‘]", "'")
-    tokens = folded.str.extract_all(TOKEN_PATTERN).to_list()
+    tokens = folded.str.extract_all(lex.TOKEN_PATTERN).to_list()
     if config.entities:
         lowered = folded.str.to_lowercase().str.replace_all(_POSSESSIVE, "")
         words = lowered.str.replace_all(_NON_WORD, " ").to_list()

@@ -1,5 +1,5 @@
-"""Word lists for the fact guards (`guards.py`): months, weekdays, number words, negations,
-opposite pairs, words that name nothing, currencies. All lower case."""
+"""Word lists and token patterns for the fact guards (`guards.py`): months, weekdays, number
+words, negations, opposite pairs, words that name nothing, currencies; lower case."""
 
 from __future__ import annotations
 
@@ -125,3 +125,34 @@ CURRENCIES = {
     )
     for word in words.split()
 }
+
+NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+"
+_CUR_PRE = r"us\$|ca\$|c\$|au\$|a\$|[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr)\b"
+_CUR_POST = (
+    r"[$€£¥₹]|(?:usd|eur|gbp|cad|aud|chf|jpy|inr|dollars?|bucks|euros?|pounds?|quid|yen"
+    r"|rupees|cents?)\b"
+)
+_MON = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+ORD = r"(?:st|nd|rd|th)"
+# Token kinds in priority order. No look-around, so the same pattern runs in Python's `re` and,
+# for batches, in polars' Rust regex (about 20x faster); the first kind that matches wins.
+KINDS = (
+    ("url", r"(?:https?://|www\.)[^\s<>\"']+"),
+    ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+    ("iso", r"\b\d{4}-\d{1,2}-\d{1,2}\b"),
+    ("numdate", r"\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b|\b\d{1,2}\.\d{1,2}\.\d{2,4}\b"),
+    ("time", r"\b\d{1,2}(?::\d{2})?\s?(?:[ap]m\b|[ap]\.m\.)|\b\d{1,2}:\d{2}\b"),
+    ("amount_pre", rf"(?:{_CUR_PRE})\s?(?:{NUM}|\d+)(?:\s?k\b)?"),
+    ("amount_post", rf"\b(?:{NUM}|\d+)(?:\s?k)?\s?(?:{_CUR_POST})"),
+    ("month_day", rf"\b{_MON}\.?\s+\d{{1,2}}{ORD}?\b(?:,?\s+\d{{4}}\b)?"),
+    ("day_month", rf"\b\d{{1,2}}{ORD}?\s+(?:of\s+)?{_MON}\b\.?(?:,?\s+\d{{4}}\b)?"),
+    ("month_year", rf"\b{_MON}\.?\s+\d{{4}}\b"),
+    ("num_abbr", r"\b(?:no|nr|num)\.?\s*#?\d+\b"),
+    ("number", NUM),
+    ("token", r"\w+(?:'[^\W\d_]+)*(?:[-_/]\w+)*"),  # word, plain number, ordinal or code
+    ("stop", r"[.!?;:\n]+"),
+)
+TOKEN_PATTERN = "(?i)" + "|".join(f"(?:{pattern})" for _, pattern in KINDS)
