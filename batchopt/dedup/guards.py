@@ -320,9 +320,10 @@ def opposed(a: frozenset[str], b: frozenset[str]) -> bool:
 def _entities_differ(a: Facts, b: Facts) -> bool:
     if a.terms != b.terms:
         return True
-    # A name capitalised on one side only (sentence start, typed lower-case) still matches.
-    return any(f" {e} " not in b.words for e in a.entities) or any(
-        f" {e} " not in a.words for e in b.entities
+    # A name both sides carry matches; one capitalised on one side only (sentence start, typed
+    # lower-case) still matches when the other side has it as a word.
+    return any(e not in b.entities and f" {e} " not in b.words for e in a.entities) or any(
+        e not in a.entities and f" {e} " not in a.words for e in b.entities
     )
 
 
