@@ -303,8 +303,9 @@ def execute(
         else:
             misses.append(request)
     index = _answered_index(plan, cache)
+    rep_ids = _rep_ids(plan) if index is not None else {}
     if index is not None and misses:
-        misses = _reuse_past(plan, cache, index, misses, answers)
+        misses = _reuse_past(plan, cache, index, rep_ids, misses, answers)
     if not misses:
         return answers
 
@@ -330,7 +331,7 @@ def execute(
     sent = asyncio.run(send())
     answers.results.update(sent)
     if index is not None:
-        _remember(plan, index, [r for r in misses if sent[r.key].ok])
+        _remember(plan, index, rep_ids, [r for r in misses if sent[r.key].ok])
     return answers
 
 
@@ -354,14 +355,13 @@ def _answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
 
 
 def _reuse_past(
-    plan: Plan, cache: ResponseCache, index: AnsweredIndex, misses: list[Request],
-    answers: Answers,
+    plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
+    misses: list[Request], answers: Answers,
 ) -> list[Request]:
     """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
     import numpy as np
 
     assert plan.semantic is not None and plan.guards is not None
-    rep_ids = _rep_ids(plan)
     ids = [rep_ids[r.key] for r in misses]
     vectors = np.stack([plan.semantic.vectors[i] for i in ids])
     texts = [plan.semantic.texts[i] for i in ids]
@@ -378,13 +378,14 @@ def _reuse_past(
     return remaining
 
 
-def _remember(plan: Plan, index: AnsweredIndex, answered: list[Request]) -> None:
+def _remember(
+    plan: Plan, index: AnsweredIndex, rep_ids: dict[str, str], answered: list[Request]
+) -> None:
     import numpy as np
 
     if not answered:
         return
     assert plan.semantic is not None
-    rep_ids = _rep_ids(plan)
     ids = [rep_ids[r.key] for r in answered]
     index.add(
         ids, plan.run_id, [r.key for r in answered], [plan.semantic.texts[i] for i in ids],
