@@ -1,9 +1,11 @@
-"""`python -m batchopt.providers.fake --port N --latency-ms X`: serve until Ctrl-C."""
+"""`python -m batchopt.providers.fake --port N --latency-ms X --batch-seconds S`: serve until
+Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
 
+from batchopt.providers.fake.app import DEFAULT_BATCH_SECONDS
 from batchopt.providers.fake.server import serve
 
 
@@ -17,8 +19,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="sleep before each model answer"
     )
+    parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=DEFAULT_BATCH_SECONDS,
+        help="how long after creation a batch ends",
+    )
     args = parser.parse_args(argv)
-    serve(port=args.port, latency_ms=args.latency_ms)
+    serve(port=args.port, latency_ms=args.latency_ms, batch_seconds=args.batch_seconds)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from batchopt.providers.fake import answers
-from batchopt.providers.fake.app import HOST, FakeProviderApp
+from batchopt.providers.fake.app import DEFAULT_BATCH_SECONDS, HOST, FakeProviderApp
 from batchopt.providers.fake.state import ServerState, parse_faults
 
 READY_LINE = "fake server listening on {url}"
@@ -43,9 +43,11 @@ class FakeServer:
         assert server.stats()["requests"] == 1
     """
 
-    def __init__(self, latency_ms: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self, latency_ms: float = 0.0, port: int = 0, batch_seconds: float = DEFAULT_BATCH_SECONDS
+    ) -> None:
         self.state = ServerState()
-        self._app = FakeProviderApp(self.state, latency_ms)
+        self._app = FakeProviderApp(self.state, latency_ms, batch_seconds)
         self._requested_port = port
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,6 +76,15 @@ class FakeServer:
     @latency_ms.setter
     def latency_ms(self, value: float) -> None:
         self._app.latency_ms = float(value)
+
+    @property
+    def batch_seconds(self) -> float:
+        """How long after creation a batch ends (applies to batches created afterwards)."""
+        return self._app.batch_seconds
+
+    @batch_seconds.setter
+    def batch_seconds(self, value: float) -> None:
+        self._app.batch_seconds = value
 
     def start(self) -> FakeServer:
         """Start serving in a daemon thread; return once the port is bound."""
@@ -133,18 +144,18 @@ class FakeServer:
 
     def stats(self) -> dict[str, Any]:
         """What GET /_fake/stats returns."""
-        return self.state.stats()
+        return self._app.stats()
 
     def log(self) -> list[dict[str, Any]]:
         """What GET /_fake/log returns."""
-        return self.state.log()
+        return self._app.log()
 
     def reset(self) -> None:
-        """Zero the stats, empty the log and drop pending faults (POST /_fake/reset)."""
-        self.state.reset()
+        """Zero the stats, empty the log, drop faults, files and batches (POST /_fake/reset)."""
+        self._app.reset()
 
     def set_faults(self, faults: list[dict[str, Any]]) -> None:
-        """Queue faults for the next model calls (POST /_fake/faults); [] clears them."""
+        """Queue faults for the next model calls and batches (POST /_fake/faults); [] clears."""
         self.state.set_faults(parse_faults(faults))
 
     def clear_faults(self) -> None:
@@ -152,8 +163,9 @@ class FakeServer:
         self.state.set_faults([])
 
 
-async def _serve_forever(port: int, latency_ms: float) -> None:
-    runner, bound = await start_site(FakeProviderApp(ServerState(), latency_ms), port)
+async def _serve_forever(port: int, latency_ms: float, batch_seconds: float) -> None:
+    app = FakeProviderApp(ServerState(), latency_ms, batch_seconds)
+    runner, bound = await start_site(app, port)
     print(READY_LINE.format(url=f"http://{HOST}:{bound}"), flush=True)
     try:
         await asyncio.Event().wait()
@@ -161,11 +173,11 @@ async def _serve_forever(port: int, latency_ms: float) -> None:
         await runner.cleanup()
 
 
-def serve(port: int, latency_ms: float = 0.0) -> None:
+def serve(port: int, latency_ms: float = 0.0, batch_seconds: float = DEFAULT_BATCH_SECONDS) -> None:
     """Serve on 127.0.0.1:`port` in the foreground until Ctrl-C.
 
     Prints "fake server listening on http://127.0.0.1:PORT" once ready (with the bound port,
     so port 0 works too).
     """
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(port, latency_ms))
+        asyncio.run(_serve_forever(port, latency_ms, batch_seconds))

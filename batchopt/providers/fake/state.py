@@ -1,4 +1,8 @@
-"""Counters, the paid-call log and the fault queue of the fake provider server.
+"""Counters, the paid-call log and the fault queues of the fake provider server.
+
+Model-call faults (`Fault`) and batch faults (`BatchFault`, an object with a `batch` key) arrive
+mixed in one JSON list and wait in two queues: the next model calls take the first, the next
+batch submissions the second (see `batchopt.providers.fake.app` for the shapes).
 
 Handlers run on the server's event loop while tests read from another thread, so every access
 goes through one lock (uncontended, so cheap).
@@ -12,9 +16,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-WIRES = ("openai", "anthropic")
+WIRES = ("openai", "anthropic", "openai-batch", "anthropic-batch")
 _LOG_FIELDS = ("t", "wire", "model", "input_tokens", "output_tokens", "request_hash", "id")
 _FAULT_KEYS = {"status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
+BATCH_EFFECTS = frozenset(
+    {"expire", "errors", "invalid", "upload_delay", "ack_delay", "truncate_results", "shuffle"}
+)
+_BATCH_FAULT_KEYS = {"batch", "done_share", "rows", "delay_ms", "message", "times", "count"}
 
 
 @dataclass(frozen=True)
@@ -28,18 +36,34 @@ class Fault:
     message: str | None = None
 
 
-def parse_faults(data: Any) -> list[Fault]:
+@dataclass(frozen=True)
+class BatchFault:
+    """What to do to one batch submission; `effects` is a subset of BATCH_EFFECTS."""
+
+    effects: frozenset[str]
+    done_share: float = 0.5
+    rows: int = 1
+    delay_ms: float = 0.0
+    message: str | None = None
+    times: int = 1
+
+
+def parse_faults(data: Any) -> list[Fault | BatchFault]:
     """Faults from their JSON form (a list of objects, or one object); `count` repeats one.
 
-    Raises ValueError naming what is wrong.
+    An object with a `batch` key is a BatchFault, any other a Fault. Raises ValueError naming
+    what is wrong.
     """
     items = [data] if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError("faults must be a JSON list of objects")
-    faults: list[Fault] = []
+    faults: list[Fault | BatchFault] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise ValueError(f"fault {i} is not an object")
+        if "batch" in item:
+            faults.extend([_batch_fault(item, i)] * _count(item, i))
+            continue
         unknown = set(item) - _FAULT_KEYS
         if unknown:
             raise ValueError(f"fault {i} has unknown keys: {sorted(unknown)}")
@@ -48,9 +72,7 @@ def parse_faults(data: Any) -> list[Fault]:
             raise ValueError(f"fault {i}: status must be an int from 400 to 599")
         if status is None and not item.get("delay_ms"):
             raise ValueError(f"fault {i} needs a status or a delay_ms")
-        count = item.get("count", 1)
-        if not isinstance(count, int) or count < 1:
-            raise ValueError(f"fault {i}: count must be a positive int")
+        count = _count(item, i)
         fault = Fault(
             status=status,
             retry_after=_number(item, "retry_after", i),
@@ -60,6 +82,41 @@ def parse_faults(data: Any) -> list[Fault]:
         )
         faults.extend([fault] * count)
     return faults
+
+
+def _batch_fault(item: dict[str, Any], i: int) -> BatchFault:
+    unknown = set(item) - _BATCH_FAULT_KEYS
+    if unknown:
+        raise ValueError(f"fault {i} has unknown keys: {sorted(unknown)}")
+    kinds = item["batch"]
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if not isinstance(kinds, list) or not kinds or not set(kinds) <= BATCH_EFFECTS:
+        raise ValueError(f"fault {i}: batch must be one or a list of {sorted(BATCH_EFFECTS)}")
+    share = _number(item, "done_share", i)
+    if share is not None and share > 1:
+        raise ValueError(f"fault {i}: done_share must be from 0 to 1")
+    delay = _number(item, "delay_ms", i) or 0.0
+    if {"upload_delay", "ack_delay"} & set(kinds) and not delay:
+        raise ValueError(f"fault {i}: upload_delay and ack_delay need a delay_ms")
+    return BatchFault(
+        effects=frozenset(kinds),
+        done_share=0.5 if share is None else share,
+        rows=_positive_int(item, "rows", i),
+        delay_ms=delay,
+        message=str(item["message"]) if item.get("message") is not None else None,
+        times=_positive_int(item, "times", i),
+    )
+
+
+def _count(item: dict[str, Any], i: int) -> int:
+    return _positive_int(item, "count", i)
+
+
+def _positive_int(item: dict[str, Any], key: str, i: int) -> int:
+    value = item.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"fault {i}: {key} must be a positive int")
+    return value
 
 
 def _number(item: dict[str, Any], key: str, i: int) -> float | None:
@@ -87,6 +144,9 @@ class ServerState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
+        self._batch_faults: deque[BatchFault] = deque()
+        self._batches_created = 0
+        self._batch_requests = 0
         self._log: list[tuple[Any, ...]] = []  # tuples: a third of the memory of dicts
         self._by_wire: dict[str, dict[str, int]] = {w: _zero() for w in WIRES}
         self._by_model: dict[str, dict[str, int]] = {}
@@ -95,19 +155,38 @@ class ServerState:
         """Zero the stats, empty the log and drop pending faults."""
         with self._lock:
             self._faults.clear()
+            self._batch_faults.clear()
+            self._batches_created = self._batch_requests = 0
             self._log = []
             self._by_wire = {w: _zero() for w in WIRES}
             self._by_model = {}
 
-    def set_faults(self, faults: list[Fault]) -> None:
-        """Replace the pending faults; the next model calls consume them in order."""
+    def set_faults(self, faults: list[Fault | BatchFault]) -> None:
+        """Replace the pending faults of both queues; each is consumed in order."""
         with self._lock:
-            self._faults = deque(faults)
+            self._faults = deque(f for f in faults if isinstance(f, Fault))
+            self._batch_faults = deque(f for f in faults if isinstance(f, BatchFault))
 
     def pending_faults(self) -> int:
-        """How many faults are still queued."""
+        """How many model-call faults are still queued."""
         with self._lock:
             return len(self._faults)
+
+    def pending_batch_faults(self) -> int:
+        """How many batch faults are still queued."""
+        with self._lock:
+            return len(self._batch_faults)
+
+    def next_batch_fault(self) -> BatchFault | None:
+        """Pop the fault for the next batch submission, if any."""
+        with self._lock:
+            return self._batch_faults.popleft() if self._batch_faults else None
+
+    def record_batch(self, rows: int) -> None:
+        """Count one created batch of `rows` requests."""
+        with self._lock:
+            self._batches_created += 1
+            self._batch_requests += rows
 
     def next_fault(self) -> Fault | None:
         """Pop the next pending fault, if any."""
@@ -134,12 +213,12 @@ class ServerState:
                 bucket["output_tokens"] += output_tokens
             self._log.append(entry)
 
-    def record_failed(self, wire: str, model: str | None = None) -> None:
-        """Count one call answered with an error (injected or a bad request): not billable."""
+    def record_failed(self, wire: str, model: str | None = None, n: int = 1) -> None:
+        """Count `n` calls answered with an error (injected or a bad request): not billable."""
         with self._lock:
-            self._by_wire[wire]["failed_requests"] += 1
+            self._by_wire[wire]["failed_requests"] += n
             if model:
-                self._model_bucket(model)["failed_requests"] += 1
+                self._model_bucket(model)["failed_requests"] += n
 
     def record_abandoned(self, wire: str) -> None:
         """Count one call whose client hung up before it was answered: not billable."""
@@ -153,16 +232,21 @@ class ServerState:
         return bucket
 
     def stats(self) -> dict[str, Any]:
-        """Totals over both wire formats, plus `by_wire`, `by_model` and `pending_faults`."""
+        """Totals over every wire, `by_wire`, `by_model`, batch counts and pending faults."""
         with self._lock:
             by_wire = {w: dict(b) for w, b in self._by_wire.items()}
             by_model = {m: dict(b) for m, b in self._by_model.items()}
-            pending = len(self._faults)
+            extra = {
+                "batches_created": self._batches_created,
+                "batch_requests": self._batch_requests,
+                "pending_faults": len(self._faults),
+                "pending_batch_faults": len(self._batch_faults),
+            }
         totals = _zero()
         for bucket in by_wire.values():
             for key in totals:
                 totals[key] += bucket[key]
-        return {**totals, "by_wire": by_wire, "by_model": by_model, "pending_faults": pending}
+        return {**totals, "by_wire": by_wire, "by_model": by_model, **extra}
 
     def log(self) -> list[dict[str, Any]]:
         """A copy of the paid-call log, oldest first."""

@@ -1,0 +1,197 @@
+"""The two wire formats of the fake server: request body -> answer body, and error bodies.
+
+Online calls and batch rows both go through `openai_reply` / `anthropic_reply`, so the same body
+gets the same text and usage either way (only the response id differs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from batchopt.hashing import stable_hash
+from batchopt.providers.fake import answers
+
+DEFAULT_MAX_TOKENS = 4096
+
+
+class BadRequest(Exception):
+    """The request body is not one the real API would accept; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answered call: the response body and what it is billed as."""
+
+    payload: dict[str, Any]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    request_hash: str
+
+    @property
+    def response_id(self) -> str:
+        return str(self.payload["id"])
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """`body` parsed as a JSON object; BadRequest otherwise."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def openai_reply(data: dict[str, Any], ident: str) -> Reply:
+    """The chat completion answering `data`; BadRequest if the body is invalid."""
+    model = _model(data)
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array")
+    if data.get("stream"):
+        raise BadRequest("streaming is not supported by the fake server")
+    limit = _limit(data.get("max_completion_tokens") or data.get("max_tokens"))
+    texts = [answers.content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    text, cut, input_tokens, output_tokens = _answer(
+        data, texts, answers.openai_schema(data), limit
+    )
+    payload = {
+        "id": "chatcmpl-" + ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length" if cut else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+        "system_fingerprint": "fp_fake",
+    }
+    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data))
+
+
+def anthropic_reply(data: dict[str, Any], ident: str) -> Reply:
+    """The Messages answer to `data`; BadRequest if the body is invalid."""
+    model = _model(data)
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: must be a non-empty list")
+    if data.get("stream"):
+        raise BadRequest("stream: not supported by the fake server")
+    if "max_tokens" not in data:
+        raise BadRequest("max_tokens: Field required")
+    limit = _limit(data["max_tokens"])
+    system = answers.content_text(data.get("system"))
+    texts = [answers.content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    if system:
+        texts.append(system)
+    text, cut, input_tokens, output_tokens = _answer(
+        data, texts, answers.anthropic_schema(data, system), limit
+    )
+    payload = {
+        "id": "msg_" + ident,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "max_tokens" if cut else "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+    }
+    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data))
+
+
+def _answer(
+    data: dict[str, Any], texts: list[str], schema: dict[str, Any] | None, limit: int
+) -> tuple[str, bool, int, int]:
+    """(answer text, whether max_tokens cut it, input tokens, output tokens)."""
+    model = data["model"]
+    user = answers.last_user_text(data["messages"])
+    full = answers.text_answer(user) if schema is None else answers.json_answer(schema, user)
+    text, cut = answers.truncate_to_tokens(full, limit, model)
+    return text, cut, answers.prompt_tokens(texts, model), answers.cached_count(text, model)
+
+
+def _model(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: a non-empty string is required")
+    return model
+
+
+def _limit(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_TOKENS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest("max_tokens: must be a positive integer")
+    return value
+
+
+# ---- HTTP responses -----------------------------------------------------------------------------
+
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_denied",
+    404: "not_found_error",
+    429: "rate_limit_exceeded",
+}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def openai_error_body(status: int, message: str) -> dict[str, Any]:
+    """The OpenAI error body for an HTTP `status`."""
+    kind = _OPENAI_ERROR_TYPES.get(status) or _fallback_kind(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+
+def anthropic_error_body(status: int, message: str, ident: str) -> dict[str, Any]:
+    """The Anthropic error body for an HTTP `status`."""
+    kind = _ANTHROPIC_ERROR_TYPES.get(status) or _fallback_kind(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": ident}
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """`payload` as a JSON response."""
+    return web.Response(
+        body=json.dumps(payload, ensure_ascii=False).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def _fallback_kind(status: int, server_kind: str) -> str:
+    return server_kind if status >= 500 else "invalid_request_error"
