@@ -10,18 +10,33 @@ are tolerated) into `Result.parsed`, and the caller validates it.
 
 The SDK plumbing (key, client per event loop, the call through the SDK's generic `post`, error
 mapping) is in `batchopt.providers.sdk_common`; this module holds the Anthropic wire format.
+
+Message Batches: one create call carries every request as `{"custom_id", "params"}`, where
+`params` is exactly the online Messages body. A message batch has no metadata, nor any other
+field a caller can set and read back while it runs, so `find_batches` cannot recognise a tag
+and finds nothing: a caller must record the id `submit_batch` returns.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError
 from batchopt.providers.base import Capabilities, ProviderSettings
-from batchopt.providers.sdk_common import SDKProvider, apply_params, json_object
+from batchopt.providers.batching import (
+    ANTHROPIC_LIMITS,
+    BatchRow,
+    BatchStatus,
+    RowMapper,
+    check_batch,
+    custom_id_for,
+)
+from batchopt.providers.sdk_batch import SDKBatchProvider
+from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
 
 PIP_REQUIREMENT = "anthropic[aiohttp]"
@@ -64,11 +79,12 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
-class AnthropicProvider(SDKProvider):
+class AnthropicProvider(SDKBatchProvider):
     """Messages through the `anthropic` SDK; one attempt per call, SDK retries off."""
 
     name = "anthropic"
-    capabilities = Capabilities(json_schema=True, prompt_cache=True)
+    capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+    batch_limits = ANTHROPIC_LIMITS
     api_key_env = "ANTHROPIC_API_KEY"
     _path = "/v1/messages"
 
@@ -125,3 +141,93 @@ class AnthropicProvider(SDKProvider):
 
     def _build_client(self) -> Any:
         return self._sdk.AsyncAnthropic(**self._client_options())
+
+    # ---- Message Batches ----------------------------------------------------------------------
+
+    def batch_item(self, request: Request) -> dict[str, Any]:
+        """The entry that carries `request` in a batch's `requests` list."""
+        return {"custom_id": custom_id_for(request.key), "params": self.to_payload(request)}
+
+    def batch_line_bytes(self, request: Request) -> int:
+        """The size of `request`'s entry in the create body, with the comma after it."""
+        item = json.dumps(self.batch_item(request), ensure_ascii=False, separators=(",", ":"))
+        return len(item.encode()) + 1
+
+    async def submit_batch(self, requests: Sequence[Request], tag: dict[str, str]) -> str:
+        """Create the batch; return its id. `tag` is not sent: a message batch has no metadata."""
+        items = [self.batch_item(r) for r in requests]
+        size = sum(self.batch_line_bytes(r) for r in requests)
+        check_batch([item["custom_id"] for item in items], size, self.batch_limits)
+        client = self._client_for_running_loop()
+        batch = await self._batch_call(
+            client.messages.batches.create(requests=items, timeout=self._upload_timeout(size))
+        )
+        return str(batch.id)
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's status; an ended batch is `cancelled` if a cancel was asked for, else
+        `expired` if any row expired, else `ended`."""
+        client = self._client_for_running_loop()
+        batch = await self._batch_call(client.messages.batches.retrieve(batch_id))
+        counts = batch.request_counts
+        if batch.processing_status != "ended":
+            state = "pending"
+        elif batch.cancel_initiated_at is not None:
+            state = "cancelled"
+        elif counts.expired:
+            state = "expired"
+        else:
+            state = "ended"
+        total = (
+            counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+        )
+        return BatchStatus(
+            batch_id=batch.id,
+            state=state,  # type: ignore[arg-type]
+            raw_status=batch.processing_status,
+            total=total,
+            succeeded=counts.succeeded,
+            errored=counts.errored,
+            results_url=batch.results_url,
+        )
+
+    async def fetch_batch_results(
+        self, batch_id: str, requests: Iterable[Request]
+    ) -> AsyncIterator[BatchRow]:
+        """Every row of an ended batch (the API lists expired and canceled rows too)."""
+        status = await self.poll_batch(batch_id)
+        if not status.has_results:
+            raise TerminalProviderError(
+                f"anthropic batch {batch_id} has no results ({status.raw_status})"
+            )
+        rows = RowMapper(requests, self.from_payload)
+        client = self._client_for_running_loop()
+        lines = await self._batch_call(client.messages.batches.results(batch_id))
+        seen = 0
+        async for line in self._guarded(aiter(lines), "results download"):
+            seen += 1
+            yield self._batch_row(rows, line.to_dict(mode="json"))
+        self._check_count("results", seen, status.total)
+
+    async def find_batches(self, tag: dict[str, str]) -> list[str]:
+        """Always []: a message batch carries no tag to match (see the module docstring)."""
+        return []
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the API to cancel; the batch goes `canceling`, then `ended`."""
+        client = self._client_for_running_loop()
+        await self._batch_call(client.messages.batches.cancel(batch_id))
+
+    def _batch_row(self, rows: RowMapper, line: dict[str, Any]) -> BatchRow:
+        custom_id = str(line.get("custom_id"))
+        result = line.get("result") or {}
+        kind = result.get("type")
+        if kind == "succeeded":
+            return rows.succeeded(custom_id, result.get("message"))
+        if kind in ("expired", "canceled"):
+            return rows.failed(custom_id, kind, kind)
+        response = result.get("error") or {}
+        error = response.get("error") if isinstance(response, dict) else None
+        error = error if isinstance(error, dict) else {}
+        detail = f"{error.get('type') or 'error'}: {error.get('message') or 'no message'}"
+        return rows.failed(custom_id, "errored", self._row_message(detail))

@@ -1,20 +1,53 @@
-"""OpenAI chat completions, also for OpenAI-compatible servers (vLLM, llama.cpp, Ollama).
+"""OpenAI chat completions, also for OpenAI-compatible servers (vLLM, llama.cpp, Ollama), and
+the OpenAI Batch API for them.
 
 The SDK plumbing (key, client per event loop, the call through the SDK's generic `post`, error
 mapping) is in `batchopt.providers.sdk_common`; this module holds the OpenAI wire format.
+
+Batches: the requests go up as one JSONL file (`purpose=batch`), one line per request
+(`{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}`), and the batch
+carries the caller's tag as `metadata`, which `find_batches` matches. One batch holds one model
+(the API rejects a file that mixes models). Results come from the output file (status 200) and
+the error file (other statuses, and rows the API reports as expired or cancelled).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError
+from batchopt.hashing import stable_hash
 from batchopt.providers.base import Capabilities, ProviderSettings
-from batchopt.providers.sdk_common import SDKProvider, apply_params, json_object
+from batchopt.providers.batching import (
+    OPENAI_LIMITS,
+    BatchRow,
+    BatchStatus,
+    RowMapper,
+    check_batch,
+    custom_id_for,
+)
+from batchopt.providers.sdk_batch import SDKBatchProvider
+from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
 
 PIP_REQUIREMENT = "openai[aiohttp]"
+BATCH_ENDPOINT = "/v1/chat/completions"
+_STATES = {
+    "validating": "pending",
+    "in_progress": "pending",
+    "finalizing": "pending",
+    "cancelling": "pending",
+    "completed": "ended",
+    "failed": "failed",
+    "expired": "expired",
+    "cancelled": "cancelled",
+}
+# Error-file codes of rows that never ran.
+_NOT_RUN = {"batch_expired": "expired", "batch_cancelled": "canceled"}
 
 
 def _sdk() -> ModuleType:
@@ -27,11 +60,12 @@ def _sdk() -> ModuleType:
     return openai
 
 
-class OpenAIProvider(SDKProvider):
+class OpenAIProvider(SDKBatchProvider):
     """Chat completions through the `openai` SDK; one attempt per call, SDK retries off."""
 
     name = "openai"
-    capabilities = Capabilities(json_schema=True, prompt_cache=True)
+    capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+    batch_limits = OPENAI_LIMITS
     api_key_env = "OPENAI_API_KEY"
     _path = "/chat/completions"
 
@@ -90,3 +124,142 @@ class OpenAIProvider(SDKProvider):
 
     def _build_client(self) -> Any:
         return self._sdk.AsyncOpenAI(**self._client_options())
+
+    # ---- Batch API ----------------------------------------------------------------------------
+
+    def batch_line(self, request: Request) -> bytes:
+        """The JSONL line (newline included) that carries `request` in a batch input file."""
+        line = {
+            "custom_id": custom_id_for(request.key),
+            "method": "POST",
+            "url": BATCH_ENDPOINT,
+            "body": self.to_payload(request),
+        }
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    def batch_line_bytes(self, request: Request) -> int:
+        """The size of `request`'s line in the input file."""
+        return len(self.batch_line(request))
+
+    async def submit_batch(self, requests: Sequence[Request], tag: dict[str, str]) -> str:
+        """Upload the input file, create the batch with `tag` as metadata; return its id."""
+        lines = [self.batch_line(r) for r in requests]
+        data = b"".join(lines)
+        check_batch([custom_id_for(r.key) for r in requests], len(data), self.batch_limits)
+        models = {r.model for r in requests}
+        if len(models) > 1:
+            raise ValueError(f"an OpenAI batch holds one model, not {sorted(models)}")
+        metadata = _metadata(tag)
+        client = self._client_for_running_loop()
+        name = f"batchopt-{stable_hash(data, 16)}.jsonl"
+        upload = await self._batch_call(
+            client.files.create(
+                file=(name, data), purpose="batch", timeout=self._upload_timeout(len(data))
+            )
+        )
+        batch = await self._batch_call(
+            client.batches.create(
+                input_file_id=upload.id,
+                endpoint=BATCH_ENDPOINT,
+                completion_window="24h",
+                metadata=metadata,
+            )
+        )
+        return str(batch.id)
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's status; `error` joins the API's `errors.data[].message`."""
+        client = self._client_for_running_loop()
+        batch = await self._batch_call(client.batches.retrieve(batch_id))
+        counts = batch.request_counts
+        errors = batch.errors.data if batch.errors and batch.errors.data else []
+        messages = [e.message or e.code or "" for e in errors]
+        return BatchStatus(
+            batch_id=batch.id,
+            state=_STATES.get(batch.status, "pending"),  # type: ignore[arg-type]
+            raw_status=batch.status,
+            total=counts.total if counts else 0,
+            succeeded=counts.completed if counts else 0,
+            errored=counts.failed if counts else 0,
+            error="; ".join(m for m in messages if m) or None,
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+        )
+
+    async def fetch_batch_results(
+        self, batch_id: str, requests: Iterable[Request]
+    ) -> AsyncIterator[BatchRow]:
+        """The rows of the output file, then of the error file."""
+        status = await self.poll_batch(batch_id)
+        if not status.has_results:
+            raise TerminalProviderError(
+                f"openai batch {batch_id} has no results ({status.raw_status})"
+                + (f": {status.error}" if status.error else "")
+            )
+        rows = RowMapper(requests, self.from_payload)
+        seen = 0
+        for file_id in (status.output_file_id, status.error_file_id):
+            if not file_id:
+                continue
+            async for line in self._file_lines(file_id):
+                seen += 1
+                yield self._batch_row(rows, line)
+        self._check_count("results", seen, status.succeeded + status.errored)
+
+    async def find_batches(self, tag: dict[str, str]) -> list[str]:
+        """Ids of batches whose metadata holds every item of `tag`, newest first."""
+        client = self._client_for_running_loop()
+        found = []
+        async for batch in self._guarded(aiter(client.batches.list(limit=100)), "batch list"):
+            metadata = batch.metadata or {}
+            if all(metadata.get(k) == v for k, v in tag.items()):
+                found.append(str(batch.id))
+        return found
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the API to cancel; the batch goes `cancelling`, then `cancelled`."""
+        client = self._client_for_running_loop()
+        await self._batch_call(client.batches.cancel(batch_id))
+
+    async def _file_lines(self, file_id: str) -> AsyncIterator[str]:
+        client = self._client_for_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            download = client.files.with_streaming_response.content(file_id)
+            response = await self._batch_call(stack.enter_async_context(download))
+            async for line in self._guarded(aiter(response.iter_lines()), "results download"):
+                if line.strip():
+                    yield line
+
+    def _batch_row(self, rows: RowMapper, line: str) -> BatchRow:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise self._broken("results download", "a line is not JSON") from None
+        custom_id = str(item.get("custom_id"))
+        response = item.get("response") or {}
+        error = item.get("error")
+        if isinstance(error, dict):
+            kind = _NOT_RUN.get(str(error.get("code")), "errored")
+            return rows.failed(custom_id, kind, self._row_error(error))  # type: ignore[arg-type]
+        status = response.get("status_code")
+        body = response.get("body")
+        if status == 200:
+            return rows.succeeded(custom_id, body)
+        inner = body.get("error") if isinstance(body, dict) else None
+        detail = self._row_error(inner) if isinstance(inner, dict) else "no error body"
+        return rows.failed(custom_id, "errored", f"HTTP {status}: {detail}")
+
+    def _row_error(self, error: dict[str, Any]) -> str:
+        return self._row_message(error.get("message") or error.get("code") or "error")
+
+
+def _metadata(tag: dict[str, str]) -> dict[str, str]:
+    """`tag` checked against the API's metadata limits (16 pairs, 64/512 characters)."""
+    if len(tag) > 16:
+        raise ValueError("a batch tag holds at most 16 items")
+    for key, value in tag.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError("batch tag keys and values must be strings")
+        if len(key) > 64 or len(value) > 512:
+            raise ValueError(f"batch tag {key[:64]!r}: keys up to 64, values up to 512 characters")
+    return dict(tag)

@@ -1,0 +1,65 @@
+"""What the SDK providers' batch implementations share: error mapping for batch calls and for
+downloads that break off, and the row-count check that catches a short download.
+
+Like `sdk_common`, this module imports no SDK: it works with the module its subclass passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from batchopt.errors import ProviderError, TransientProviderError
+from batchopt.providers.batching import BatchProvider
+from batchopt.providers.sdk_common import SDKProvider, scrub
+
+T = TypeVar("T")
+WHERE = "batch"
+# Uploads get the profile's timeout plus a second per megabyte: a 200 MB file is not one call.
+_UPLOAD_BYTES_PER_SECOND = 1_000_000
+
+
+class SDKBatchProvider(SDKProvider, BatchProvider):
+    """An SDK provider with a batch API; subclasses implement the `BatchProvider` methods."""
+
+    async def _batch_call(self, call: Awaitable[T]) -> T:
+        """Await one SDK call; SDK errors become Transient/TerminalProviderError."""
+        try:
+            return await call
+        except self._sdk_error as exc:
+            raise self._error(exc, WHERE) from None
+
+    def _upload_timeout(self, size: int) -> float:
+        return self.settings.timeout_s + size / _UPLOAD_BYTES_PER_SECOND
+
+    async def _guarded(self, stream: AsyncIterator[T], what: str) -> AsyncIterator[T]:
+        """`stream`'s items; a failure while reading becomes a TransientProviderError."""
+        iterator = aiter(stream)
+        while True:
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except self._sdk_error as exc:
+                raise self._error(exc, WHERE) from None
+            except ProviderError:
+                raise
+            # The SDKs do not wrap their HTTP client's errors once the body is streaming
+            # (a dropped connection surfaces as the client's own ReadError), nor a cut last line.
+            except Exception as exc:
+                raise self._broken(what, f"{type(exc).__name__}: {self._clean(exc)}") from None
+            yield item
+
+    def _check_count(self, what: str, seen: int, expected: int) -> None:
+        """TransientProviderError when a download yielded fewer rows than the provider counted."""
+        if seen < expected:
+            raise self._broken(what, f"{seen} rows of the {expected} the provider reported")
+
+    def _row_message(self, text: object) -> str:
+        """A row's error text from the provider: one line, at most 300 characters, no key."""
+        line = " ".join(str(text).split())
+        line = line[:300] + ("..." if len(line) > 300 else "")
+        return scrub(line, [self._api_key, self.settings.api_key])
+
+    def _broken(self, what: str, detail: str) -> TransientProviderError:
+        return TransientProviderError(f"{self.name} {WHERE}: {what} broke off: {detail}")
