@@ -213,12 +213,12 @@ class ServerState:
                 bucket["output_tokens"] += output_tokens
             self._log.append(entry)
 
-    def record_failed(self, wire: str, model: str | None = None, n: int = 1) -> None:
-        """Count `n` calls answered with an error (injected or a bad request): not billable."""
+    def record_failed(self, wire: str, model: str | None = None) -> None:
+        """Count one call answered with an error (injected or a bad request): not billable."""
         with self._lock:
-            self._by_wire[wire]["failed_requests"] += n
+            self._by_wire[wire]["failed_requests"] += 1
             if model:
-                self._model_bucket(model)["failed_requests"] += n
+                self._model_bucket(model)["failed_requests"] += 1
 
     def record_abandoned(self, wire: str) -> None:
         """Count one call whose client hung up before it was answered: not billable."""
