@@ -88,6 +88,11 @@ class GuardsConfig(StrictModel):
     opposites: bool = Field(
         default=True, description="Opposite words on each side (big/small, early/late...)"
     )
+    actions: bool = Field(
+        default=True,
+        description="Each side asks for something the other does not (cancel vs refund, "
+        "pick up vs deliver)",
+    )
     entities: bool = Field(default=True, description="Differing named products or places")
     vocabulary: list[str] = Field(
         default_factory=list, description="Extra terms (product names...) that must match"

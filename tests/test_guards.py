@@ -41,6 +41,12 @@ VETOED = [
     ("Please add gift wrapping", "Please remove gift wrapping", "opposites"),
     ("Can it arrive earlier?", "Can it arrive later?", "opposites"),
     ("I want to upgrade my plan", "I want to dwongrade my plan", "opposites"),  # typo
+    ("Can it be delivered earlier?", "Can it be delivered ltaer?", "opposites"),  # swapped
+    ("My jacket runs samll", "My jacket runs large", "opposites"),
+    ("Can I pick up order 5 in Austin?", "Please ship order 5 to Austin", "actions"),
+    ("Please cancel order 5", "Where is the refund for order 5?", "actions"),
+    ("Please cnacel order 5", "Please track order 5", "actions"),  # typo
+    ("I was charged $15, is that the right price?", "A duplicate charge of $15", "actions"),
     ("My Lumen lamp is broken", "My AeroBlend blender is broken", "entities"),
     ("Is the store in Denver open?", "Is the store in Austin open?", "entities"),
     ("Do you ship to Canada?", "Do you ship to Mexico?", "entities"),
@@ -62,6 +68,9 @@ MERGEABLE = [
     ("The Paris store is closed", "Is the store in Paris closed?"),
     ("SKU AB-12 please", "sku ab12 please"),
     ("I want a new one", "I want a replacement"),
+    # one side names an action the other leaves implicit: no contrast, no veto
+    ("Cancel order 5", "Order 5 by mistake, please cancel it and refund me"),
+    ("Ship order 5 to Austin", "I moved to Austin, redirect order 5 to my new address"),
 ]
 
 

@@ -86,8 +86,10 @@ class AnsweredIndex:
                 facts = facts or extract(text, guards)
                 if veto(facts, extract(self._meta["text"][j], guards), guards) is None:
                     found[row] = PastAnswer(
-                        row_id=self._meta["row_id"][j], run_id=self._meta["run_id"][j],
-                        request_key=self._meta["request_key"][j], similarity=float(sim),
+                        row_id=self._meta["row_id"][j],
+                        run_id=self._meta["run_id"][j],
+                        request_key=self._meta["request_key"][j],
+                        similarity=float(sim),
                     )
                     break
         return found

@@ -180,8 +180,11 @@ class EmbeddingCache:
         if shard.vectors is None:
             dim = self.embedder.dim
             table = np.memmap(
-                shard.path, dtype="<f4", mode="r",
-                offset=_HEADER_SIZE + shard.rows * _KEY.itemsize, shape=(shard.rows, dim),
+                shard.path,
+                dtype="<f4",
+                mode="r",
+                offset=_HEADER_SIZE + shard.rows * _KEY.itemsize,
+                shape=(shard.rows, dim),
             )
             if zlib.crc32(table) != shard.crc_vectors:
                 raise _CorruptShard("vector checksum mismatch")
@@ -251,10 +254,12 @@ class EmbeddingCache:
             self._index_loc = np.empty((0, 2), dtype=np.int64)
         else:
             keys = np.concatenate([self._shards[n].keys for n in self._order])
-            loc = np.concatenate([
-                np.stack([np.full(s.rows, i), np.arange(s.rows)], axis=1)
-                for i, s in enumerate(self._shards[n] for n in self._order)
-            ])
+            loc = np.concatenate(
+                [
+                    np.stack([np.full(s.rows, i), np.arange(s.rows)], axis=1)
+                    for i, s in enumerate(self._shards[n] for n in self._order)
+                ]
+            )
             # Stable order keeps the first copy of a key when shards overlap mid-compaction.
             keys, first = np.unique(keys, return_index=True)
             self._index_keys, self._index_loc = keys, loc[first]
@@ -276,8 +281,12 @@ class EmbeddingCache:
         keys = np.ascontiguousarray(keys, dtype=_KEY)
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         header = _HEADER.pack(
-            _MAGIC, self.embedder.dim, len(keys), self._name_hash,
-            zlib.crc32(keys), zlib.crc32(vectors),
+            _MAGIC,
+            self.embedder.dim,
+            len(keys),
+            self._name_hash,
+            zlib.crc32(keys),
+            zlib.crc32(vectors),
         ).ljust(_HEADER_SIZE, b"\0")
         tag = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         tmp = self.folder / f".tmp-{tag}"
@@ -298,7 +307,8 @@ class EmbeddingCache:
     def _maybe_compact(self) -> None:
         with contextlib.suppress(OSError):
             small = sum(
-                1 for e in os.scandir(self.folder)
+                1
+                for e in os.scandir(self.folder)
                 if e.name.endswith(_SUFFIX) and e.stat().st_size < _small_bytes(self.embedder.dim)
             )
             if small >= _COMPACT_AT:

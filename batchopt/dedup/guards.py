@@ -25,7 +25,9 @@ import numpy as np
 
 from batchopt.dedup import lexicon as lex
 
-GUARD_ORDER = ("numbers", "amounts", "codes", "dates", "negation", "opposites", "entities")
+GUARD_ORDER = (
+    "numbers", "amounts", "codes", "dates", "negation", "opposites", "actions", "entities"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class GuardConfig:
     entities: bool = True  # differing capitalised names (products, places) and vocabulary terms
     vocabulary: tuple[str, ...] = ()  # extra terms that must match, case-insensitive
     opposites: bool = True  # one side says big/early/add/upgrade, the other small/late/remove/...
+    actions: bool = True  # each side asks for something the other does not (cancel vs refund)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Facts:
     dates: frozenset[str] = frozenset()
     negated: bool = False
     opposites: frozenset[str] = frozenset()  # "<pair>+" / "<pair>-": which side of which pair
+    actions: frozenset[str] = frozenset()  # request families named (`lexicon.ACTIONS`)
     entities: frozenset[str] = frozenset()  # lower-cased capitalised words
     terms: frozenset[str] = frozenset()  # vocabulary terms present
     words: str = " "  # " w1 w2 ... ": every lower-cased word, to find an entity typed lower-case
@@ -178,6 +182,7 @@ def _facts(text: str, tokens: list[str], words: str, config: GuardConfig) -> Fac
     found: tuple[set[str], ...] = (set(), set(), set(), set())  # numbers, amounts, codes, dates
     entities: set[str] = set()
     opposites: set[str] = set()
+    actions: set[str] = set()
     negated = False
     at_start = True  # the next word opens a sentence
     previous = ""
@@ -200,6 +205,8 @@ def _facts(text: str, tokens: list[str], words: str, config: GuardConfig) -> Fac
                 found[_DATES if category != "fact" else value[0]].add(value[-1])
             elif category == "opp":
                 opposites.add(value)
+            elif category == "act":
+                actions.add(value)
             elif category == "one" and previous not in lex.ONE_PRONOUN_AFTER:
                 found[_NUMBERS].add("1")
             elif category == "filler" and at_start:
@@ -220,6 +227,7 @@ def _facts(text: str, tokens: list[str], words: str, config: GuardConfig) -> Fac
         dates=frozenset(found[_DATES]) if config.dates else empty,
         negated=negated and config.negation,
         opposites=frozenset(opposites) if config.opposites else empty,
+        actions=frozenset(actions) if config.actions else empty,
         entities=frozenset(entities) if config.entities else empty,
         terms=terms,
         words=f" {words.strip()} " if config.entities else " ",
@@ -269,6 +277,9 @@ def _word(span: str) -> tuple[str, object, str]:
         return ("filler", None, low)
     if low in lex.NUMBER_WORDS:
         return ("fact", (_NUMBERS, lex.NUMBER_WORDS[low]), low)
+    action = lex.action_of(low)
+    if action is not None:
+        return ("act", action, low)
     if span[0].isupper():
         name = (low[:-2] if low.endswith("'s") else low).replace("'", " ")  # as `words` splits
         if any(c.isupper() for c in span[1:]):  # CamelCase, ACRONYM: a name even first
@@ -341,6 +352,8 @@ def veto(a: Facts, b: Facts, config: GuardConfig = GuardConfig()) -> str | None:
         return "negation"
     if config.opposites and opposed(a.opposites, b.opposites):
         return "opposites"
+    if config.actions and (a.actions - b.actions) and (b.actions - a.actions):
+        return "actions"
     if config.entities and _entities_differ(a, b):
         return "entities"
     return None
@@ -364,9 +377,11 @@ def veto_many(
         if getattr(config, GUARD_ORDER[index]):
             ids = _value_ids([getattr(f, fields[index]) for f in facts])
             result[ids[left] != ids[right]] = index
-    rich = np.fromiter((bool(f.opposites or f.entities or f.terms) for f in facts), bool)
-    # equal names, terms and opposites on both sides pass: a name of one text is a word of it
-    same = _value_ids([(f.opposites, f.entities, f.terms) for f in facts])
+    rich = np.fromiter(
+        (bool(f.opposites or f.actions or f.entities or f.terms) for f in facts), bool
+    )
+    # equal names, terms, actions and opposites on both sides pass
+    same = _value_ids([(f.opposites, f.actions, f.entities, f.terms) for f in facts])
     check = np.flatnonzero((result < 0) & (rich[left] | rich[right]) & (same[left] != same[right]))
     for i, a, b in zip(check.tolist(), left[check].tolist(), right[check].tolist(), strict=True):
         refused = veto(facts[a], facts[b], config)

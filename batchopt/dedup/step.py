@@ -53,8 +53,13 @@ def semantic_dedup(
     else:
         vectors = embedder.embed(texts)
     grouped = semantic_groups(
-        rows, vectors, id_column=id_column, text_column=text_column,
-        threshold=settings.threshold, guards=settings.guards, k=settings.neighbours,
+        rows,
+        vectors,
+        id_column=id_column,
+        text_column=text_column,
+        threshold=settings.threshold,
+        guards=settings.guards,
+        k=settings.neighbours,
     )
     return SemanticOutcome(
         rows=grouped,

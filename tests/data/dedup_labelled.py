@@ -9,12 +9,15 @@ writes tests/data/dedup_labelled.parquet with columns
     group   the request's identity: rows with the same group need the same answer
     kind    paraphrase | hard_negative | singleton
     change  for a hard negative, what differs from the group it imitates (order, amount,
-            product, place, date, negation, opposite, code, quantity, email, time), else null
+            product, place, date, negation, opposite, code, quantity, email, time, or intent:
+            the same facts asked for something else), else null
 
 A paraphrase group is one intent with fixed facts written with several templates, each with a
 random greeting, sign-off, typo, case and fact format ("$20", "20 dollars", "USD 20"). A hard
 negative copies a group's template and changes one fact (order #10233 -> #10234, $20 -> $200,
-"fits" -> "does not fit", Denver -> Austin, ...); it is a group of its own, written twice.
+"fits" -> "does not fit", Denver -> Austin, ...), or keeps every fact and asks for something else
+("cancel order #10233" against "where is my refund for order #10233"); it is a group of its
+own, written twice.
 Deterministic: stdlib `random` with a fixed seed.
 """
 
@@ -504,6 +507,17 @@ OPPOSITES = {
 }
 
 
+def same_facts_intents(intent: str) -> list[str]:
+    """Other intents stating the same kinds of facts (not the opposite already written)."""
+    names = sorted(INTENTS[intent][0])
+    written = {intent, OPPOSITES[intent][0]} if intent in OPPOSITES else {intent}
+    return [
+        other
+        for other, (other_names, _) in INTENTS.items()
+        if other not in written and sorted(other_names) == names
+    ]
+
+
 def build(seed: int = SEED) -> pl.DataFrame:
     """The labelled rows, shuffled, with ids assigned after shuffling."""
     rng = random.Random(seed)
@@ -526,6 +540,7 @@ def build(seed: int = SEED) -> pl.DataFrame:
         return True
 
     n = 0
+    made: list[tuple[int, str, dict[str, object]]] = []
     for intent, (names, templates) in INTENTS.items():
         if intent in {opposite for opposite, _ in OPPOSITES.values()}:
             continue
@@ -549,6 +564,16 @@ def build(seed: int = SEED) -> pl.DataFrame:
                         add(f"g{n:03d}h", [chosen[0], rng.choice(templates)], other,
                             "hard_negative", change)  # fmt: skip
                         break
+            made.append((n, intent, slots))
+    # after every group has claimed its facts: another request about the same order / product /
+    # amount, same facts, other intent
+    for n, intent, slots in made:
+        others = same_facts_intents(intent)
+        if others and rng.random() < 0.6:
+            other = rng.choice(others)
+            if claim(other, slots):
+                written = rng.sample(INTENTS[other][1], k=2)
+                add(f"g{n:03d}i", written, slots, "hard_negative", "intent")
     for i, text in enumerate(SINGLETONS):
         rows.append({"text": dress(rng, text), "group": f"s{i:03d}", "kind": "singleton",
                      "change": None})  # fmt: skip
