@@ -48,6 +48,10 @@ _path = click.Path(path_type=Path)
 @click.option("--output", "output_path", type=_path, help="Override output.path")
 @click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
 @click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--mode", type=click.Choice(["online", "batch", "auto"]),
+              help="Override execution.mode")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="batch: block until every batch is collected, or exit 75 while any is out")
 @click.option("--quiet", is_flag=True, help="No progress bar")
 def run(
     pipeline: Path,
@@ -57,17 +61,23 @@ def run(
     output_path: Path | None,
     ledger_path: Path | None,
     cache_dir: Path | None,
+    mode: str | None,
+    wait: bool,
     quiet: bool,
 ) -> None:
-    """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger."""
+    """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger.
+
+    A batch run lives across invocations: run it again with the same --run-id to collect and
+    finish. Exit codes: 0 done, 1 too many failed rows, 2 bad config or input, 75 batches still
+    pending (or another process is advancing this run), 130 interrupted."""
     from batchopt.config import load_pipeline
-    from batchopt.progress import RichObserver, print_summary
-    from batchopt.runner import RunOptions, run_pipeline
+    from batchopt.progress import RichObserver, print_pending, print_summary
+    from batchopt.runner import RunOptions, RunPending, run_pipeline
 
     loaded = load_pipeline(pipeline)
     options = RunOptions(
         profile=profile, run_id=run_id, input=input_path, output=output_path,
-        ledger=ledger_path, cache_dir=cache_dir,
+        ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait,
     )
     observer = RichObserver(enabled=not quiet)
     try:
@@ -82,8 +92,46 @@ def run(
         sys.exit(EXIT_INTERRUPTED)
     finally:
         observer.close()
-    print_summary(summary)
+    if isinstance(summary, RunPending):
+        print_pending(summary)
+    else:
+        print_summary(summary)
     sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.argument("pipeline", type=_path)
+@click.option("--profile", help="Model set-up from the YAML's profiles (default: default_profile)")
+@click.option("--run-id", required=True, help="The run to report on")
+@click.option("--input", "input_path", type=_path, help="Override input.path (unused; as run)")
+@click.option("--output", "output_path", type=_path, help="Override output.path (as run)")
+@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path (as run)")
+@click.option("--cache-dir", type=_path, help="Override cache.path (where runs keep state)")
+def status(
+    pipeline: Path,
+    profile: str | None,
+    run_id: str,
+    input_path: Path | None,
+    output_path: Path | None,
+    ledger_path: Path | None,
+    cache_dir: Path | None,
+) -> None:
+    """Say where run RUN_ID of PIPELINE stands; asks the provider about open batches.
+
+    Exit codes as `run`: 0 finished, 1 finished with too many failed rows, 75 pending (batches
+    out, or started and not finished: run it again), 2 no such run or bad config."""
+    from batchopt.config import load_pipeline
+    from batchopt.progress import print_status
+    from batchopt.runner import RunOptions, run_status
+
+    loaded = load_pipeline(pipeline)
+    options = RunOptions(
+        profile=profile, run_id=run_id, input=input_path, output=output_path,
+        ledger=ledger_path, cache_dir=cache_dir,
+    )
+    report = run_status(loaded, options)
+    print_status(report)
+    sys.exit(report.exit_code)
 
 
 @main.command()
@@ -167,11 +215,13 @@ def dedup(
 @main.command("fake-server")
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)
-def fake_server(port: int, latency_ms: float) -> None:
+@click.option("--batch-seconds", type=float, default=1.0, show_default=True,
+              help="A batch ends this long after it is created")
+def fake_server(port: int, latency_ms: float, batch_seconds: float) -> None:
     """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending."""
     from batchopt.providers.fake.server import serve
 
-    serve(port=port, latency_ms=latency_ms)
+    serve(port=port, latency_ms=latency_ms, batch_seconds=batch_seconds)
 
 
 if __name__ == "__main__":  # pragma: no cover

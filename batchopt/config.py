@@ -188,6 +188,30 @@ class BaselineConfig(StrictModel):
     model: str
 
 
+class ExecutionConfig(StrictModel):
+    """How requests are sent: online, through the provider's batch API, or chosen per run."""
+
+    mode: Literal["online", "batch", "auto"] = Field(
+        default="online",
+        description="batch: the provider's batch API at its discount, answers within its window "
+        "(24 h); auto: batch when `deadline_hours` allows it and the provider has a batch API, "
+        "else online, and online for what an expired batch left",
+    )
+    deadline_hours: float | None = Field(
+        default=None, gt=0, description="auto: how long answers may take (none: no deadline)"
+    )
+    poll_seconds: float = Field(
+        default=60.0, gt=0, description="How often a waiting run asks the provider about batches"
+    )
+    batch_rounds: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Batches a request may go through (expired, errored and cancelled rows are "
+        "sent again) before it counts as failed",
+    )
+
+
 class PipelineConfig(StrictModel):
     """A whole pipeline YAML."""
 
@@ -207,6 +231,7 @@ class PipelineConfig(StrictModel):
         default=None, description="Default: the chosen profile's model"
     )
     pricing: PricingConfig = Field(default_factory=PricingConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     max_failed_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of rows that may fail before exit code 1"
     )

@@ -4,6 +4,7 @@
     ├── ConfigError                    pipeline YAML, profile, env var, CLI usage; exit 2
     ├── InputError                     the input data (file, column, row); exit 2
     ├── BudgetExceededError            the budget guard refused to spend; exit 3
+    ├── RunLockedError                 another process is advancing the same run; exit 75
     └── ProviderError                  a model call failed
         ├── TransientProviderError     worth retrying (429, 5xx, timeout, connection)
         └── TerminalProviderError      retrying cannot help (400, 401, bad output)
@@ -44,6 +45,12 @@ class BudgetExceededError(BatchoptError):
     """The budget guard refused to spend."""
 
     exit_code = EXIT_BUDGET
+
+
+class RunLockedError(BatchoptError):
+    """Another batchopt process holds this run's lock: nothing was sent; try again later."""
+
+    exit_code = EXIT_PENDING
 
 
 class ProviderError(BatchoptError):

@@ -35,7 +35,7 @@ def group_results(
         earlier = past.get(request.key)
         billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
         usage = result.usage if billed else Usage()
-        mode = "cache" if result.from_cache else ("online" if result.ok else "failed")
+        mode = "cache" if result.from_cache else (result.mode if result.ok else "failed")
         records.append({
             "group_id": group_id,
             "answer": result.text if result.ok else None,
@@ -44,6 +44,8 @@ def group_results(
             "status": result.status,
             "error": result.error,
             "request_id": result.request_id,
+            "batch_id": None if result.from_cache else result.batch_id,
+            "retry_reason": None if result.from_cache else result.retry_reason,
             "latency_ms": 0.0 if result.from_cache else result.latency_ms,
             "attempts": result.attempts,
             **usage.to_dict(),
@@ -58,7 +60,8 @@ def group_results(
         })
     return pl.DataFrame(records, schema_overrides={
         "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
-        "request_id": pl.String, "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
+        "request_id": pl.String, "batch_id": pl.String, "retry_reason": pl.String,
+        "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
         "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
     })
 
@@ -91,7 +94,8 @@ def ledger_facts(
         pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
         pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
         pl.when(rep).then(pl.col("estimated_cost_usd")).otherwise(0.0).alias("estimated_cost_usd"),
-        pl.lit(None, dtype=pl.String).alias("batch_id"),
+        pl.when(rep).then(pl.col("batch_id")).otherwise(None).alias("batch_id"),
+        pl.when(rep).then(pl.col("retry_reason")).otherwise(None).alias("retry_reason"),
         pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"),
         pl.col("baseline_input_tokens").cast(pl.Int64),
         pl.col("baseline_output_tokens").cast(pl.Int64),

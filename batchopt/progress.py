@@ -8,8 +8,10 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from batchopt.execute.state import Submission
+from batchopt.providers.batching import BatchStatus
 from batchopt.records import Result
-from batchopt.runner import RunObserver, RunSummary
+from batchopt.runner import RunObserver, RunPending, RunSummary, StatusReport
 
 
 class RichObserver(RunObserver):
@@ -34,10 +36,61 @@ class RichObserver(RunObserver):
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
+    def batches(self, submissions: list[Submission], statuses: dict[str, BatchStatus]) -> None:
+        """One line per pass while a run waits on its batches (stderr, so scripts can parse
+        stdout)."""
+        if not self.enabled:
+            return
+        out = [_batch_line(s, statuses.get(s.batch_id or "")) for s in submissions
+               if s.state in ("submitting", "pending")]
+        if out:
+            Console(stderr=True, highlight=False).print("waiting: " + " · ".join(out))
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _batch_line(sub: Submission, status: BatchStatus | None) -> str:
+    counts = ""
+    if status is not None and status.total:
+        counts = f" {status.succeeded + status.errored}/{status.total}"
+    where = status.raw_status if status is not None else (sub.raw_status or sub.state)
+    return f"{sub.batch_id or sub.tag} {where}{counts}"
+
+
+def print_pending(pending: RunPending) -> None:
+    """What a `--no-wait` run left with the provider, and how to pick it up (stdout)."""
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]run {pending.run_id}[/bold] · pipeline {pending.pipeline}: "
+                  f"{len(pending.batches)} batch(es) pending (exit 75)")
+    for sub in pending.batches:
+        console.print(f"  {sub.batch_id or '(being created) ' + sub.tag}  {sub.requests:,} "
+                      f"requests · {sub.raw_status or sub.state}")
+    console.print(f"run the same command again with --run-id {pending.run_id} to collect; "
+                  "nothing already sent will be sent or paid for again")
+
+
+def print_status(report: StatusReport) -> None:
+    """`batchopt status`: the run's state, its batches, and the exit code's meaning."""
+    console = Console(highlight=False, soft_wrap=True)
+    meaning = {"finished": "finished", "pending": "batches pending",
+               "started": "started, not finished: run it again to finish"}[report.state]
+    console.print(f"[bold]run {report.run_id}[/bold] · pipeline {report.pipeline}: {meaning} "
+                  f"(exit {report.exit_code})")
+    for sub in report.batches:
+        status = report.statuses.get(sub.batch_id or "")
+        line = _batch_line(sub, status)
+        console.print(f"  round {sub.round}: {line} · {sub.requests:,} requests · {sub.state}"
+                      + (f" · {sub.error}" if sub.error else ""))
+    if report.finished:
+        f = report.finished
+        console.print(f"  rows {f.get('rows')} · failed {f.get('failed_rows')} · cost "
+                      f"{_usd(float(f.get('cost_usd') or 0.0))}")  # type: ignore[arg-type]
+        console.print(f"  outputs {f.get('output')}")
+        console.print(f"  ledger  {f.get('ledger')}")
+    console.print(f"  state   {report.state_path}")
 
 
 def _usd(value: float) -> str:

@@ -67,6 +67,10 @@ class Result:
     attempts: int = 1
     from_cache: bool = False
     parsed: dict[str, Any] | None = None
+    mode: str = "online"  # online | batch: how it was bought
+    batch_id: str | None = None  # the provider batch that answered it
+    paid_run_id: str | None = None  # the run that bought it (set when read from the cache)
+    retry_reason: str | None = None  # why an earlier batch did not answer it, if one did not
 
     @property
     def ok(self) -> bool:

@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
+from batchopt import reuse
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.dedup.exact import exact_groups
-from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK, ConfigError
+from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK, EXIT_PENDING, ConfigError
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
+from batchopt.execute.state import RunLock, RunState, Submission, run_dir
 from batchopt.fanout import group_results, ledger_facts, output_table
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
 from batchopt.io.writer import write_parquet_atomic
@@ -37,9 +39,11 @@ from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result, Usage
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
-    from batchopt.dedup.crossrun import AnsweredIndex, PastAnswer
+    from batchopt.dedup.crossrun import PastAnswer
     from batchopt.dedup.guards import GuardConfig
     from batchopt.dedup.step import SemanticOutcome
+    from batchopt.execute.batch import BatchOutcome
+    from batchopt.providers.batching import BatchStatus
 
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
@@ -62,6 +66,8 @@ class RunOptions:
     output: Path | None = None
     ledger: Path | None = None
     cache_dir: Path | None = None
+    mode: str | None = None  # online | batch | auto; default: the YAML's execution.mode
+    wait: bool = True  # batch: block until every batch is collected; else RunPending
 
 
 class RunObserver:
@@ -75,6 +81,9 @@ class RunObserver:
 
     def answered(self, result: Result) -> None:
         """One request was answered (or failed for good)."""
+
+    def batches(self, submissions: list[Submission], statuses: dict[str, BatchStatus]) -> None:
+        """The run's batches after a pass; `statuses` has those polled in it, by batch id."""
 
 
 @dataclass
@@ -95,6 +104,9 @@ class Plan:
     keep_columns: list[str]
     semantic: SemanticOutcome | None = None
     guards: GuardConfig | None = None
+    mode: str = "online"  # online | batch (auto is resolved in `prepare`)
+    online_fallback: bool = False  # auto: what a batch did not answer goes online
+    wait: bool = True
 
 
 @dataclass
@@ -253,6 +265,7 @@ def prepare(
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
     )
     requests = build_requests(rows, spec)
+    mode, fallback = _resolve_mode(loaded, options.mode, profile_name, profile)
     return Plan(
         pipeline=loaded,
         profile_name=profile_name,
@@ -268,13 +281,56 @@ def prepare(
         keep_columns=keep_columns,
         semantic=semantic,
         guards=guards,
+        mode=mode,
+        online_fallback=fallback,
+        wait=options.wait,
     )
+
+
+_BATCH_WINDOW_HOURS = 24.0  # OpenAI's completion window; Anthropic's batches also end by 24 h
+
+
+def _resolve_mode(
+    loaded: LoadedPipeline, asked: str | None, profile_name: str, profile: ModelConfig
+) -> tuple[str, bool]:
+    """("online" | "batch", whether leftovers of a batch go online) for this run."""
+    execution = loaded.config.execution
+    mode = asked or execution.mode
+    if mode not in ("online", "batch", "auto"):
+        raise ConfigError(f"--mode: '{mode}' is not one of online, batch, auto")
+    has_batch = profile.provider in ("openai", "anthropic")
+    if mode == "batch" and not has_batch:
+        raise ConfigError(
+            f"{loaded.source}: execution.mode batch: profile '{profile_name}' uses provider "
+            f"'{profile.provider}', which has no batch API"
+        )
+    if mode != "online" and not loaded.config.cache.enabled:
+        raise ConfigError(
+            f"{loaded.source}: execution.mode {mode} needs cache.enabled: batch answers wait in "
+            "the response cache between invocations"
+        )
+    if mode == "auto":
+        deadline = execution.deadline_hours
+        fits = deadline is None or deadline >= _BATCH_WINDOW_HOURS
+        return ("batch", True) if has_batch and fits else ("online", False)
+    return mode, False
 
 
 def _with_model_path(settings: ProviderSettings, model_path: str) -> ProviderSettings:
     from dataclasses import replace
 
     return replace(settings, model_path=model_path)
+
+
+@dataclass
+class RunPending:
+    """A batch run whose batches are still with the provider: run again with the same id."""
+
+    run_id: str
+    pipeline: str
+    batches: list[Submission]
+    state_path: Path | None
+    exit_code: int = EXIT_PENDING
 
 
 @dataclass
@@ -289,28 +345,63 @@ def execute(
     plan: Plan,
     cache: ResponseCache,
     observer: RunObserver | None = None,
-) -> Answers:
-    """Answer every request from the cache (exact, then semantic across runs) or the provider."""
-    from batchopt.providers.registry import create_provider
-
+    state: RunState | None = None,
+) -> Answers | RunPending:
+    """Answer every request from the cache (exact, then semantic across runs) or the provider:
+    online, or through its batch API (then `RunPending` while batches are still out)."""
     observer = observer or RunObserver()
     answers = Answers(results={})
     misses: list[Request] = []
     for request in {r.key: r for r in plan.requests.values()}.values():
         cached = cache.get(request.key)
-        if cached is not None:
-            answers.results[request.key] = cached
-        else:
+        if cached is None:
             misses.append(request)
-    index = _answered_index(plan, cache)
-    rep_ids = _rep_ids(plan) if index is not None else {}
+        elif cached.paid_run_id == plan.run_id:  # this run paid for it before it was cut off
+            answers.results[request.key] = replace(cached, from_cache=False)
+        else:
+            answers.results[request.key] = cached
+    index = reuse.answered_index(plan, cache)
+    reps = reuse.rep_ids(plan) if index is not None else {}
     if index is not None and misses:
-        misses = _reuse_past(plan, cache, index, rep_ids, misses, answers)
+        misses = reuse.reuse_past(plan, cache, index, reps, misses, answers)
     if not misses:
         return answers
 
-    observer.stage("send")
-    observer.sending(len(misses))
+    def persist(results: list[Result]) -> None:
+        cache.put_many(results, plan.run_id)
+
+    pending: list[Submission] = []
+    if plan.mode == "batch":
+        assert state is not None
+        observer.stage("batch")
+        batched = asyncio.run(_send_batches(plan, state, misses, persist, observer))
+        answers.results.update(batched.results)
+        pending = batched.pending
+        misses = batched.online
+    if misses:
+        observer.stage("send")
+        observer.sending(len(misses))
+        answers.results.update(asyncio.run(_send_online(plan, misses, persist, observer)))
+    if index is not None:
+        fresh = [r for r in plan.requests.values() if _fresh_answer(answers, r.key)]
+        reuse.remember(plan, index, reps, list({r.key: r for r in fresh}.values()))
+    if pending:
+        return RunPending(plan.run_id, plan.pipeline.config.name, pending, state.path if state
+                          else None)
+    return answers
+
+
+def _fresh_answer(answers: Answers, key: str) -> bool:
+    result = answers.results.get(key)
+    return result is not None and result.ok and not result.from_cache and result.attempts > 0
+
+
+async def _send_online(
+    plan: Plan, misses: list[Request], persist: Callable[[list[Result]], None],
+    observer: RunObserver,
+) -> dict[str, Result]:
+    from batchopt.providers.registry import create_provider
+
     profile = plan.profile
     online = OnlineSettings(
         concurrency=profile.concurrency,
@@ -319,78 +410,40 @@ def execute(
         timeout_s=profile.timeout_s,
         max_attempts=profile.max_attempts,
     )
-
-    async def send() -> dict[str, Result]:
-        provider = create_provider(plan.settings)
-        try:
-            executor = OnlineExecutor(provider, online, cache.put_many, observer.answered)
-            return await executor.run(misses)
-        finally:
-            await provider.aclose()
-
-    sent = asyncio.run(send())
-    answers.results.update(sent)
-    if index is not None:
-        _remember(plan, index, rep_ids, [r for r in misses if sent[r.key].ok])
-    return answers
+    provider = create_provider(plan.settings)
+    try:
+        return await OnlineExecutor(provider, online, persist, observer.answered).run(misses)
+    finally:
+        await provider.aclose()
 
 
-def _rep_ids(plan: Plan) -> dict[str, str]:
-    """Request key -> the id of the row whose prompt it is."""
-    cfg = plan.pipeline.config
-    reps = plan.rows.filter(pl.col("dedup") == "none").select(
-        pl.col("group_id"), pl.col(cfg.input.id_column).cast(pl.String)
+async def _send_batches(
+    plan: Plan, state: RunState, misses: list[Request],
+    persist: Callable[[list[Result]], None], observer: RunObserver,
+) -> BatchOutcome:
+    from batchopt.execute.batch import BatchExecutor, BatchSettings
+    from batchopt.providers.batching import supports_batch
+    from batchopt.providers.registry import create_provider
+
+    execution = plan.pipeline.config.execution
+    settings = BatchSettings(
+        run_id=plan.run_id, rounds=execution.batch_rounds,
+        poll_seconds=execution.poll_seconds, wait=plan.wait,
+        online_fallback=plan.online_fallback,
     )
-    by_group = dict(reps.iter_rows())
-    return {request.key: by_group[group] for group, request in plan.requests.items()}
-
-
-def _answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
-    sem = plan.pipeline.config.dedup.semantic
-    if plan.semantic is None or not sem.across_runs or not cache.enabled:
-        return None
-    from batchopt.dedup.crossrun import AnsweredIndex
-
-    return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
-
-
-def _reuse_past(
-    plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
-    misses: list[Request], answers: Answers,
-) -> list[Request]:
-    """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
-    import numpy as np
-
-    assert plan.semantic is not None and plan.guards is not None
-    ids = [rep_ids[r.key] for r in misses]
-    vectors = np.stack([plan.semantic.vectors[i] for i in ids])
-    texts = [plan.semantic.texts[i] for i in ids]
-    threshold = plan.pipeline.config.dedup.semantic.threshold
-    remaining = []
-    for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
-                            strict=True):
-        earlier = cache.get(hit.request_key) if hit is not None else None
-        if hit is not None and earlier is not None and earlier.ok:
-            answers.results[request.key] = earlier
-            answers.past[request.key] = hit
-        else:
-            remaining.append(request)
-    return remaining
-
-
-def _remember(
-    plan: Plan, index: AnsweredIndex, rep_ids: dict[str, str], answered: list[Request]
-) -> None:
-    import numpy as np
-
-    if not answered:
-        return
-    assert plan.semantic is not None
-    ids = [rep_ids[r.key] for r in answered]
-    index.add(
-        ids, plan.run_id, [r.key for r in answered], [plan.semantic.texts[i] for i in ids],
-        np.stack([plan.semantic.vectors[i] for i in ids]),
-    )
+    provider = create_provider(plan.settings)
+    try:
+        if not supports_batch(provider):
+            raise ConfigError(f"provider '{plan.profile.provider}' has no batch API")
+        executor = BatchExecutor(
+            provider, state, persist, settings,  # type: ignore[arg-type]
+            provider_name=plan.profile.provider, model=plan.profile.model,
+            on_poll=observer.batches,
+        )
+        known = {r.key: r for r in plan.requests.values()}
+        return await executor.run(misses, known)
+    finally:
+        await provider.aclose()
 
 
 def _estimated_cost(plan: Plan, request: Request) -> float:
@@ -460,16 +513,96 @@ def run_pipeline(
     env: dict[str, str] | None = None,
     observer: RunObserver | None = None,
     on_prepared: Callable[[Plan], None] | None = None,
-) -> RunSummary:
-    """Run a pipeline end to end and return its summary."""
+) -> RunSummary | RunPending:
+    """Run a pipeline, or move a batch run forward; `RunPending` while batches are out.
+
+    The run's lock is held throughout: a second process on the same run id stops at once with
+    RunLockedError (exit 75) and sends nothing."""
     options = options or RunOptions()
     plan = prepare(loaded, options, env=env, observer=observer)
     if on_prepared is not None:
         on_prepared(plan)
     cfg = plan.pipeline.config
-    cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
+    directory = run_dir(plan.paths["cache"], cfg.name, plan.run_id)
+    with RunLock(directory, plan.run_id):
+        state = RunState.open(directory)
+        try:
+            state.set("started", {"profile": plan.profile_name, "mode": plan.mode})
+            cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
+            try:
+                answers = execute(plan, cache, observer, state)
+            finally:
+                cache.close()
+            if isinstance(answers, RunPending):
+                return answers
+            summary = finish(plan, answers)
+            state.set("finished", {
+                "exit_code": summary.exit_code, "rows": summary.rows,
+                "failed_rows": summary.failed_rows, "cost_usd": summary.cost_usd,
+                "output": str(summary.output_path), "ledger": str(summary.ledger_path),
+            })
+            return summary
+        finally:
+            state.close()
+
+
+@dataclass
+class StatusReport:
+    """Where a run stands, for `batchopt status`."""
+
+    run_id: str
+    pipeline: str
+    state: str  # finished | pending | started
+    exit_code: int
+    batches: list[Submission]
+    statuses: dict[str, BatchStatus]
+    finished: dict[str, object] | None
+    state_path: Path
+
+
+def run_status(
+    loaded: LoadedPipeline, options: RunOptions, env: dict[str, str] | None = None
+) -> StatusReport:
+    """Read a run's state and ask the provider about its open batches. Spends nothing."""
+    from batchopt.execute.state import OPEN_STATES
+
+    cfg = loaded.config
+    if not options.run_id:
+        raise ConfigError("status needs --run-id")
+    cache_dir = options.cache_dir or loaded.resolve(cfg.cache.path)
+    directory = run_dir(cache_dir, cfg.name, options.run_id)
+    if not RunState.exists(directory):
+        raise ConfigError(
+            f"no run '{options.run_id}' of pipeline '{cfg.name}' under {directory.parent}"
+        )
+    state = RunState.open(directory)
     try:
-        answers = execute(plan, cache, observer)
+        finished = state.get("finished")
+        started = state.get("started") or {}
+        batches = state.submissions()
     finally:
-        cache.close()
-    return finish(plan, answers)
+        state.close()
+    open_ = [b for b in batches if b.state in OPEN_STATES and b.batch_id]
+    statuses: dict[str, BatchStatus] = {}
+    if open_ and finished is None:
+        name, profile = loaded.profile(options.profile or started.get("profile"))
+        settings = provider_settings(name, profile, dict(os.environ) if env is None else env)
+        statuses = asyncio.run(_poll(settings, [b.batch_id for b in open_ if b.batch_id]))
+    if finished is not None:
+        kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
+    else:
+        kind, code = ("pending" if open_ else "started"), EXIT_PENDING
+    return StatusReport(
+        run_id=options.run_id, pipeline=cfg.name, state=kind, exit_code=code, batches=batches,
+        statuses=statuses, finished=finished, state_path=directory / "state.sqlite",
+    )
+
+
+async def _poll(settings: ProviderSettings, batch_ids: list[str]) -> dict[str, BatchStatus]:
+    from batchopt.providers.registry import create_provider
+
+    provider = create_provider(settings)
+    try:
+        return {batch_id: await provider.poll_batch(batch_id) for batch_id in batch_ids}  # type: ignore[attr-defined]
+    finally:
+        await provider.aclose()

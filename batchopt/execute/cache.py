@@ -52,19 +52,26 @@ class ResponseCache:
             attempts=0,
             from_cache=True,
             parsed=data.get("parsed"),
+            mode=data.get("mode") or "online",
+            batch_id=data.get("batch_id"),
+            paid_run_id=data.get("run_id"),
+            retry_reason=data.get("retry_reason"),
         )
 
-    def put(self, result: Result) -> None:
+    def put(self, result: Result, run_id: str | None = None) -> None:
         """Persist a billed result; call before anything else uses it."""
-        self.put_many([result])
+        self.put_many([result], run_id)
 
-    def put_many(self, results: list[Result]) -> None:
-        """Persist billed results in one transaction (one commit instead of one per result)."""
+    def put_many(self, results: list[Result], run_id: str | None = None) -> None:
+        """Persist billed results in one transaction (one commit instead of one per result).
+
+        `run_id` names the run that paid for them: a resumed run counts them as its own spend,
+        any other run as cache hits."""
         if self._cache is None or not results:
             return
         with self._cache.transact():
             for result in results:
-                self._cache.set(result.key, _record(result))
+                self._cache.set(result.key, _record(result, run_id))
 
     def __len__(self) -> int:
         return 0 if self._cache is None else len(self._cache)
@@ -74,7 +81,7 @@ class ResponseCache:
             self._cache.close()
 
 
-def _record(result: Result) -> str:
+def _record(result: Result, run_id: str | None) -> str:
     record = {
         "format": _FORMAT,
         "text": result.text,
@@ -85,5 +92,9 @@ def _record(result: Result) -> str:
         "request_id": result.request_id,
         "latency_ms": result.latency_ms,
         "parsed": result.parsed,
+        "mode": result.mode,
+        "batch_id": result.batch_id,
+        "run_id": run_id,
+        "retry_reason": result.retry_reason,
     }
     return json.dumps(record, ensure_ascii=False)

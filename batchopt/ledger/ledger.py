@@ -47,6 +47,7 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "attempts": pl.Int64(),
     "latency_ms": pl.Float64(),
     "batch_id": pl.String(),
+    "retry_reason": pl.String(),  # why an earlier batch did not answer this row (expired ...)
     "request_id": pl.String(),
     "input_tokens": pl.Int64(),
     "cached_input_tokens": pl.Int64(),

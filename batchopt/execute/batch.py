@@ -1,0 +1,235 @@
+"""Send requests through a provider's batch API, as a state machine that outlives its process.
+
+Each call of `BatchExecutor.run` moves the run forward from where its `RunState` says it
+stands, in this order:
+
+1. adopt: a submission recorded but without a batch id (the process died inside the create
+   call) is looked up at the provider by its tag; found, it is adopted, else marked lost;
+2. collect: every batch still with the provider is polled; an ended, expired or cancelled one
+   has its rows read, each answer persisted (response cache) before its outcome is recorded;
+3. submit: requests that are neither answered nor in an open batch go out in new batches
+   (split to the provider's limits), each recorded before and right after the create call;
+   a request that already went through `rounds` batches fails instead, and with
+   `online_fallback` (mode auto) a request an earlier batch did not answer is handed back to be
+   sent online;
+4. with `wait`, sleep and repeat until no batch is open; else return what is still pending.
+
+Nothing is paid twice: an answered request is in the cache and never sent again, a request in
+an open batch is waited for, not resubmitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from batchopt.errors import TerminalProviderError
+from batchopt.execute.state import OPEN_STATES, RunState, Submission
+from batchopt.execute.structured import check_structured
+from batchopt.providers.batching import BatchProvider, BatchStatus, split_for_limits
+from batchopt.records import Request, Result
+
+_PERSIST_EVERY = 500  # rows read from a batch's results per transaction
+_MISSING_OUTCOME = {"expired": "expired", "cancelled": "canceled"}
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a run uses the batch API."""
+
+    run_id: str
+    rounds: int = 3
+    poll_seconds: float = 60.0
+    wait: bool = True
+    online_fallback: bool = False
+
+
+@dataclass
+class BatchOutcome:
+    """What one `run` call achieved."""
+
+    results: dict[str, Result] = field(default_factory=dict)  # answered or failed for good
+    pending: list[Submission] = field(default_factory=list)  # batches still with the provider
+    online: list[Request] = field(default_factory=list)  # auto: send these online now
+
+
+class BatchExecutor:
+    """Moves a run's batches forward; `persist` writes answers durably before they are used."""
+
+    def __init__(
+        self,
+        provider: BatchProvider,
+        state: RunState,
+        persist: Callable[[list[Result]], None],
+        settings: BatchSettings,
+        *,
+        provider_name: str,
+        model: str,
+        on_poll: Callable[[list[Submission], dict[str, BatchStatus]], None] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.state = state
+        self.persist = persist
+        self.settings = settings
+        self.provider_name = provider_name
+        self.model = model
+        self.on_poll = on_poll
+        self._misses: dict[str, Request] = {}
+
+    async def run(self, misses: list[Request], known: dict[str, Request]) -> BatchOutcome:
+        """Advance the run for `misses` (requests with no answer yet); `known` holds every
+        request of the plan by key, to read back the results of batches sent for them."""
+        self._misses = {r.key: r for r in misses}
+        outcome = BatchOutcome()
+        while True:
+            await self._adopt()
+            statuses = await self._collect(known, outcome)
+            todo = self._to_send(outcome)
+            if todo:
+                await self._submit(todo)
+            open_ = self.state.submissions(OPEN_STATES)
+            if self.on_poll is not None:
+                self.on_poll(self.state.submissions(), statuses)
+            if not open_ or not self.settings.wait:
+                outcome.pending = open_
+                return outcome
+            await asyncio.sleep(self.settings.poll_seconds)
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    async def _adopt(self) -> None:
+        for sub in self.state.submissions(("submitting",)):
+            found = await self.provider.find_batches(self._tag(sub.tag))
+            if found:
+                self.state.record_batch_id(sub.tag, found[0])
+            else:
+                self.state.mark_lost(
+                    sub.tag,
+                    "the create call did not finish and the provider has no batch with this tag",
+                )
+
+    async def _collect(
+        self, known: dict[str, Request], outcome: BatchOutcome
+    ) -> dict[str, BatchStatus]:
+        statuses: dict[str, BatchStatus] = {}
+        for sub in self.state.submissions(("pending",)):
+            assert sub.batch_id is not None
+            status = await self.provider.poll_batch(sub.batch_id)
+            statuses[sub.batch_id] = status
+            if not status.done:
+                if status.raw_status != sub.raw_status:
+                    self.state.set_raw_status(sub.tag, status.raw_status)
+                continue
+            if status.state == "failed":
+                self.state.mark_failed(sub.tag, status.raw_status, status.error)
+                continue
+            await self._read_results(sub, status, known, outcome)
+        return statuses
+
+    async def _read_results(
+        self,
+        sub: Submission,
+        status: BatchStatus,
+        known: dict[str, Request],
+        outcome: BatchOutcome,
+    ) -> None:
+        assert sub.batch_id is not None
+        keys = self.state.keys_of(sub.tag)
+        requests = [known.get(key) or self._stand_in(key) for key in keys]
+        by_key = {r.key: r for r in requests}
+        history = self.state.history()
+        answers: list[Result] = []
+        outcomes: list[tuple[str, str, str | None]] = []
+
+        def flush() -> None:
+            self.persist(answers)  # durable before the outcome says "succeeded"
+            self.state.record_outcomes(sub.tag, outcomes)
+            for result in answers:
+                if result.key in self._misses:
+                    outcome.results[result.key] = result
+            answers.clear()
+            outcomes.clear()
+
+        async for row in self.provider.fetch_batch_results(sub.batch_id, requests):
+            if row.key is None:
+                continue
+            if row.kind == "succeeded" and row.result is not None:
+                past = history.get(row.key, [])
+                notes = [note for _, note in past if note]
+                result = replace(
+                    check_structured(by_key[row.key], row.result),
+                    mode="batch",
+                    batch_id=sub.batch_id,
+                    attempts=max(1, len(past)),
+                    retry_reason="; ".join(notes) or None,
+                )
+                answers.append(result)
+                outcomes.append((row.key, "succeeded", None))
+            else:
+                outcomes.append((row.key, row.kind, row.error))
+            if len(outcomes) >= _PERSIST_EVERY:
+                flush()
+        flush()
+        self.state.mark_collected(
+            sub.tag, status.raw_status, _MISSING_OUTCOME.get(status.state, "errored")
+        )
+
+    def _to_send(self, outcome: BatchOutcome) -> list[Request]:
+        """Misses to put in a new batch: not answered, not in an open batch, not going online,
+        not out of rounds (those fail here)."""
+        open_keys = self.state.open_keys()
+        history = self.state.history()
+        online = {r.key for r in outcome.online}
+        todo: list[Request] = []
+        for key, request in self._misses.items():
+            if key in outcome.results or key in open_keys or key in online:
+                continue
+            past = history.get(key, [])
+            note = past[-1][1] if past else None
+            if past and self.settings.online_fallback:
+                outcome.online.append(replace(request))
+            elif len(past) >= self.settings.rounds:
+                outcome.results[key] = Result(
+                    key=key,
+                    text=None,
+                    status="failed",
+                    attempts=len(past),
+                    mode="batch",
+                    error=f"no answer after {len(past)} batch(es); last: {note}",
+                    retry_reason=note,
+                )
+            else:
+                todo.append(request)
+        return todo
+
+    async def _submit(self, requests: list[Request]) -> None:
+        round_ = self.state.next_round()
+        chunks = split_for_limits(
+            requests, self.provider.batch_limits, self.provider.batch_line_bytes
+        )
+        for i, chunk in enumerate(chunks):
+            tag = f"{self.settings.run_id}.r{round_}.{i}"
+            self.state.begin_submission(
+                tag, round_, self.provider_name, self.model, [r.key for r in chunk]
+            )
+            try:
+                batch_id = await self.provider.submit_batch(chunk, self._tag(tag))
+            except TerminalProviderError as exc:
+                self.state.mark_failed(tag, "rejected", str(exc))
+                continue
+            # A transient failure leaves the submission in 'submitting': the next pass looks
+            # for it by its tag before anything is sent again.
+            self.state.record_batch_id(tag, batch_id)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _tag(self, tag: str) -> dict[str, str]:
+        return {"batchopt_run": self.settings.run_id, "batchopt_tag": tag}
+
+    def _stand_in(self, key: str) -> Request:
+        """A request this plan no longer has (the input changed since it was sent): enough to
+        read its answer back and keep it, since it was paid for."""
+        return Request(
+            key=key, provider=self.provider_name, model=self.model, system="", user="", max_tokens=0
+        )

@@ -1,0 +1,77 @@
+"""Answers from earlier runs of the same pipeline (the semantic response cache).
+
+A request that is a guarded near-duplicate of one an earlier run answered reuses that answer;
+what a run answers is remembered for the runs after it. The index lives beside the response
+cache, one per embedding model (`dedup.crossrun.AnsweredIndex`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from batchopt.execute.cache import ResponseCache
+from batchopt.records import Request
+
+if TYPE_CHECKING:
+    from batchopt.dedup.crossrun import AnsweredIndex
+    from batchopt.runner import Answers, Plan
+
+
+def rep_ids(plan: Plan) -> dict[str, str]:
+    """Request key -> the id of the row whose prompt it is."""
+    cfg = plan.pipeline.config
+    reps = plan.rows.filter(pl.col("dedup") == "none").select(
+        pl.col("group_id"), pl.col(cfg.input.id_column).cast(pl.String)
+    )
+    by_group = dict(reps.iter_rows())
+    return {request.key: by_group[group] for group, request in plan.requests.items()}
+
+
+def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
+    sem = plan.pipeline.config.dedup.semantic
+    if plan.semantic is None or not sem.across_runs or not cache.enabled:
+        return None
+    from batchopt.dedup.crossrun import AnsweredIndex
+
+    return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
+
+
+def reuse_past(
+    plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
+    misses: list[Request], answers: Answers,
+) -> list[Request]:
+    """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
+    import numpy as np
+
+    assert plan.semantic is not None and plan.guards is not None
+    ids = [rep_ids[r.key] for r in misses]
+    vectors = np.stack([plan.semantic.vectors[i] for i in ids])
+    texts = [plan.semantic.texts[i] for i in ids]
+    threshold = plan.pipeline.config.dedup.semantic.threshold
+    remaining = []
+    for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
+                            strict=True):
+        earlier = cache.get(hit.request_key) if hit is not None else None
+        if hit is not None and earlier is not None and earlier.ok:
+            answers.results[request.key] = earlier
+            answers.past[request.key] = hit
+        else:
+            remaining.append(request)
+    return remaining
+
+
+def remember(
+    plan: Plan, index: AnsweredIndex, rep_ids: dict[str, str], answered: list[Request]
+) -> None:
+    import numpy as np
+
+    if not answered:
+        return
+    assert plan.semantic is not None
+    ids = [rep_ids[r.key] for r in answered]
+    index.add(
+        ids, plan.run_id, [r.key for r in answered], [plan.semantic.texts[i] for i in ids],
+        np.stack([plan.semantic.vectors[i] for i in ids]),
+    )
