@@ -371,17 +371,20 @@ def execute(
         cache.put_many(results, plan.run_id)
 
     pending: list[Submission] = []
+    reasons: dict[str, str] = {}
     if plan.mode == "batch":
         assert state is not None
         observer.stage("batch")
         batched = asyncio.run(_send_batches(plan, state, misses, persist, observer))
         answers.results.update(batched.results)
-        pending = batched.pending
-        misses = batched.online
+        pending, misses, reasons = batched.pending, batched.online, batched.reasons
     if misses:
         observer.stage("send")
         observer.sending(len(misses))
-        answers.results.update(asyncio.run(_send_online(plan, misses, persist, observer)))
+        sent = asyncio.run(_send_online(plan, misses, persist, observer))
+        answers.results.update(
+            {k: replace(r, retry_reason=reasons[k]) if k in reasons else r for k, r in sent.items()}
+        )
     if index is not None:
         fresh = [r for r in plan.requests.values() if _fresh_answer(answers, r.key)]
         reuse.remember(plan, index, reps, list({r.key: r for r in fresh}.values()))

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from batchopt.errors import TerminalProviderError
+from batchopt.errors import TerminalProviderError, TransientProviderError
 from batchopt.execute.state import OPEN_STATES, RunState, Submission
 from batchopt.execute.structured import check_structured
 from batchopt.providers.batching import BatchProvider, BatchStatus, split_for_limits
@@ -52,6 +52,7 @@ class BatchOutcome:
     results: dict[str, Result] = field(default_factory=dict)  # answered or failed for good
     pending: list[Submission] = field(default_factory=list)  # batches still with the provider
     online: list[Request] = field(default_factory=list)  # auto: send these online now
+    reasons: dict[str, str] = field(default_factory=dict)  # why each of those left its batch
 
 
 class BatchExecutor:
@@ -188,7 +189,8 @@ class BatchExecutor:
             past = history.get(key, [])
             note = past[-1][1] if past else None
             if past and self.settings.online_fallback:
-                outcome.online.append(replace(request))
+                outcome.online.append(request)
+                outcome.reasons[key] = note or "not answered by its batch"
             elif len(past) >= self.settings.rounds:
                 outcome.results[key] = Result(
                     key=key,
@@ -218,8 +220,10 @@ class BatchExecutor:
             except TerminalProviderError as exc:
                 self.state.mark_failed(tag, "rejected", str(exc))
                 continue
-            # A transient failure leaves the submission in 'submitting': the next pass looks
-            # for it by its tag before anything is sent again.
+            except TransientProviderError:
+                # The batch may exist or not: the submission stays 'submitting' and the next
+                # pass looks for it by its tag before anything is sent again.
+                continue
             self.state.record_batch_id(tag, batch_id)
 
     # ---- helpers ----------------------------------------------------------------------------

@@ -1,0 +1,223 @@
+"""Batch runs end to end: both providers' batch APIs through the SDKs against the fake server,
+runs that survive a kill and overlapping schedulers, partial results, and batch prices."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import pipeline_dict, write_pipeline
+
+from batchopt.config import load_pipeline
+from batchopt.errors import EXIT_PENDING, ConfigError
+from batchopt.ledger.pricing import PriceTable
+from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline, run_status
+
+BATCHOPT = Path(sys.executable).parent / "batchopt"
+
+
+def _tickets(n: int) -> list[dict[str, str]]:
+    return [{"ticket_id": f"T{i:03d}", "subject": "Order", "body": f"Where is order #{7000 + i}?"}
+            for i in range(n)]
+
+
+def _pipeline(tmp_path: Path, n: int = 12, **execution: object) -> Path:
+    data = pipeline_dict(execution={"mode": "batch", "poll_seconds": 0.1, **execution})
+    path = write_pipeline(tmp_path, data)
+    pl.DataFrame(_tickets(n)).write_parquet(tmp_path / "data" / "tickets.parquet")
+    return path
+
+
+def _env(fake) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-test-batch-0001",
+                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                "ANTHROPIC_API_KEY": "sk-ant-test-batch-0002"})
+    return env
+
+
+def _run(path: Path, fake, **options: object) -> RunSummary | RunPending:
+    return run_pipeline(load_pipeline(path), RunOptions(**options), env=_env(fake))
+
+
+def _ledger(tmp_path: Path, run_id: str) -> pl.DataFrame:
+    return pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / f"run_id={run_id}"
+                           / "part.parquet")
+
+
+def _paid(fake, wire: str) -> list[str]:
+    return [e["request_hash"] for e in fake.log() if e["wire"] == wire]
+
+
+@pytest.mark.parametrize("profile", ["openai", "anthropic"])
+def test_batch_run_end_to_end_at_the_batch_price(fake, tmp_path, profile):
+    fake.batch_seconds = 0.3
+    path = _pipeline(tmp_path)
+    summary = _run(path, fake, profile=profile, run_id="b1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    stats = fake.stats()
+    assert stats["batches_created"] == 1 and stats["batch_requests"] == 12
+    assert _paid(fake, profile) == [] and len(set(_paid(fake, f"{profile}-batch"))) == 12
+
+    ledger = _ledger(tmp_path, "b1")
+    assert (ledger["mode"] == "batch").all() and ledger["batch_id"].n_unique() == 1
+    # cost = usage x batch price, to the cent per run and to rounding per row
+    cfg = load_pipeline(path).config.profiles[profile]
+    prices = PriceTable.load()
+    price = prices.price(cfg.provider, cfg.model)
+    online = (ledger["input_tokens"] * price.input + ledger["output_tokens"] * price.output) / 1e6
+    expected = online * price.batch_discount
+    assert (ledger["cost_usd"] - expected).abs().max() < 1e-12
+    assert round(ledger["cost_usd"].sum(), 2) == round(expected.sum(), 2)
+    assert (ledger["saved_batch_usd"] - (online - expected)).abs().max() < 1e-12
+    assert ledger["saved_batch_usd"].min() > 0
+
+
+def test_no_wait_returns_pending_and_a_later_call_collects(fake, tmp_path):
+    fake.batch_seconds = 1.0
+    path = _pipeline(tmp_path)
+    loaded = load_pipeline(path)
+    first = _run(path, fake, run_id="night", wait=False)
+    assert isinstance(first, RunPending) and first.exit_code == EXIT_PENDING
+    assert len(first.batches) == 1 and first.batches[0].batch_id
+    assert not (tmp_path / "out" / "outputs.parquet").exists()
+    report = run_status(loaded, RunOptions(run_id="night"), env=_env(fake))
+    assert report.state == "pending" and report.exit_code == EXIT_PENDING
+    assert report.statuses[first.batches[0].batch_id].state == "pending"
+
+    again = _run(path, fake, run_id="night", wait=False)  # still out: nothing new is sent
+    assert isinstance(again, RunPending) and fake.stats()["batches_created"] == 1
+    time.sleep(1.1)
+    done = _run(path, fake, run_id="night", wait=False)
+    assert isinstance(done, RunSummary) and done.exit_code == 0
+    assert fake.stats()["batches_created"] == 1 and len(fake.log()) == 12
+    assert pl.read_parquet(tmp_path / "out" / "outputs.parquet")["summary"].null_count() == 0
+    report = run_status(loaded, RunOptions(run_id="night"), env=_env(fake))
+    assert report.state == "finished" and report.exit_code == 0
+    with pytest.raises(ConfigError, match="no run 'nope'"):
+        run_status(loaded, RunOptions(run_id="nope"), env=_env(fake))
+
+
+def _cli(path: Path, *args: str) -> list[str]:
+    return [str(BATCHOPT), "run", str(path), "--quiet", *args]
+
+
+def _recorded_batch_ids(state: Path) -> list[str]:
+    if not state.exists():
+        return []
+    try:
+        with sqlite3.connect(state) as db:
+            rows = db.execute("SELECT batch_id FROM submissions").fetchall()
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return []
+    return [batch_id for (batch_id,) in rows if batch_id]
+
+
+def test_a_run_killed_after_submitting_submits_nothing_again(fake, tmp_path):
+    fake.batch_seconds = 3.0
+    path = _pipeline(tmp_path, n=30)
+    env = _env(fake)
+    state = tmp_path / "out" / "cache" / "tickets" / "runs" / "k1" / "state.sqlite"
+    child = subprocess.Popen(_cli(path, "--run-id", "k1"), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not _recorded_batch_ids(state) and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert fake.stats()["batches_created"] == 1 and len(_recorded_batch_ids(state)) == 1
+
+    done = subprocess.run(_cli(path, "--run-id", "k1"), env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert fake.stats()["batches_created"] == 1  # collected, not submitted again
+    hashes = _paid(fake, "openai-batch")
+    assert len(hashes) == len(set(hashes)) == 30
+    ledger = _ledger(tmp_path, "k1")
+    assert (ledger["mode"] == "batch").all() and ledger["batch_id"].to_list() == [
+        _recorded_batch_ids(state)[0]] * 30
+
+
+def test_two_runs_on_one_run_id_submit_once(fake, tmp_path):
+    fake.batch_seconds = 1.5
+    path = _pipeline(tmp_path)
+    env = _env(fake)
+    children = [subprocess.Popen(_cli(path, "--run-id", "same"), env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+    outcomes = sorted((c.wait(timeout=120), c.stderr.read()) for c in children)
+    assert [code for code, _ in outcomes] == [0, EXIT_PENDING], outcomes
+    message = outcomes[1][1]
+    assert "being advanced by batchopt pid" in message and "nothing was sent" in message
+    assert fake.stats()["batches_created"] == 1 and len(fake.log()) == 12
+
+
+@pytest.mark.parametrize("mode", ["batch", "auto"])
+def test_an_expired_batch_keeps_its_done_rows_and_retries_the_rest(fake, tmp_path, mode):
+    fake.batch_seconds = 0.2
+    fake.set_faults([{"batch": "expire", "done_share": 0.5}])
+    path = _pipeline(tmp_path, mode=mode)
+    summary = _run(path, fake, run_id="x1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path, "x1")
+    first_batch = ledger.filter(pl.col("retry_reason").is_null())
+    retried = ledger.filter(pl.col("retry_reason").is_not_null())
+    assert first_batch.height == 6 and retried.height == 6
+    assert retried["retry_reason"].str.starts_with("expired in ").all()
+    hashes = [e["request_hash"] for e in fake.log()]
+    assert len(hashes) == len(set(hashes)) == 12  # every row paid once
+    if mode == "batch":
+        assert fake.stats()["batches_created"] == 2
+        assert (retried["mode"] == "batch").all() and (retried["attempts"] == 2).all()
+        assert retried["batch_id"].n_unique() == 1
+        assert retried["batch_id"][0] != first_batch["batch_id"][0]
+    else:  # auto: what the batch left goes online
+        assert fake.stats()["batches_created"] == 1
+        assert (retried["mode"] == "online").all() and len(_paid(fake, "openai")) == 6
+    assert (first_batch["mode"] == "batch").all()
+
+
+def test_rows_that_error_in_every_round_fail_and_say_why(fake, tmp_path):
+    fake.batch_seconds = 0.2
+    fake.set_faults([{"batch": "errors", "rows": 2, "message": "row exploded"}])
+    path = _pipeline(tmp_path, batch_rounds=1)
+    summary = _run(path, fake, run_id="e1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 1
+    failed = _ledger(tmp_path, "e1").filter(pl.col("status") == "failed")
+    assert failed.height == 2 and failed["error"].str.contains("row exploded").all()
+    assert (failed["cost_usd"] == 0).all()
+
+
+def test_a_create_call_that_times_out_is_adopted_by_its_tag(fake, tmp_path):
+    fake.batch_seconds = 0.3
+    fake.set_faults([{"batch": "ack_delay", "delay_ms": 3000}])
+    data = pipeline_dict(execution={"mode": "batch", "poll_seconds": 0.1})
+    data["profiles"]["openai"]["timeout_s"] = 1
+    path = write_pipeline(tmp_path, data)
+    pl.DataFrame(_tickets(8)).write_parquet(tmp_path / "data" / "tickets.parquet")
+    summary = _run(path, fake, run_id="a1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    assert fake.stats()["batches_created"] == 1 and len(fake.log()) == 8
+
+
+def test_mode_choices_and_their_errors(fake, tmp_path):
+    fake.batch_seconds = 0.2
+    path = _pipeline(tmp_path, mode="auto", deadline_hours=2)  # too soon for a batch
+    summary = _run(path, fake, run_id="o1")
+    assert isinstance(summary, RunSummary)
+    assert fake.stats()["batches_created"] == 0
+    assert (_ledger(tmp_path, "o1")["mode"] == "online").all()
+    data = pipeline_dict(execution={"mode": "batch"})
+    data["profiles"]["local"] = {"provider": "local", "model": "smollm2"}
+    local = write_pipeline(tmp_path / "l", data)
+    with pytest.raises(ConfigError, match="execution.mode batch: profile 'local'.*no batch API"):
+        run_pipeline(load_pipeline(local), RunOptions(profile="local"), env=_env(fake))
+    online = _run(path, fake, run_id="o2", mode="online")
+    assert isinstance(online, RunSummary) and fake.stats()["batches_created"] == 0
