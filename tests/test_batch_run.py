@@ -221,3 +221,18 @@ def test_mode_choices_and_their_errors(fake, tmp_path):
         run_pipeline(load_pipeline(local), RunOptions(profile="local"), env=_env(fake))
     online = _run(path, fake, run_id="o2", mode="online")
     assert isinstance(online, RunSummary) and fake.stats()["batches_created"] == 0
+
+
+def test_requests_beyond_one_batch_are_split_to_the_providers_limits(fake, tmp_path, monkeypatch):
+    from batchopt.providers.batching import BatchLimits
+    from batchopt.providers.openai import OpenAIProvider
+
+    monkeypatch.setattr(OpenAIProvider, "batch_limits", BatchLimits(max_requests=5,
+                                                                    max_bytes=10**9))
+    fake.batch_seconds = 0.2
+    path = _pipeline(tmp_path)
+    summary = _run(path, fake, run_id="s1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    assert fake.stats()["batches_created"] == 3  # 12 requests, 5 a batch
+    ledger = _ledger(tmp_path, "s1")
+    assert sorted(ledger.group_by("batch_id").len()["len"].to_list()) == [2, 5, 5]
