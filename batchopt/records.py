@@ -71,6 +71,9 @@ class Result:
     batch_id: str | None = None  # the provider batch that answered it
     paid_run_id: str | None = None  # the run that bought it (set when read from the cache)
     retry_reason: str | None = None  # why an earlier batch did not answer it, if one did not
+    # log-probabilities of the answer's tokens, where the provider returned them (OpenAI with
+    # `logprobs: true`); None otherwise
+    token_logprobs: tuple[float, ...] | None = None
 
     @property
     def ok(self) -> bool:
