@@ -118,8 +118,10 @@ def status(
 ) -> None:
     """Say where run RUN_ID of PIPELINE stands; asks the provider about open batches.
 
-    Exit codes as `run`: 0 finished, 1 finished with too many failed rows, 75 pending (batches
-    out, or started and not finished: run it again), 2 no such run or bad config."""
+    Exit codes: 0 finished, or nothing left to wait for (run it again to collect and finish);
+    1 finished with too many failed rows; 75 batches still running at the provider, or another
+    process is advancing the run; 2 no such run or bad config. A scheduler's sensor waits while
+    it says 75, then calls `run` once more."""
     from batchopt.config import load_pipeline
     from batchopt.progress import print_status
     from batchopt.runner import RunOptions, run_status

@@ -75,8 +75,12 @@ def print_pending(pending: RunPending) -> None:
 def print_status(report: StatusReport) -> None:
     """`batchopt status`: the run's state, its batches, and the exit code's meaning."""
     console = Console(highlight=False, soft_wrap=True)
-    meaning = {"finished": "finished", "pending": "batches pending",
-               "started": "started, not finished: run it again to finish"}[report.state]
+    meaning = {
+        "finished": "finished",
+        "running": "another batchopt process is advancing it",
+        "pending": "batches still running at the provider",
+        "ready": "nothing to wait for: run it again with this --run-id to collect and finish",
+    }[report.state]
     console.print(f"[bold]run {report.run_id}[/bold] · pipeline {report.pipeline}: {meaning} "
                   f"(exit {report.exit_code})")
     for sub in report.batches:

@@ -555,7 +555,7 @@ class StatusReport:
 
     run_id: str
     pipeline: str
-    state: str  # finished | pending | started
+    state: str  # finished | running (another process has it) | pending (batches out) | ready
     exit_code: int
     batches: list[Submission]
     statuses: dict[str, BatchStatus]
@@ -566,7 +566,11 @@ class StatusReport:
 def run_status(
     loaded: LoadedPipeline, options: RunOptions, env: dict[str, str] | None = None
 ) -> StatusReport:
-    """Read a run's state and ask the provider about its open batches. Spends nothing."""
+    """Read a run's state and ask the provider about its open batches. Spends nothing.
+
+    Exit code: the finished run's own (0, or 1 for too many failed rows); 75 while there is
+    something to wait for (batches still running at the provider, or another process advancing
+    the run); 0 when there is not: the next `run` with this id collects and finishes."""
     from batchopt.execute.state import OPEN_STATES
 
     cfg = loaded.config
@@ -591,10 +595,15 @@ def run_status(
         name, profile = loaded.profile(options.profile or started.get("profile"))
         settings = provider_settings(name, profile, dict(os.environ) if env is None else env)
         statuses = asyncio.run(_poll(settings, [b.batch_id for b in open_ if b.batch_id]))
+    creating = any(b.state == "submitting" for b in batches)
     if finished is not None:
         kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
-    else:
-        kind, code = ("pending" if open_ else "started"), EXIT_PENDING
+    elif RunLock.held(directory):
+        kind, code = "running", EXIT_PENDING
+    elif creating or any(not s.done for s in statuses.values()):
+        kind, code = "pending", EXIT_PENDING
+    else:  # nothing left to wait for: the next `run` collects what ended and finishes
+        kind, code = "ready", EXIT_OK
     return StatusReport(
         run_id=options.run_id, pipeline=cfg.name, state=kind, exit_code=code, batches=batches,
         statuses=statuses, finished=finished, state_path=directory / "state.sqlite",

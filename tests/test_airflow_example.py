@@ -99,9 +99,9 @@ def _run_dag(dag: Any, day: int, conf: dict[str, str]) -> str:
 
 
 FAKE_BATCHOPT = r"""#!/usr/bin/env bash
-# A fake batchopt that follows the contract: the first `run --no-wait` submits (75); later ones
-# poll: 75 for PENDING more calls, then FINAL (0: collected and finished). `run --wait` finishes
-# (0). `status` reports (0 finished, 75 pending). A run id never submitted is exit 2.
+# A fake batchopt that follows the contract: the first `run --no-wait` submits (75); `status`
+# says 75 for PENDING calls, then FINAL (0: nothing left to wait for); `run --wait` collects and
+# finishes (0). A run id never submitted is exit 2.
 here="$(dirname "$0")"
 pending=__PENDING__
 final=__FINAL__
@@ -117,10 +117,7 @@ case "$1" in
     if [[ " $* " == *" --no-wait "* ]]; then
       if [ ! -e "$here/submitted-$run_id" ]; then touch "$here/submitted-$run_id"; rc=75
       elif [ -e "$here/finished-$run_id" ]; then rc=0
-      else
-        polls=$((polls + 1)); echo "$polls" > "$here/polls"
-        if [ "$polls" -le "$pending" ]; then rc=75; else rc=$final; fi
-        [ "$rc" -eq 0 ] && touch "$here/finished-$run_id"
+      else rc=75
       fi
     elif [ -e "$here/submitted-$run_id" ]; then touch "$here/finished-$run_id"; rc=0
     else rc=2
@@ -128,7 +125,9 @@ case "$1" in
   status)
     if [ ! -e "$here/submitted-$run_id" ]; then rc=2
     elif [ -e "$here/finished-$run_id" ]; then rc=0
-    else rc=75
+    else
+      polls=$((polls + 1)); echo "$polls" > "$here/polls"
+      if [ "$polls" -le "$pending" ]; then rc=75; else rc=$final; fi
     fi ;;
   *) rc=2 ;;
 esac
@@ -187,10 +186,9 @@ def test_dag_has_three_tasks_in_order_with_the_contract_commands(airflow, monkey
     assert '[ "$rc" -eq 75 ]' in submit.bash_command
     assert "--mode batch --wait" in collect.bash_command
     assert wait.retry_exit_code == 75  # pending: poke again; any other failure fails at once
-    # The sensor advances the run (polls, collects, finishes); `status` would only report.
-    assert '"$BATCHOPT" run' in wait.bash_command
+    # The sensor asks `status` (spends nothing); `collect` then collects and finishes.
+    assert '"$BATCHOPT" status' in wait.bash_command
     assert "--run-id {{ ds_nodash }}" in wait.bash_command
-    assert "--mode batch --no-wait" in wait.bash_command
 
 
 def test_dag_runs_the_contract_with_one_run_id(airflow, monkeypatch, tmp_path):
@@ -203,16 +201,17 @@ def test_dag_runs_the_contract_with_one_run_id(airflow, monkeypatch, tmp_path):
     assert state == "success", calls
     assert [(rc, _kind(argv)) for rc, argv in calls] == [
         (75, "run --no-wait"),  # submit: 75 counts as success
-        (75, "run --no-wait"),  # wait_for_batches: pending, rescheduled
-        (75, "run --no-wait"),
-        (0, "run --no-wait"),  # collected and finished
-        (0, "run --wait"),  # collect
+        (75, "status"),  # wait_for_batches: pending, rescheduled
+        (75, "status"),
+        (0, "status"),  # nothing left to wait for
+        (0, "run --wait"),  # collect: collected and finished
     ]
     assert _run_ids(calls) == {"20261124"}  # {{ ds_nodash }}
     for _, argv in calls:
         assert argv[1] == str(pipeline)
         assert argv[argv.index("--profile") + 1] == "openai"
-        assert argv[argv.index("--mode") + 1] == "batch"
+        if argv[0] == "run":
+            assert argv[argv.index("--mode") + 1] == "batch"
 
 
 def test_a_failing_poll_fails_the_sensor_at_once(airflow, monkeypatch, tmp_path):
@@ -225,8 +224,8 @@ def test_a_failing_poll_fails_the_sensor_at_once(airflow, monkeypatch, tmp_path)
     # No retry of the sensor, no wait for the 25 h timeout, no collect.
     assert [(rc, _kind(argv)) for rc, argv in calls] == [
         (75, "run --no-wait"),
-        (75, "run --no-wait"),
-        (2, "run --no-wait"),
+        (75, "status"),
+        (2, "status"),
     ]
     assert all("--profile" not in argv for _, argv in calls)
 
@@ -286,8 +285,8 @@ def test_dag_runs_the_real_cli_against_the_fake_provider(airflow, monkeypatch, t
     assert state == "success", calls
     kinds = [(rc, _kind(argv)) for rc, argv in calls]
     assert kinds[0] == (75, "run --no-wait")  # submitted, pending
-    assert (75, "run --no-wait") in kinds[1:-2]  # the sensor waited at least once
-    assert kinds[-2:] == [(0, "run --no-wait"), (0, "run --wait")]
+    assert (75, "status") in kinds[1:-2]  # the sensor waited at least once
+    assert kinds[-2:] == [(0, "status"), (0, "run --wait")]
     run_id = "20261122"
     assert _run_ids(calls) == {run_id}
     assert (folder / "out" / "outputs.parquet").exists()

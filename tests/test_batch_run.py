@@ -17,6 +17,7 @@ from helpers import pipeline_dict, write_pipeline
 
 from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_PENDING, ConfigError
+from batchopt.execute.state import RunLock
 from batchopt.ledger.pricing import PriceTable
 from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline, run_status
 
@@ -95,6 +96,11 @@ def test_no_wait_returns_pending_and_a_later_call_collects(fake, tmp_path):
     again = _run(path, fake, run_id="night", wait=False)  # still out: nothing new is sent
     assert isinstance(again, RunPending) and fake.stats()["batches_created"] == 1
     time.sleep(1.1)
+    report = run_status(loaded, RunOptions(run_id="night"), env=_env(fake))
+    assert report.state == "ready" and report.exit_code == 0  # ended: the next run collects
+    with RunLock(tmp_path / "out" / "cache" / "tickets" / "runs" / "night", "night"):
+        report = run_status(loaded, RunOptions(run_id="night"), env=_env(fake))
+        assert report.state == "running" and report.exit_code == EXIT_PENDING
     done = _run(path, fake, run_id="night", wait=False)
     assert isinstance(done, RunSummary) and done.exit_code == 0
     assert fake.stats()["batches_created"] == 1 and len(fake.log()) == 12

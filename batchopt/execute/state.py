@@ -256,6 +256,21 @@ class RunLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def held(directory: Path) -> bool:
+        """Whether some process holds this run's lock now."""
+        path = directory / "lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

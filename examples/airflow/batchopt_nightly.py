@@ -1,19 +1,16 @@
 """Nightly batchopt pipeline through the providers' batch APIs (Airflow 2.7+ and 3.x).
 
     submit            batchopt run PIPELINE --run-id {{ ds_nodash }} --mode batch --no-wait
-    wait_for_batches  the same command again, every poke, until it exits 0 (rescheduled on 75)
+    wait_for_batches  batchopt status PIPELINE --run-id {{ ds_nodash }}, every poke, until 0
     collect           batchopt run PIPELINE --run-id {{ ds_nodash }} --mode batch --wait
 
-The contract: exit 0 means the run is finished (outputs and ledger written), 75 means batches are
-still pending at the provider: run again later with the same --run-id. Each re-run polls the
-batches and, once they have ended, collects them and finishes the run. The run id is the logical
-date, so every poke, retry or clear of a night's tasks resumes that night's run: batches already
-submitted are polled and collected, never submitted or paid for twice. 1 is a run that finished
-with too many failed rows, 2 a config or usage error; both fail the task.
-
-The sensor re-runs `batchopt run --no-wait` rather than `batchopt status`: status only reports
-(exit 0 once the run is finished) and never collects, so it would stay at 75 for a run whose
-batches have ended but that nobody has run again. Use `batchopt status` to look by hand.
+The contract: `run --no-wait` submits and exits 75 while batches are out at the provider;
+`status` exits 75 while there is something to wait for (batches still running, or another
+process advancing the run) and 0 once there is not; the final `run` collects the batches and
+writes the outputs and the ledger (0). The run id is the logical date, so every poke, retry or
+clear of a night's tasks resumes that night's run: batches already submitted are polled and
+collected, never submitted or paid for twice. 1 is a run that finished with too many failed
+rows, 2 a config or usage error; both fail the task.
 
 Settings, read when the DAG file is parsed (set them for the scheduler and the workers alike):
     BATCHOPT_PIPELINE       pipeline YAML (default pipelines/summarize.yaml; a trigger may override
@@ -68,11 +65,11 @@ SUBMIT_COMMAND = (
     f'if [ "$rc" -eq {EXIT_DONE} ] || [ "$rc" -eq {EXIT_PENDING} ]; then exit 0; fi\n'
     'exit "$rc"\n'
 )
-# Polls the batches; once they have ended, collects them and finishes the run. 0 finished, 75
-# pending (poke again later), anything else fails the sensor at once.
-ADVANCE_COMMAND = _PREAMBLE + '"$BATCHOPT" run ' + _ARGS + " --mode batch --no-wait\n"
-# Finishes the run if the sensor has not (it was marked success by hand, say): writes outputs and
-# ledger. On a finished run it sends nothing and spends nothing. Blocks while batches are out.
+# Asks the provider about the batches; spends nothing. 75: poke again later; 0: nothing left to
+# wait for; anything else fails the sensor at once.
+STATUS_COMMAND = _PREAMBLE + '"$BATCHOPT" status ' + _ARGS + "\n"
+# Collects the ended batches and writes outputs and ledger (blocks if the sensor was marked
+# successful by hand while batches were out). On a finished run it sends and spends nothing.
 COLLECT_COMMAND = _PREAMBLE + '"$BATCHOPT" run ' + _ARGS + " --mode batch --wait\n"
 
 
@@ -96,7 +93,7 @@ with DAG(
     # sensor at once (without it, every non-zero code would poke again until the timeout).
     wait_for_batches = BashSensor(
         task_id="wait_for_batches",
-        bash_command=ADVANCE_COMMAND,
+        bash_command=STATUS_COMMAND,
         retry_exit_code=EXIT_PENDING,
         mode="reschedule",
         poke_interval=POKE_SECONDS,
