@@ -6,6 +6,14 @@ validators.py  cascade checks of an answer (schema, regex, length, refusal, conf
 errors.py      RoutingError, a ConfigError that is also a ValueError
 """
 
+from batchopt.routing.classifier import (
+    THRESHOLDS,
+    RouterModel,
+    load_training_table,
+    route_by_classifier,
+    train_router,
+    train_router_from_texts,
+)
 from batchopt.routing.errors import RoutingError
 from batchopt.routing.rules import route_rules, route_single
 from batchopt.routing.validators import (
@@ -18,6 +26,12 @@ from batchopt.routing.validators import (
 )
 
 __all__ = [
+    "THRESHOLDS",
+    "RouterModel",
+    "load_training_table",
+    "route_by_classifier",
+    "train_router",
+    "train_router_from_texts",
     "JudgeValidator",
     "RoutingError",
     "Validator",

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from batchopt.config_routing import Rule, RuleCondition
-from batchopt.routing.errors import RoutingError
+from batchopt.routing.errors import RoutingError, check_free_columns
 
 __all__ = ["TOKENS_COLUMN", "route_rules", "route_single"]
 
@@ -31,7 +31,7 @@ def route_single(
     reason_column: str = "route_reason",
 ) -> pl.DataFrame:
     """Every row to `tier`, with route_reason "single"."""
-    _check_free(rows, tier_column, reason_column)
+    check_free_columns(rows.columns, tier_column, reason_column)
     return rows.with_columns(
         pl.lit(tier, dtype=pl.String).alias(tier_column),
         pl.lit("single", dtype=pl.String).alias(reason_column),
@@ -56,7 +56,7 @@ def route_rules(
     lack, a value of the wrong type for its column, missing token counts or a missing prompt
     column raise RoutingError (a ValueError) naming the rule and the column.
     """
-    _check_free(rows, tier_column, reason_column)
+    check_free_columns(rows.columns, tier_column, reason_column)
     frame = rows
     tokens = None
     if any(c.subject == "prompt_tokens" for rule in rules for c in rule.when):
@@ -81,15 +81,6 @@ def route_rules(
 def _reason(index: int, rule: Rule) -> str:
     label = f"rule {rule.name!r}" if rule.name else f"rules[{index}]"
     return f"{label}: {rule.describe()}"
-
-
-def _check_free(rows: pl.DataFrame, *columns: str) -> None:
-    for column in columns:
-        if column in rows.columns:
-            raise RoutingError(
-                f"the rows already have a column '{column}'; pass another name for the routing "
-                "output"
-            )
 
 
 def _with_token_counts(
