@@ -164,6 +164,7 @@ def test_refusals_are_caught(answer: str) -> None:
         "Diagnostic: cannot reproduce the login error on Android.",
         "N/A values in the export are caused by missing postcodes.",
         "none",
+        "NA",
     ],
 )
 def test_normal_answers_are_not_refusals(answer: str) -> None:

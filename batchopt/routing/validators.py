@@ -164,7 +164,7 @@ REFUSAL_PATTERNS: tuple[tuple[str, str], ...] = (
     ("sorry, but", r"(?:^|[.!?]\s+)(?:i'm |i am )?(?:very |so )?sorry,? but\b"),
 )
 # An answer that is only one of these (after trimming spaces, quotes and final punctuation).
-REFUSAL_WHOLE_ANSWERS = frozenset({"n/a", "na", "idk", "no answer"})
+REFUSAL_WHOLE_ANSWERS = frozenset({"n/a", "idk", "no answer"})
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 
