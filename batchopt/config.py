@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchopt.config_routing import BudgetConfig, RoutingConfig
 from batchopt.errors import ConfigError
 
 ProviderName = Literal["openai", "anthropic", "local"]
@@ -232,17 +233,35 @@ class PipelineConfig(StrictModel):
     )
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    routing: RoutingConfig | None = Field(
+        default=None, description="Tiers and how rows are sent to them (default: the profile)"
+    )
+    budget: BudgetConfig | None = Field(default=None, description="A spending cap per run")
     max_failed_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of rows that may fail before exit code 1"
     )
 
     @model_validator(mode="after")
     def _default_profile_exists(self) -> PipelineConfig:
+        profiles = ", ".join(sorted(self.profiles))
         if self.default_profile not in self.profiles:
             raise ValueError(
                 f"default_profile '{self.default_profile}' is not one of the profiles "
-                f"({', '.join(sorted(self.profiles))})"
+                f"({profiles})"
             )
+        routing = self.routing
+        if routing is not None:
+            for i, tier in enumerate(routing.tiers):
+                if tier not in self.profiles:
+                    raise ValueError(
+                        f"routing.tiers[{i}]: '{tier}' is not one of the profiles ({profiles})"
+                    )
+            for i, validator in enumerate(routing.validators):
+                if validator.type == "json_schema" and self.prompt.json_schema is None:
+                    raise ValueError(
+                        f"routing.validators[{i}]: a json_schema validator needs "
+                        "prompt.json_schema"
+                    )
         return self
 
 

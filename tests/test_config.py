@@ -106,3 +106,18 @@ def test_json_schema_validates_the_shipped_pipeline() -> None:
     jsonschema.validate(yaml.safe_load(shipped.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "bogus": 1}, schema)
+
+
+def test_routing_tiers_must_be_profiles_and_a_json_validator_needs_a_schema(tmp_path: Path) -> None:
+    data = pipeline_dict(routing={"strategy": "cascade", "tiers": ["openai", "gold"],
+                                  "validators": [{"type": "refusal"}]})
+    with pytest.raises(ConfigError, match=r"routing.tiers\[1\]: 'gold' is not one of the profiles"):
+        load_pipeline(write_pipeline(tmp_path / "a", data))
+    data["routing"] = {"strategy": "cascade", "tiers": ["openai", "anthropic"],
+                       "validators": [{"type": "json_schema"}]}
+    with pytest.raises(ConfigError, match=r"validators\[0\].*needs prompt.json_schema"):
+        load_pipeline(write_pipeline(tmp_path / "b", data))
+    data["routing"]["validators"] = [{"type": "refusal"}]
+    data["budget"] = {"max_usd": 2.5}
+    loaded = load_pipeline(write_pipeline(tmp_path / "c", data))
+    assert loaded.config.routing is not None and loaded.config.budget.max_usd == 2.5
