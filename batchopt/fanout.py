@@ -23,12 +23,16 @@ def group_results(
     results: dict[str, Result],
     estimate: Callable[[Request], float],
     past: dict[str, Any] | None = None,
+    routes: dict[str, tuple[str, str]] | None = None,
+    tried_first: dict[str, float] | None = None,
 ) -> pl.DataFrame:
     """One row per group: its answer, how it was obtained, and what it was billed.
 
-    `past` maps a request key to the earlier run's answer it reused (a `PastAnswer`: row_id,
-    run_id, similarity), for the ledger to name."""
-    past = past or {}
+    `requests` holds each group's final request (the last tier a cascade asked). `past` maps a
+    request key to the earlier run's answer it reused (a `PastAnswer`: row_id, run_id,
+    similarity), for the ledger to name; `routes` a group to its (tier, route reason);
+    `tried_first` a group to what the cheaper tiers a cascade asked first cost it."""
+    past, routes, tried_first = past or {}, routes or {}, tried_first or {}
     records = []
     for group_id, request in requests.items():
         result = results[request.key]
@@ -36,8 +40,15 @@ def group_results(
         billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
         usage = result.usage if billed else Usage()
         mode = "cache" if result.from_cache else (result.mode if result.ok else "failed")
+        tier, reason = routes.get(group_id, (None, None))
         records.append({
             "group_id": group_id,
+            "tier": tier,
+            "route_reason": reason,
+            "provider": request.provider,
+            "model": request.model,
+            "escalated": group_id in tried_first,
+            "earlier_attempts_usd": tried_first.get(group_id, 0.0),
             "answer": result.text if result.ok else None,
             "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
             "group_mode": mode,
@@ -61,6 +72,8 @@ def group_results(
     return pl.DataFrame(records, schema_overrides={
         "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
         "request_id": pl.String, "batch_id": pl.String, "retry_reason": pl.String,
+        "tier": pl.String, "route_reason": pl.String, "provider": pl.String, "model": pl.String,
+        "escalated": pl.Boolean, "earlier_attempts_usd": pl.Float64,
         "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
         "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
     })
@@ -87,7 +100,9 @@ def ledger_facts(
         *[pl.lit(value).alias(name) for name, value in constants.items()],
         pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
         .otherwise(pl.lit("dedup")).alias("mode"),
-        pl.lit(False).alias("escalated"),
+        pl.when(rep).then(pl.col("escalated")).otherwise(False).alias("escalated"),
+        pl.when(rep).then(pl.col("earlier_attempts_usd")).otherwise(0.0)
+        .alias("earlier_attempts_usd"),
         *[pl.when(rep).then(pl.col(c)).otherwise(0).cast(pl.Int64).alias(c)
           for c in _PER_CALL_TOKENS],
         pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),

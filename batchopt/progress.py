@@ -121,8 +121,13 @@ def print_summary(summary: RunSummary) -> None:
     if summary.sent == 0 and summary.failed_rows == 0:
         console.print("spent $0: every request was answered from the cache or by dedup, "
                       "no request was sent")
+    if len(summary.tiers) > 1 or summary.escalated:
+        shown = " · ".join(f"{name} {n:,}" for name, n in sorted(summary.tiers.items()))
+        console.print(f"tiers              {shown} (requests) · escalated {summary.escalated:,}")
     console.print(f"outputs            {summary.output_path}")
     console.print(f"ledger             {summary.ledger_path}")
+    for note in summary.notes:
+        console.print(f"[yellow]{note}[/yellow]")
     if summary.failed_rows:
         console.print(f"[yellow]{summary.failed_rows} row(s) failed: see the ledger's "
                       f"'error' column (batchopt ledger query ... \"select * from failures\")"

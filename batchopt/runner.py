@@ -23,7 +23,14 @@ import polars as pl
 from batchopt import reuse
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.dedup.exact import exact_groups
-from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK, EXIT_PENDING, ConfigError
+from batchopt.errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED_ROWS,
+    EXIT_OK,
+    EXIT_PENDING,
+    BudgetExceededError,
+    ConfigError,
+)
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
@@ -33,10 +40,10 @@ from batchopt.io.writer import write_parquet_atomic
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
-from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result, Usage
+from batchopt.tiers import Tier, first_requests, make_tier, route_groups, tier_names
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.crossrun import PastAnswer
@@ -107,6 +114,17 @@ class Plan:
     mode: str = "online"  # online | batch (auto is resolved in `prepare`)
     online_fallback: bool = False  # auto: what a batch did not answer goes online
     wait: bool = True
+    # tiers by name, cheapest first; the first is `profile_name` above
+    tiers: dict[str, Tier] = field(default_factory=dict)
+    strategy: str = "single"
+    routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (tier, reason)
+
+    def tier_of(self, request: Request) -> Tier:
+        """The tier a request is for (by provider and model: tiers differ in one or both)."""
+        for tier in self.tiers.values():
+            if (tier.profile.provider, tier.profile.model) == (request.provider, request.model):
+                return tier
+        raise KeyError(f"no tier for {request.provider}/{request.model}")
 
 
 @dataclass
@@ -134,6 +152,8 @@ class RunSummary:
     ledger_path: Path
     exit_code: int = EXIT_OK
     notes: list[str] = field(default_factory=list)
+    tiers: dict[str, int] = field(default_factory=dict)  # paid rows by tier that answered
+    escalated: int = 0  # rows a cascade sent one tier up (or more)
 
     @property
     def saving_usd(self) -> float:
@@ -185,19 +205,27 @@ def prepare(
     observer = observer or RunObserver()
     env = dict(os.environ) if env is None else env
     cfg = loaded.config
-    profile_name, profile = loaded.profile(options.profile)
-    settings = provider_settings(profile_name, profile, env)
-    if profile.provider == "local" and profile.model_path:
-        settings = _with_model_path(settings, str(loaded.resolve(profile.model_path)))
+    names, strategy = tier_names(loaded, options.profile)
+    all_settings = {}
+    for name in names:
+        tier_profile = cfg.profiles[name]
+        all_settings[name] = provider_settings(name, tier_profile, env)
+        if tier_profile.provider == "local" and tier_profile.model_path:
+            all_settings[name] = _with_model_path(
+                all_settings[name], str(loaded.resolve(tier_profile.model_path))
+            )
+    profile_name, profile = names[0], cfg.profiles[names[0]]
+    settings = all_settings[profile_name]
 
     overrides = {name: price.model_dump() for name, price in cfg.pricing.models.items()}
     local_rate = profile.usd_per_hour or cfg.pricing.local_usd_per_hour
     prices = PriceTable.load(overrides=overrides, local_usd_per_hour=local_rate)
     price = prices.price(profile.provider, profile.model)
+    strongest = cfg.profiles[names[-1]]
     baseline = (
         (cfg.baseline.provider, cfg.baseline.model)
         if cfg.baseline
-        else (profile.provider, profile.model)
+        else (strongest.provider, strongest.model)
     )
     prices.price(*baseline)
 
@@ -258,14 +286,10 @@ def prepare(
             pl.lit(None, dtype=pl.String).alias("veto_guard"),
             pl.lit(None, dtype=pl.String).alias("veto_id"),
         )
-    spec = CallSpec(
-        provider=profile.provider, model=profile.model,
-        endpoint=settings.base_url or settings.model_path or "", system=cfg.prompt.system,
-        max_tokens=profile.max_tokens, temperature=profile.temperature,
-        json_schema=cfg.prompt.json_schema, params=dict(profile.params),
-    )
-    requests = build_requests(rows, spec)
-    mode, fallback = _resolve_mode(loaded, options.mode, profile_name, profile)
+    tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
+    routes = route_groups(rows, loaded, list(tiers.values()), strategy)
+    requests = first_requests(rows, tiers, routes)
+    mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
         profile_name=profile_name,
@@ -284,6 +308,9 @@ def prepare(
         mode=mode,
         online_fallback=fallback,
         wait=options.wait,
+        tiers=tiers,
+        strategy=strategy,
+        routes=routes,
     )
 
 
@@ -291,18 +318,19 @@ _BATCH_WINDOW_HOURS = 24.0  # OpenAI's completion window; Anthropic's batches al
 
 
 def _resolve_mode(
-    loaded: LoadedPipeline, asked: str | None, profile_name: str, profile: ModelConfig
+    loaded: LoadedPipeline, asked: str | None, tiers: dict[str, Tier]
 ) -> tuple[str, bool]:
     """("online" | "batch", whether leftovers of a batch go online) for this run."""
     execution = loaded.config.execution
     mode = asked or execution.mode
     if mode not in ("online", "batch", "auto"):
         raise ConfigError(f"--mode: '{mode}' is not one of online, batch, auto")
-    has_batch = profile.provider in ("openai", "anthropic")
-    if mode == "batch" and not has_batch:
+    no_batch = [t for t in tiers.values() if t.profile.provider not in ("openai", "anthropic")]
+    has_batch = not no_batch
+    if mode == "batch" and no_batch:
         raise ConfigError(
-            f"{loaded.source}: execution.mode batch: profile '{profile_name}' uses provider "
-            f"'{profile.provider}', which has no batch API"
+            f"{loaded.source}: execution.mode batch: profile '{no_batch[0].name}' uses provider "
+            f"'{no_batch[0].profile.provider}', which has no batch API"
         )
     if mode != "online" and not loaded.config.cache.enabled:
         raise ConfigError(
@@ -335,10 +363,48 @@ class RunPending:
 
 @dataclass
 class Answers:
-    """What `execute` found: results by request key, and the earlier answers reused."""
+    """What `execute` found: results by request key, the earlier answers reused, and each
+    group's requests in the order a cascade asked them (one unless it escalated)."""
 
     results: dict[str, Result]
     past: dict[str, PastAnswer] = field(default_factory=dict)  # by request key
+    chain: dict[str, list[Request]] = field(default_factory=dict)  # by group_id
+    escalations: dict[str, str] = field(default_factory=dict)  # group_id -> why it went up
+    budget_stop: str | None = None  # why sending stopped at the budget, if it did
+
+
+class _Budget:
+    """Money spent by this invocation against `budget.max_usd`."""
+
+    def __init__(self, plan: Plan) -> None:
+        budget = plan.pipeline.config.budget
+        self.limit = budget.max_usd if budget is not None else None
+        self.spent = 0.0
+        self._plan = plan
+
+    def add(self, results: list[Result], requests: dict[str, Request]) -> None:
+        for result in results:
+            request = requests.get(result.key)
+            if request is not None and not result.from_cache:
+                self.spent += _result_cost(self._plan, self._plan.tier_of(request), result)
+
+    @property
+    def reached(self) -> bool:
+        return self.limit is not None and self.spent >= self.limit
+
+    def check_estimate(self, misses: list[Request]) -> None:
+        """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
+        if self.limit is None:
+            return
+        estimate = self.spent + sum(
+            _estimated_cost(self._plan, r) * (0.5 if self._plan.mode == "batch" else 1.0)
+            for r in misses
+        )
+        if estimate > self.limit:
+            raise BudgetExceededError(
+                f"budget.max_usd: this run is estimated at ${estimate:,.4f} (inputs counted, "
+                f"outputs at max_tokens) against a budget of ${self.limit:,.4f}; nothing was sent"
+            )
 
 
 def execute(
@@ -348,50 +414,118 @@ def execute(
     state: RunState | None = None,
 ) -> Answers | RunPending:
     """Answer every request from the cache (exact, then semantic across runs) or the provider:
-    online, or through its batch API (then `RunPending` while batches are still out)."""
+    online, or through its batch API (then `RunPending` while batches are still out). A
+    cascade then asks the next tier for each answer its validators reject."""
     observer = observer or RunObserver()
-    answers = Answers(results={})
-    misses: list[Request] = []
-    for request in {r.key: r for r in plan.requests.values()}.values():
-        cached = cache.get(request.key)
-        if cached is None:
-            misses.append(request)
-        elif cached.paid_run_id == plan.run_id:  # this run paid for it before it was cut off
-            answers.results[request.key] = replace(cached, from_cache=False)
-        else:
-            answers.results[request.key] = cached
-    index = reuse.answered_index(plan, cache)
-    reps = reuse.rep_ids(plan) if index is not None else {}
-    if index is not None and misses:
-        misses = reuse.reuse_past(plan, cache, index, reps, misses, answers)
-    if not misses:
-        return answers
-
-    def persist(results: list[Result]) -> None:
-        cache.put_many(results, plan.run_id)
-
-    pending: list[Submission] = []
-    reasons: dict[str, str] = {}
-    if plan.mode == "batch":
-        assert state is not None
-        observer.stage("batch")
-        batched = asyncio.run(_send_batches(plan, state, misses, persist, observer))
-        answers.results.update(batched.results)
-        pending, misses, reasons = batched.pending, batched.online, batched.reasons
-    if misses:
-        observer.stage("send")
-        observer.sending(len(misses))
-        sent = asyncio.run(_send_online(plan, misses, persist, observer))
-        answers.results.update(
-            {k: replace(r, retry_reason=reasons[k]) if k in reasons else r for k, r in sent.items()}
-        )
-    if index is not None:
-        fresh = [r for r in plan.requests.values() if _fresh_answer(answers, r.key)]
-        reuse.remember(plan, index, reps, list({r.key: r for r in fresh}.values()))
+    answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
+    budget = _Budget(plan)
+    round_ = _Round(plan, cache, observer, state, answers, budget)
+    pending = round_.answer(list(plan.requests.values()), first=True)
+    if plan.strategy == "cascade":
+        pending += _cascade(plan, round_)
     if pending:
-        return RunPending(plan.run_id, plan.pipeline.config.name, pending, state.path if state
-                          else None)
+        return RunPending(plan.run_id, plan.pipeline.config.name, pending,
+                          state.path if state else None)
     return answers
+
+
+def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
+    """Ask one tier up for every answer the validators reject, as far as the config allows."""
+    from batchopt.routing import build_validators, validate
+    from batchopt.tiers import escalated_requests
+
+    routing = plan.pipeline.config.routing
+    assert routing is not None
+    validators = build_validators(routing.validators, plan.pipeline.config.prompt.json_schema)
+    names = list(plan.tiers)
+    answers, pending = round_.answers, []
+    for step in range(1, routing.escalation_limit + 1):
+        rejected: dict[str, str] = {}
+        for group, chain in answers.chain.items():
+            result = answers.results.get(chain[-1].key)
+            if len(chain) != step or result is None:  # further up already, or still out
+                continue
+            verdict = validate(validators, chain[-1], result)
+            if not verdict.ok:
+                rejected[group] = f"{verdict.validator}: {verdict.reason}" if verdict.reason \
+                    else str(verdict.validator)
+        if not rejected:
+            break
+        upper = escalated_requests(plan.rows, list(rejected), plan.tiers[names[step]])
+        for group, request in upper.items():
+            answers.chain[group].append(request)
+            answers.escalations[group] = (
+                f"{answers.escalations[group]}; " if group in answers.escalations else ""
+            ) + f"{names[step - 1]} rejected ({rejected[group]})"
+        pending += round_.answer(list(upper.values()))
+    return pending
+
+
+class _Round:
+    """Answers a list of requests: cache, earlier runs' near-duplicates, then each tier's
+    provider, online or in batches; shared by a run's first round and a cascade's later ones."""
+
+    def __init__(self, plan: Plan, cache: ResponseCache, observer: RunObserver,
+                 state: RunState | None, answers: Answers, budget: _Budget) -> None:
+        self.plan, self.cache, self.observer, self.state = plan, cache, observer, state
+        self.answers, self.budget = answers, budget
+        self.index = reuse.answered_index(plan, cache)
+        self.reps = reuse.rep_ids(plan) if self.index is not None else {}
+        self.sent: dict[str, Request] = {}  # what this invocation asked a provider, by key
+
+    def persist(self, results: list[Result]) -> None:
+        self.cache.put_many(results, self.plan.run_id)
+        self.budget.add(results, self.sent)
+
+    def answer(self, requests: list[Request], first: bool = False) -> list[Submission]:
+        plan, answers = self.plan, self.answers
+        misses: list[Request] = []
+        for request in {r.key: r for r in requests}.values():
+            if request.key in answers.results:
+                continue
+            cached = self.cache.get(request.key)
+            if cached is None:
+                misses.append(request)
+            elif cached.paid_run_id == plan.run_id:  # this run paid for it before a cut-off
+                answers.results[request.key] = replace(cached, from_cache=False)
+            else:
+                answers.results[request.key] = cached
+        if first and self.index is not None and misses:
+            misses = reuse.reuse_past(plan, self.cache, self.index, self.reps, misses, answers)
+        if not misses:
+            return []
+        self.budget.check_estimate(misses)
+        self.sent.update({r.key: r for r in misses})
+        by_tier: dict[str, list[Request]] = {}
+        for request in misses:
+            by_tier.setdefault(plan.tier_of(request).name, []).append(request)
+        pending: list[Submission] = []
+        online: dict[str, list[Request]] = by_tier
+        reasons: dict[str, str] = {}
+        if plan.mode == "batch":
+            assert self.state is not None
+            self.observer.stage("batch")
+            known = {r.key: r for chain in answers.chain.values() for r in chain}
+            outcomes = asyncio.run(_send_batches(plan, self.state, by_tier, known, self))
+            online = {}
+            for name, outcome in outcomes.items():
+                answers.results.update(outcome.results)
+                pending += outcome.pending
+                reasons.update(outcome.reasons)
+                if outcome.online:
+                    online[name] = outcome.online
+        for name, tier_misses in online.items():
+            self.observer.stage("send")
+            self.observer.sending(len(tier_misses))
+            sent = asyncio.run(_send_online(plan, plan.tiers[name], tier_misses, self))
+            answers.results.update({
+                k: replace(r, retry_reason=reasons[k]) if k in reasons else r
+                for k, r in sent.items()
+            })
+        if self.index is not None and first:
+            fresh = [r for r in misses if _fresh_answer(answers, r.key)]
+            reuse.remember(plan, self.index, self.reps, fresh)
+        return pending
 
 
 def _fresh_answer(answers: Answers, key: str) -> bool:
@@ -400,12 +534,11 @@ def _fresh_answer(answers: Answers, key: str) -> bool:
 
 
 async def _send_online(
-    plan: Plan, misses: list[Request], persist: Callable[[list[Result]], None],
-    observer: RunObserver,
+    plan: Plan, tier: Tier, misses: list[Request], round_: _Round
 ) -> dict[str, Result]:
     from batchopt.providers.registry import create_provider
 
-    profile = plan.profile
+    profile = tier.profile
     online = OnlineSettings(
         concurrency=profile.concurrency,
         rpm=profile.rpm,
@@ -413,17 +546,29 @@ async def _send_online(
         timeout_s=profile.timeout_s,
         max_attempts=profile.max_attempts,
     )
-    provider = create_provider(plan.settings)
+    provider = create_provider(tier.settings)
+    budget = round_.budget
+
+    def persist(results: list[Result]) -> None:
+        round_.persist(results)
+        if budget.reached and round_.answers.budget_stop is None:
+            round_.answers.budget_stop = (
+                f"budget reached: spent ${budget.spent:,.4f} of ${budget.limit:,.4f}"
+            )
+            executor.stop(round_.answers.budget_stop)
+
     try:
-        return await OnlineExecutor(provider, online, persist, observer.answered).run(misses)
+        executor = OnlineExecutor(provider, online, persist, round_.observer.answered)
+        return await executor.run(misses)
     finally:
         await provider.aclose()
 
 
 async def _send_batches(
-    plan: Plan, state: RunState, misses: list[Request],
-    persist: Callable[[list[Result]], None], observer: RunObserver,
-) -> BatchOutcome:
+    plan: Plan, state: RunState, by_tier: dict[str, list[Request]], known: dict[str, Request],
+    round_: _Round,
+) -> dict[str, BatchOutcome]:
+    """Each tier's misses through its batch API, the tiers side by side."""
     from batchopt.execute.batch import BatchExecutor, BatchSettings
     from batchopt.providers.batching import supports_batch
     from batchopt.providers.registry import create_provider
@@ -434,19 +579,33 @@ async def _send_batches(
         poll_seconds=execution.poll_seconds, wait=plan.wait,
         online_fallback=plan.online_fallback,
     )
-    provider = create_provider(plan.settings)
-    try:
-        if not supports_batch(provider):
-            raise ConfigError(f"provider '{plan.profile.provider}' has no batch API")
-        executor = BatchExecutor(
-            provider, state, persist, settings,  # type: ignore[arg-type]
-            provider_name=plan.profile.provider, model=plan.profile.model,
-            on_poll=observer.batches,
-        )
-        known = {r.key: r for r in plan.requests.values()}
-        return await executor.run(misses, known)
-    finally:
-        await provider.aclose()
+
+    async def one(name: str, misses: list[Request]) -> BatchOutcome:
+        tier = plan.tiers[name]
+        provider = create_provider(tier.settings)
+        try:
+            if not supports_batch(provider):
+                raise ConfigError(f"provider '{tier.profile.provider}' has no batch API")
+            executor = BatchExecutor(
+                provider, state, round_.persist, settings,  # type: ignore[arg-type]
+                provider_name=tier.profile.provider, model=tier.profile.model,
+                on_poll=round_.observer.batches,
+            )
+            return await executor.run(misses, known)
+        finally:
+            await provider.aclose()
+
+    names = list(by_tier)
+    outcomes = await asyncio.gather(*(one(name, by_tier[name]) for name in names))
+    return dict(zip(names, outcomes, strict=True))
+
+
+def _result_cost(plan: Plan, tier: Tier, result: Result) -> float:
+    """What one bought result cost, at its tier's price (the batch price for batch rows)."""
+    if not (result.ok or result.usage.input_tokens > 0):
+        return 0.0
+    return plan.prices.cost(tier.price, result.usage, batch=result.mode == "batch",
+                            latency_ms=result.latency_ms)
 
 
 def _estimated_cost(plan: Plan, request: Request) -> float:
@@ -461,13 +620,23 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     """Fan answers out to every row; write the outputs and the ledger atomically."""
     cfg = plan.pipeline.config
     results = answers.results
+    final = {group: chain[-1] for group, chain in answers.chain.items()}
+    routes, earlier = {}, {}
+    for group, chain in answers.chain.items():
+        tier, reason = plan.routes[group]
+        if len(chain) > 1:
+            tier = plan.tier_of(chain[-1]).name
+            reason = f"{reason}; escalated to {tier}: {answers.escalations[group]}"
+            earlier[group] = sum(
+                _result_cost(plan, plan.tier_of(r), results[r.key])
+                for r in chain[:-1] if not results[r.key].from_cache
+            )
+        routes[group] = (tier, reason)
     groups = group_results(
-        plan.requests, results, lambda request: _estimated_cost(plan, request), answers.past
+        final, results, lambda request: _estimated_cost(plan, request), answers.past,
+        routes, earlier,
     )
-    constants = {
-        "run_id": plan.run_id, "pipeline": cfg.name, "tier": plan.profile_name,
-        "provider": plan.profile.provider, "model": plan.profile.model, "route_reason": "single",
-    }
+    constants = {"run_id": plan.run_id, "pipeline": cfg.name}
     facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)
     ledger = price_ledger(
         facts, plan.prices, plan.baseline[0], plan.baseline[1], price_version=plan.prices.version
@@ -485,10 +654,14 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     exit_code = EXIT_OK
     if failed and failed / ledger.height > cfg.max_failed_share:
         exit_code = EXIT_FAILED_ROWS
+    notes = []
+    if answers.budget_stop:
+        exit_code = EXIT_BUDGET
+        notes.append(f"{answers.budget_stop}: the rest was not sent (outputs and ledger kept)")
     return RunSummary(
         run_id=plan.run_id,
         pipeline=cfg.name,
-        profile=plan.profile_name,
+        profile=" → ".join(plan.tiers) if len(plan.tiers) > 1 else plan.profile_name,
         provider=plan.profile.provider,
         model=plan.profile.model,
         rows=ledger.height,
@@ -506,6 +679,9 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         output_path=plan.paths["output"],
         ledger_path=ledger_file,
         exit_code=exit_code,
+        notes=notes,
+        tiers=dict(ledger.filter(pl.col("dedup") == "none").group_by("tier").len().iter_rows()),
+        escalated=int(ledger["escalated"].sum()),
     )
 
 

@@ -86,6 +86,10 @@ class OnlineExecutor:
         self._on_progress = on_progress
         self._abort: str | None = None
 
+    def stop(self, reason: str) -> None:
+        """Send nothing more: every request not yet started fails with `not sent: reason`."""
+        self._abort = reason
+
     async def run(self, requests: list[Request]) -> dict[str, Result]:
         """Send every request (each at most `max_attempts` times) and collect the results."""
         results: dict[str, Result] = {}

@@ -9,7 +9,9 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
   compression   actual model full price on baseline tokens - full price on the actual tokens
   prompt cache  full price on the actual tokens - the same tokens at prompt-cache rates
   batch         the batch discount on what is left
-- a failed row that was not billed has neither cost nor baseline: no answer was bought.
+- a failed row that was not billed has neither cost nor baseline: no answer was bought;
+- a cascade row also paid for the cheaper tiers it tried first (`earlier_attempts_usd`, priced
+  by the runner): that is in its cost and taken from its routing saving.
 
 A time-priced (local) model costs its latency whatever the tokens, so on its rows compression,
 prompt cache and batch are 0 and routing takes the whole saving. A billed row in mode `failed`
@@ -58,6 +60,8 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "baseline_output_tokens": pl.Int64(),
     "baseline_latency_ms": pl.Float64(),
     "estimated_cost_usd": pl.Float64(),
+    # what the cheaper tiers a cascade tried first cost this row (already priced)
+    "earlier_attempts_usd": pl.Float64(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",
@@ -114,7 +118,7 @@ def _prepare(facts: pl.DataFrame) -> pl.DataFrame:
         raise ValueError(f"facts: a column has the wrong type ({exc})") from exc
     df = df.with_columns(
         pl.col(*_COUNT_COLUMNS).fill_null(0),
-        pl.col("latency_ms", "baseline_latency_ms").fill_null(0.0),
+        pl.col("latency_ms", "baseline_latency_ms", "earlier_attempts_usd").fill_null(0.0),
     )
     _check_values(df, "mode", MODES)
     _check_values(df, "status", STATUSES)
@@ -262,7 +266,8 @@ def price_ledger(
         return pl.when(condition).then(value).otherwise(0.0)
 
     df = df.with_columns(
-        cost_usd=lever(priced, pl.col("_cached_cost") * (1.0 - pl.col("_discount_used"))),
+        cost_usd=lever(priced, pl.col("_cached_cost") * (1.0 - pl.col("_discount_used")))
+        + pl.col("earlier_attempts_usd"),
         baseline_cost_usd=base,
         saved_exact_usd=lever(counts & (mode == "dedup") & (pl.col("dedup") == "exact"), base),
         saved_semantic_usd=lever(
@@ -271,7 +276,8 @@ def price_ledger(
         saved_cache_usd=lever(counts & (mode == "cache"), base),
         saved_compression_usd=lever(on_paid, pl.col("_full_b") - pl.col("_full_a")),
         saved_prompt_cache_usd=lever(on_paid, pl.col("_full_a") - pl.col("_cached_cost")),
-        saved_routing_usd=lever(on_paid, base - pl.col("_full_b")),
+        # a cascade's cheaper attempts are what routing cost on this row
+        saved_routing_usd=lever(on_paid, base - pl.col("_full_b")) - pl.col("earlier_attempts_usd"),
         saved_batch_usd=lever(on_paid, pl.col("_cached_cost") * pl.col("_discount_used")),
         price_version=pl.lit(price_version or prices.version, dtype=pl.String()),
     )

@@ -1,0 +1,134 @@
+"""A run's tiers: each one's profile, provider settings, price and call spec; which tier each
+dedup group starts on; and the request a cascade sends one tier up.
+
+A helper of `runner` (the only module that uses it): it composes config, routing, prompts and
+pricing, so it sits beside the runner rather than among the stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from batchopt.config import LoadedPipeline, ModelConfig
+from batchopt.errors import ConfigError
+from batchopt.ledger.pricing import ModelPrice, PriceTable
+from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.providers.base import ProviderSettings
+from batchopt.records import Request
+from batchopt.tokens import count_tokens
+
+ROUTE_COLUMNS = ("__tier", "__route_reason")
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One model set-up a run may send to."""
+
+    name: str
+    profile: ModelConfig
+    settings: ProviderSettings
+    price: ModelPrice
+    spec: CallSpec
+
+
+def tier_names(loaded: LoadedPipeline, asked_profile: str | None) -> tuple[list[str], str]:
+    """(tier names cheapest first, strategy). `--profile` forces that one profile, `single`."""
+    cfg = loaded.config
+    if asked_profile:
+        loaded.profile(asked_profile)  # a clear error for an unknown name
+        return [asked_profile], "single"
+    if cfg.routing is not None:
+        return list(cfg.routing.tiers), cfg.routing.strategy
+    return [cfg.default_profile], "single"
+
+
+def make_tier(
+    loaded: LoadedPipeline, name: str, settings: ProviderSettings, prices: PriceTable
+) -> Tier:
+    cfg = loaded.config
+    profile = cfg.profiles[name]
+    spec = CallSpec(
+        provider=profile.provider, model=profile.model,
+        endpoint=settings.base_url or settings.model_path or "", system=cfg.prompt.system,
+        max_tokens=profile.max_tokens, temperature=profile.temperature,
+        json_schema=cfg.prompt.json_schema, params=dict(profile.params),
+    )
+    return Tier(name, profile, settings, prices.price(profile.provider, profile.model), spec)
+
+
+def route_groups(
+    rows: pl.DataFrame, loaded: LoadedPipeline, tiers: list[Tier], strategy: str
+) -> dict[str, tuple[str, str]]:
+    """group_id -> (tier name, why) for every dedup group, decided on its representative."""
+    from batchopt.routing import route_by_classifier, route_rules, route_single
+
+    routing = loaded.config.routing
+    reps = rows.filter(pl.col("dedup") == "none")
+    names = [t.name for t in tiers]
+    tier, reason = ROUTE_COLUMNS
+    columns = {"tier_column": tier, "reason_column": reason}
+    if strategy == "rules":
+        assert routing is not None
+        counts = pl.Series(
+            [count_tokens(text, tiers[0].profile.model) for text in reps["prompt_user"]],
+            dtype=pl.Int64,
+        )
+        routed = route_rules(reps, routing.rules, routing.fallback_tier, "prompt_user", counts,
+                             **columns)
+    elif strategy == "classifier":
+        assert routing is not None and routing.classifier is not None
+        probabilities = _hard_probabilities(reps["prompt_user"].to_list(), loaded)
+        routed = route_by_classifier(reps, probabilities, routing.classifier.threshold,
+                                     names[0], names[-1], **columns)
+    else:  # single, and cascade, which starts every row on the cheapest tier
+        routed = route_single(reps, names[0], **columns)
+        if strategy == "cascade":
+            routed = routed.with_columns(pl.lit(f"cascade: starts on {names[0]}").alias(reason))
+    return {g: (t, r) for g, t, r in routed.select("group_id", tier, reason).iter_rows()}
+
+
+def _hard_probabilities(texts: list[str], loaded: LoadedPipeline) -> object:
+    from batchopt.dedup.embed import load_embedder
+    from batchopt.routing import RouterModel
+
+    routing = loaded.config.routing
+    assert routing is not None and routing.classifier is not None
+    settings = routing.classifier
+    path = loaded.resolve(settings.path)
+    if not Path(path).exists():
+        raise ConfigError(f"routing.classifier.path: {path} does not exist "
+                          "(make one with `batchopt router train`)")
+    model = str(loaded.resolve(settings.model)) if settings.model else None
+    embedder = load_embedder(settings.backend, model)
+    vectors = embedder.embed(texts)
+    router = RouterModel.load(path, embedder_name=embedder.name, dim=vectors.shape[1])
+    return router.predict_hard(vectors)
+
+
+def first_requests(
+    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]]
+) -> dict[str, Request]:
+    """Each group's request on the tier it starts on, by group_id, in group order."""
+    by_tier: dict[str, list[str]] = {}
+    for group, (tier, _) in routes.items():
+        by_tier.setdefault(tier, []).append(group)
+    requests: dict[str, Request] = {}
+    for tier, groups in by_tier.items():
+        requests.update(_requests_for(rows, groups, tiers[tier]))
+    order = rows.filter(pl.col("dedup") == "none")["group_id"].to_list()
+    return {g: requests[g] for g in order if g in requests}
+
+
+def escalated_requests(
+    rows: pl.DataFrame, groups: list[str], tier: Tier
+) -> dict[str, Request]:
+    """The same prompts, asked of `tier`, by group_id."""
+    return _requests_for(rows, groups, tier)
+
+
+def _requests_for(rows: pl.DataFrame, groups: list[str], tier: Tier) -> dict[str, Request]:
+    chosen = rows.filter(pl.col("group_id").is_in(groups))
+    return build_requests(chosen, tier.spec)
