@@ -5,9 +5,16 @@ Endpoints:
     POST /v1/messages           Anthropic messages wire format
     OpenAI files and batches, Anthropic message batches: see `batch_routes`
     GET  /_fake/stats           paid calls and tokens, in total, `by_wire` and `by_model`;
-                                `batches_created`, `batch_requests`, pending faults
-    GET  /_fake/log             every paid call: t, wire, model, tokens, request_hash, id
+                                `batches_created`, `batch_requests`, pending faults; the
+                                oracle's verdicts on paid answers: `oracle` =
+                                {"right", "wrong", "unmatched"} counts, and `oracle_by_model`
+    GET  /_fake/log             every paid call: t, wire, model, tokens, request_hash, id,
+                                oracle (right | wrong | unmatched)
     POST /_fake/reset           zero the stats and the log, drop pending faults, files, batches
+                                and the oracle
+    POST /_fake/oracle          set the answer oracle (JSON, see `oracle`); 400 if malformed
+    GET  /_fake/oracle          a summary of it (`set`, `items`, `by_difficulty`, `models`, ...)
+    DELETE /_fake/oracle        drop it
     POST /_fake/faults          queue faults (a JSON list) for the next model calls / batches
     GET  /_fake/faults          how many faults are pending (`pending`, `pending_batch`)
     DELETE /_fake/faults        drop pending faults
@@ -35,6 +42,7 @@ from aiohttp import web
 from batchopt.providers.fake import wire
 from batchopt.providers.fake.batch_routes import BatchRoutes
 from batchopt.providers.fake.batches import BatchStore
+from batchopt.providers.fake.oracle import parse_oracle
 from batchopt.providers.fake.state import Fault, ServerState, parse_faults
 from batchopt.providers.fake.wire import json_response
 
@@ -80,6 +88,9 @@ class FakeProviderApp:
         app.router.add_post("/_fake/faults", self.post_faults)
         app.router.add_get("/_fake/faults", self.get_faults)
         app.router.add_delete("/_fake/faults", self.delete_faults)
+        app.router.add_post("/_fake/oracle", self.post_oracle)
+        app.router.add_get("/_fake/oracle", self.get_oracle)
+        app.router.add_delete("/_fake/oracle", self.delete_oracle)
         return app
 
     def stats(self) -> dict[str, Any]:
@@ -132,7 +143,7 @@ class FakeProviderApp:
             return self._openai_error(fault.status or 500, request, fault)
         ident = self._next_id()
         try:
-            reply = wire.openai_reply(wire.json_object(body), ident)
+            reply = wire.openai_reply(wire.json_object(body), ident, self.state.oracle)
         except wire.BadRequest as exc:
             self.state.record_failed("openai")
             return self._openai_error(400, request, message=str(exc))
@@ -160,7 +171,7 @@ class FakeProviderApp:
             return self._anthropic_error(fault.status or 500, request, fault)
         ident = self._next_id()
         try:
-            reply = wire.anthropic_reply(wire.json_object(body), ident)
+            reply = wire.anthropic_reply(wire.json_object(body), ident, self.state.oracle)
         except wire.BadRequest as exc:
             self.state.record_failed("anthropic")
             return self._anthropic_error(400, request, message=str(exc))
@@ -185,6 +196,7 @@ class FakeProviderApp:
             reply.output_tokens,
             reply.request_hash,
             reply.response_id,
+            reply.verdict,
         )
 
     # ---- control ------------------------------------------------------------------------------
@@ -227,6 +239,25 @@ class FakeProviderApp:
     async def delete_faults(self, request: web.Request) -> web.Response:
         """DELETE /_fake/faults."""
         self.state.set_faults([])
+        return json_response({"ok": True})
+
+    async def post_oracle(self, request: web.Request) -> web.Response:
+        """POST /_fake/oracle: replace the oracle."""
+        try:
+            oracle = parse_oracle(json.loads(await request.read()))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        self.state.set_oracle(oracle)
+        return json_response({"ok": True, **oracle.describe()})
+
+    async def get_oracle(self, request: web.Request) -> web.Response:
+        """GET /_fake/oracle."""
+        oracle = self.state.oracle
+        return json_response({"set": False} if oracle is None else oracle.describe())
+
+    async def delete_oracle(self, request: web.Request) -> web.Response:
+        """DELETE /_fake/oracle."""
+        self.state.set_oracle(None)
         return json_response({"ok": True})
 
 

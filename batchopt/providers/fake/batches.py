@@ -5,7 +5,7 @@ No background task runs a batch: its phase is computed from the clock whenever s
 every row is answered through `wire.openai_reply` / `wire.anthropic_reply` (so a body gets the
 same text and usage as online) and each succeeded row is billed then, under the
 `openai-batch` / `anthropic-batch` wire. Later looks reuse the settled rows, so fetching results
-again bills nothing more.
+again bills nothing more. The oracle in force at settling time decides the rows it matches.
 
 Handlers run on the server's loop while tests read stats from their own thread, hence the lock.
 """
@@ -230,7 +230,7 @@ class BatchStore:
                 self.state.record_failed(billed_wire, model if isinstance(model, str) else None)
                 continue
             try:
-                reply = answer(body, ident)
+                reply = answer(body, ident, self.state.oracle)
             except wire.BadRequest as exc:
                 outcomes.append(RowOutcome(custom_id, "errored", 400, None, str(exc), ident))
                 self.state.record_failed(billed_wire)
@@ -242,6 +242,7 @@ class BatchStore:
                 reply.output_tokens,
                 reply.request_hash,
                 reply.response_id,
+                reply.verdict,
             )
             outcomes.append(RowOutcome(custom_id, "succeeded", 200, reply.payload, None, ident))
         return outcomes

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.app import DEFAULT_BATCH_SECONDS, HOST, FakeProviderApp
+from batchopt.providers.fake.oracle import parse_oracle
 from batchopt.providers.fake.state import ServerState, parse_faults
 
 READY_LINE = "fake server listening on {url}"
@@ -161,6 +162,33 @@ class FakeServer:
     def clear_faults(self) -> None:
         """Drop pending faults (DELETE /_fake/faults)."""
         self.state.set_faults([])
+
+    def set_oracle(
+        self,
+        items: list[dict[str, Any]],
+        models: dict[str, dict[str, float]] | None = None,
+        default_accuracy: dict[str, float] | None = None,
+    ) -> None:
+        """Answer requests that match an item from the oracle (POST /_fake/oracle).
+
+        `items` are `{"match", "answer", "wrong", "difficulty"}`, `models` maps a model name to
+        its accuracy per difficulty; see `batchopt.providers.fake.oracle`. ValueError if
+        malformed.
+        """
+        spec = {"items": items, "models": models or {}, "default_accuracy": default_accuracy or {}}
+        self.state.set_oracle(parse_oracle(spec))
+
+    def clear_oracle(self) -> None:
+        """Drop the oracle (DELETE /_fake/oracle); `reset` drops it too."""
+        self.state.set_oracle(None)
+
+    def oracle_verdict(self, model: str, user_text: str) -> tuple[str, str | None]:
+        """(right | wrong | unmatched, the answer) the oracle gives `model` for `user_text`."""
+        oracle = self.state.oracle
+        if oracle is None:
+            return "unmatched", None
+        verdict = oracle.decide(model, user_text)
+        return verdict.kind, verdict.text
 
 
 async def _serve_forever(port: int, latency_ms: float, batch_seconds: float) -> None:

@@ -4,6 +4,10 @@ Model-call faults (`Fault`) and batch faults (`BatchFault`, an object with a `ba
 mixed in one JSON list and wait in two queues: the next model calls take the first, the next
 batch submissions the second (see `batchopt.providers.fake.app` for the shapes).
 
+The state also holds the answer oracle, if one is set (see `batchopt.providers.fake.oracle`),
+and counts the oracle's verdict on every paid answer (`oracle`, `oracle_by_model` in the stats;
+`oracle` in each log entry): right, wrong, or unmatched (no oracle, or no item matched).
+
 Handlers run on the server's event loop while tests read from another thread, so every access
 goes through one lock (uncontended, so cheap).
 """
@@ -16,8 +20,19 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from batchopt.providers.fake.oracle import UNMATCHED, VERDICTS, Oracle
+
 WIRES = ("openai", "anthropic", "openai-batch", "anthropic-batch")
-_LOG_FIELDS = ("t", "wire", "model", "input_tokens", "output_tokens", "request_hash", "id")
+_LOG_FIELDS = (
+    "t",
+    "wire",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "request_hash",
+    "id",
+    "oracle",
+)
 _FAULT_KEYS = {"status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
 BATCH_EFFECTS = frozenset(
     {"expire", "errors", "invalid", "upload_delay", "ack_delay", "truncate_results", "shuffle"}
@@ -138,6 +153,10 @@ def _zero() -> dict[str, int]:
     }
 
 
+def _verdicts() -> dict[str, int]:
+    return dict.fromkeys(VERDICTS, 0)
+
+
 class ServerState:
     """Stats, paid-call log and pending faults, shared by both wire formats."""
 
@@ -150,9 +169,17 @@ class ServerState:
         self._log: list[tuple[Any, ...]] = []  # tuples: a third of the memory of dicts
         self._by_wire: dict[str, dict[str, int]] = {w: _zero() for w in WIRES}
         self._by_model: dict[str, dict[str, int]] = {}
+        self._verdicts = _verdicts()
+        self._verdicts_by_model: dict[str, dict[str, int]] = {}
+        self.oracle: Oracle | None = None  # read without the lock: replaced, never mutated
+
+    def set_oracle(self, oracle: Oracle | None) -> None:
+        """Answer matching requests from `oracle` from now on; None drops it."""
+        self.oracle = oracle
 
     def reset(self) -> None:
-        """Zero the stats, empty the log and drop pending faults."""
+        """Zero the stats, empty the log, drop pending faults and the oracle."""
+        self.oracle = None
         with self._lock:
             self._faults.clear()
             self._batch_faults.clear()
@@ -160,6 +187,8 @@ class ServerState:
             self._log = []
             self._by_wire = {w: _zero() for w in WIRES}
             self._by_model = {}
+            self._verdicts = _verdicts()
+            self._verdicts_by_model = {}
 
     def set_faults(self, faults: list[Fault | BatchFault]) -> None:
         """Replace the pending faults of both queues; each is consumed in order."""
@@ -203,14 +232,29 @@ class ServerState:
         output_tokens: int,
         request_hash: str,
         response_id: str,
+        verdict: str = UNMATCHED,
     ) -> None:
-        """Count one answered (billable) model call and log it."""
-        entry = (time.time(), wire, model, input_tokens, output_tokens, request_hash, response_id)
+        """Count one answered (billable) model call and the oracle's verdict on it; log it."""
+        entry = (
+            time.time(),
+            wire,
+            model,
+            input_tokens,
+            output_tokens,
+            request_hash,
+            response_id,
+            verdict,
+        )
         with self._lock:
             for bucket in (self._by_wire[wire], self._model_bucket(model)):
                 bucket["requests"] += 1
                 bucket["input_tokens"] += input_tokens
                 bucket["output_tokens"] += output_tokens
+            self._verdicts[verdict] += 1
+            per_model = self._verdicts_by_model.get(model)
+            if per_model is None:
+                per_model = self._verdicts_by_model[model] = _verdicts()
+            per_model[verdict] += 1
             self._log.append(entry)
 
     def record_failed(self, wire: str, model: str | None = None) -> None:
@@ -232,7 +276,8 @@ class ServerState:
         return bucket
 
     def stats(self) -> dict[str, Any]:
-        """Totals over every wire, `by_wire`, `by_model`, batch counts and pending faults."""
+        """Totals over every wire, `by_wire`, `by_model`, batch counts, pending faults, and the
+        oracle's verdicts on paid answers (`oracle`, `oracle_by_model`)."""
         with self._lock:
             by_wire = {w: dict(b) for w, b in self._by_wire.items()}
             by_model = {m: dict(b) for m, b in self._by_model.items()}
@@ -241,6 +286,8 @@ class ServerState:
                 "batch_requests": self._batch_requests,
                 "pending_faults": len(self._faults),
                 "pending_batch_faults": len(self._batch_faults),
+                "oracle": dict(self._verdicts),
+                "oracle_by_model": {m: dict(v) for m, v in self._verdicts_by_model.items()},
             }
         totals = _zero()
         for bucket in by_wire.values():

@@ -2,6 +2,12 @@
 
 Online calls and batch rows both go through `openai_reply` / `anthropic_reply`, so the same body
 gets the same text and usage either way (only the response id differs).
+
+With an oracle (see `oracle`), a request whose last user message matches one of its items is
+answered with that item's right or wrong answer instead of the summary. When the request asks
+for JSON, an oracle answer that is itself valid JSON text is returned as is; any other answer is
+replaced by the usual schema-built JSON (the verdict, and so the logprobs, stay the oracle's).
+OpenAI requests with `"logprobs": true` get `choices[0].logprobs` (see `logprobs`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from aiohttp import web
 
 from batchopt.hashing import stable_hash
 from batchopt.providers.fake import answers
+from batchopt.providers.fake.logprobs import openai_logprobs
+from batchopt.providers.fake.oracle import NO_MATCH, Oracle, Verdict
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -32,6 +40,7 @@ class Reply:
     input_tokens: int
     output_tokens: int
     request_hash: str
+    verdict: str = "unmatched"  # the oracle's: right | wrong | unmatched
 
     @property
     def response_id(self) -> str:
@@ -49,7 +58,7 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def openai_reply(data: dict[str, Any], ident: str) -> Reply:
+def openai_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None) -> Reply:
     """The chat completion answering `data`; BadRequest if the body is invalid."""
     model = _model(data)
     messages = data.get("messages")
@@ -58,10 +67,12 @@ def openai_reply(data: dict[str, Any], ident: str) -> Reply:
     if data.get("stream"):
         raise BadRequest("streaming is not supported by the fake server")
     limit = _limit(data.get("max_completion_tokens") or data.get("max_tokens"))
+    top = _top_logprobs(data)
     texts = [answers.content_text(m.get("content")) for m in messages if isinstance(m, dict)]
-    text, cut, input_tokens, output_tokens = _answer(
-        data, texts, answers.openai_schema(data), limit
+    text, cut, input_tokens, output_tokens, verdict = _answer(
+        data, texts, answers.openai_schema(data), limit, oracle
     )
+    logprobs = openai_logprobs(verdict, model, text, top) if data.get("logprobs") else None
     payload = {
         "id": "chatcmpl-" + ident,
         "object": "chat.completion",
@@ -71,7 +82,7 @@ def openai_reply(data: dict[str, Any], ident: str) -> Reply:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": "length" if cut else "stop",
             }
         ],
@@ -84,10 +95,10 @@ def openai_reply(data: dict[str, Any], ident: str) -> Reply:
         },
         "system_fingerprint": "fp_fake",
     }
-    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data))
+    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind)
 
 
-def anthropic_reply(data: dict[str, Any], ident: str) -> Reply:
+def anthropic_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None) -> Reply:
     """The Messages answer to `data`; BadRequest if the body is invalid."""
     model = _model(data)
     messages = data.get("messages")
@@ -102,8 +113,8 @@ def anthropic_reply(data: dict[str, Any], ident: str) -> Reply:
     texts = [answers.content_text(m.get("content")) for m in messages if isinstance(m, dict)]
     if system:
         texts.append(system)
-    text, cut, input_tokens, output_tokens = _answer(
-        data, texts, answers.anthropic_schema(data, system), limit
+    text, cut, input_tokens, output_tokens, verdict = _answer(
+        data, texts, answers.anthropic_schema(data, system), limit, oracle
     )
     payload = {
         "id": "msg_" + ident,
@@ -120,18 +131,55 @@ def anthropic_reply(data: dict[str, Any], ident: str) -> Reply:
             "cache_creation_input_tokens": 0,
         },
     }
-    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data))
+    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind)
 
 
 def _answer(
-    data: dict[str, Any], texts: list[str], schema: dict[str, Any] | None, limit: int
-) -> tuple[str, bool, int, int]:
-    """(answer text, whether max_tokens cut it, input tokens, output tokens)."""
+    data: dict[str, Any],
+    texts: list[str],
+    schema: dict[str, Any] | None,
+    limit: int,
+    oracle: Oracle | None,
+) -> tuple[str, bool, int, int, Verdict]:
+    """(answer text, whether max_tokens cut it, input tokens, output tokens, oracle verdict)."""
     model = data["model"]
     user = answers.last_user_text(data["messages"])
-    full = answers.text_answer(user) if schema is None else answers.json_answer(schema, user)
+    verdict = NO_MATCH if oracle is None else oracle.decide(model, user)
+    full = verdict.text
+    if full is not None and schema is not None and not _is_json(full):
+        full = None
+    if full is None:
+        full = answers.text_answer(user) if schema is None else answers.json_answer(schema, user)
     text, cut = answers.truncate_to_tokens(full, limit, model)
-    return text, cut, answers.prompt_tokens(texts, model), answers.cached_count(text, model)
+    return (
+        text,
+        cut,
+        answers.prompt_tokens(texts, model),
+        answers.cached_count(text, model),
+        verdict,
+    )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _top_logprobs(data: dict[str, Any]) -> int:
+    """The request's `top_logprobs` (0 when absent); BadRequest when the API would refuse it."""
+    logprobs, top = data.get("logprobs"), data.get("top_logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise BadRequest("logprobs: must be a boolean")
+    if top is None:
+        return 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise BadRequest("top_logprobs: must be an integer from 0 to 20")
+    if not logprobs:
+        raise BadRequest("logprobs must be set to true if top_logprobs is used")
+    return top
 
 
 def _model(data: dict[str, Any]) -> str:
