@@ -120,6 +120,7 @@ class OpenAIProvider(SDKBatchProvider):
             finish_reason=choice.get("finish_reason"),
             request_id=raw.get("id"),
             parsed=json_object(text) if request.json_schema is not None else None,
+            token_logprobs=_token_logprobs(choice.get("logprobs")),
         )
 
     def _build_client(self) -> Any:
@@ -251,6 +252,20 @@ class OpenAIProvider(SDKBatchProvider):
 
     def _row_error(self, error: dict[str, Any]) -> str:
         return self._row_message(error.get("message") or error.get("code") or "error")
+
+
+def _token_logprobs(logprobs: Any) -> tuple[float, ...] | None:
+    """`logprobs.content[*].logprob` of a choice, or None when the answer carries none."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list):
+        return None
+    values = []
+    for entry in content:
+        value = entry.get("logprob") if isinstance(entry, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        values.append(float(value))
+    return tuple(values)
 
 
 def _metadata(tag: dict[str, str]) -> dict[str, str]:
