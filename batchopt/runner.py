@@ -118,13 +118,11 @@ class Plan:
     tiers: dict[str, Tier] = field(default_factory=dict)
     strategy: str = "single"
     routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (tier, reason)
+    key_tier: dict[str, str] = field(default_factory=dict)  # request key -> tier name
 
     def tier_of(self, request: Request) -> Tier:
-        """The tier a request is for (by provider and model: tiers differ in one or both)."""
-        for tier in self.tiers.values():
-            if (tier.profile.provider, tier.profile.model) == (request.provider, request.model):
-                return tier
-        raise KeyError(f"no tier for {request.provider}/{request.model}")
+        """The tier a request was built for."""
+        return self.tiers[self.key_tier[request.key]]
 
 
 @dataclass
@@ -311,6 +309,7 @@ def prepare(
         tiers=tiers,
         strategy=strategy,
         routes=routes,
+        key_tier={r.key: routes[g][0] for g, r in requests.items()},
     )
 
 
@@ -392,14 +391,18 @@ class _Budget:
     def reached(self) -> bool:
         return self.limit is not None and self.spent >= self.limit
 
+    def estimate(self, misses: list[Request]) -> float:
+        """This invocation's spend so far plus what `misses` are estimated to cost."""
+        return self.spent + sum(
+            _estimated_cost(self._plan, r) * (0.5 if self._plan.mode == "batch" else 1.0)
+            for r in misses
+        )
+
     def check_estimate(self, misses: list[Request]) -> None:
         """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
         if self.limit is None:
             return
-        estimate = self.spent + sum(
-            _estimated_cost(self._plan, r) * (0.5 if self._plan.mode == "batch" else 1.0)
-            for r in misses
-        )
+        estimate = self.estimate(misses)
         if estimate > self.limit:
             raise BudgetExceededError(
                 f"budget.max_usd: this run is estimated at ${estimate:,.4f} (inputs counted, "
@@ -453,6 +456,7 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
             break
         upper = escalated_requests(plan.rows, list(rejected), plan.tiers[names[step]])
         for group, request in upper.items():
+            plan.key_tier[request.key] = names[step]
             answers.chain[group].append(request)
             answers.escalations[group] = (
                 f"{answers.escalations[group]}; " if group in answers.escalations else ""
@@ -494,7 +498,24 @@ class _Round:
             misses = reuse.reuse_past(plan, self.cache, self.index, self.reps, misses, answers)
         if not misses:
             return []
-        self.budget.check_estimate(misses)
+        if first:
+            self.budget.check_estimate(misses)
+        elif self.budget.limit is not None and (
+            self.budget.reached
+            or (plan.mode == "batch" and self.budget.estimate(misses) > self.budget.limit)
+        ):
+            # a later round (escalations) that the budget cannot pay for is not sent
+            stop = answers.budget_stop or (
+                f"budget: ${self.budget.spent:,.4f} spent, the next round would pass "
+                f"${self.budget.limit:,.4f}"
+            )
+            answers.budget_stop = stop
+            for request in misses:
+                answers.results[request.key] = Result(
+                    key=request.key, text=None, status="failed", attempts=0,
+                    error=f"not sent: {stop}",
+                )
+            return []
         self.sent.update({r.key: r for r in misses})
         by_tier: dict[str, list[Request]] = {}
         for request in misses:

@@ -1,0 +1,164 @@
+"""Tiering in whole runs against the fake server: rules, cascades online and through batch APIs,
+what the ledger says of each row, and the budget guard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import pipeline_dict, write_pipeline
+
+from batchopt.config import load_pipeline
+from batchopt.errors import EXIT_BUDGET, BudgetExceededError
+from batchopt.ledger.pricing import PriceTable
+from batchopt.records import Usage
+from batchopt.runner import RunOptions, RunSummary, run_pipeline
+
+SHORT = "Where is my order?"
+LONG = ("My order arrived with the wrong colour, the box was damaged, the invoice shows the "
+        "wrong address and the tracking page still says it is in transit, what now?")
+
+
+def _tickets(n_short: int = 6, n_long: int = 4) -> list[dict[str, str]]:
+    bodies = [f"{SHORT} #{100 + i}" for i in range(n_short)]
+    bodies += [f"{LONG} #{200 + i}" for i in range(n_long)]
+    return [{"ticket_id": f"T{i:02d}", "subject": "Order", "body": body}
+            for i, body in enumerate(bodies)]
+
+
+def _pipeline(tmp_path: Path, routing: dict, **extra: object) -> Path:
+    data = pipeline_dict(routing=routing, **extra)
+    data["profiles"]["cheap"] = {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 16,
+                                 "concurrency": 2, "timeout_s": 10}
+    data["profiles"]["strong"] = {"provider": "openai", "model": "gpt-4o", "max_tokens": 64,
+                                  "concurrency": 2, "timeout_s": 10}
+    path = write_pipeline(tmp_path, data)
+    pl.DataFrame(_tickets()).write_parquet(tmp_path / "data" / "tickets.parquet")
+    return path
+
+
+def _env(fake) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-test-route-01",
+                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                "ANTHROPIC_API_KEY": "sk-ant-test-route-02"})
+    return env
+
+
+def _run(path: Path, fake, **options: object):
+    return run_pipeline(load_pipeline(path), RunOptions(**options), env=_env(fake))
+
+
+def _ledger(tmp_path: Path, run_id: str) -> pl.DataFrame:
+    return pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / f"run_id={run_id}"
+                           / "part.parquet")
+
+
+CASCADE = {"strategy": "cascade", "tiers": ["cheap", "strong"],
+           "validators": [{"type": "finish_reason"}, {"type": "refusal"}]}
+
+
+def test_rules_send_each_row_to_its_tier_and_say_why(fake, tmp_path):
+    routing = {"strategy": "rules", "tiers": ["cheap", "strong"], "default_tier": "cheap",
+               "rules": [{"name": "long", "when": {"prompt_tokens": {"gt": 25}}, "tier": "strong"}]}
+    summary = _run(_pipeline(tmp_path, routing), fake, run_id="r1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path, "r1").sort("row_id")
+    long_rows = ledger["row_id"].is_in([f"T{i:02d}" for i in range(6, 10)])
+    assert (ledger.filter(long_rows)["model"] == "gpt-4o").all()
+    assert (ledger.filter(~long_rows)["model"] == "gpt-4o-mini").all()
+    assert (ledger.filter(long_rows)["tier"] == "strong").all()
+    assert ledger.filter(long_rows)["route_reason"].str.contains("rule 'long'").all()
+    assert (ledger.filter(~long_rows)["route_reason"] == "default").all()
+    by_model = fake.stats()["by_model"]
+    assert by_model["gpt-4o"]["requests"] == 4 and by_model["gpt-4o-mini"]["requests"] == 6
+
+
+def test_a_cascade_escalates_what_its_validators_reject_and_pays_for_both(fake, tmp_path):
+    summary = _run(_pipeline(tmp_path, CASCADE), fake, run_id="c1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path, "c1").sort("row_id")
+    up = ledger.filter(pl.col("escalated"))
+    assert sorted(up["row_id"]) == [f"T{i:02d}" for i in range(6, 10)]  # the cut answers
+    assert (up["tier"] == "strong").all() and (up["model"] == "gpt-4o").all()
+    assert up["route_reason"].str.contains("finish_reason").all()
+    stay = ledger.filter(~pl.col("escalated"))
+    assert (stay["tier"] == "cheap").all() and (stay["earlier_attempts_usd"] == 0).all()
+
+    # each escalated row's cost = its cheap attempt (from the fake's billing log) + its own
+    prices = PriceTable.load()
+    cheap, strong = prices.price("openai", "gpt-4o-mini"), prices.price("openai", "gpt-4o")
+    log = fake.log()
+    cheap_calls = [e for e in log if e["model"] == "gpt-4o-mini"]
+    assert len(cheap_calls) == 10 and sum(e["model"] == "gpt-4o" for e in log) == 4
+    cut = sorted(prices.cost(cheap, Usage(e["input_tokens"], e["output_tokens"]))
+                 for e in cheap_calls if e["output_tokens"] == 16)
+    assert sorted(up["earlier_attempts_usd"]) == pytest.approx(cut)
+    for row in up.iter_rows(named=True):
+        own = prices.cost(strong, Usage(row["input_tokens"], row["output_tokens"]))
+        assert row["cost_usd"] == pytest.approx(own + row["earlier_attempts_usd"])
+        levers = sum(row[c] for c in row if c.startswith("saved_"))
+        assert levers == pytest.approx(row["baseline_cost_usd"] - row["cost_usd"])
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+    assert outputs.height == 10 and outputs["ticket_id"].n_unique() == 10  # once per row
+    assert summary.escalated == 4 and summary.tiers == {"cheap": 6, "strong": 4}
+
+
+def test_a_cascade_through_batch_apis_takes_two_rounds_with_only_escalated_rows_in_the_second(
+    fake, tmp_path
+):
+    fake.batch_seconds = 0.2
+    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1})
+    summary = _run(path, fake, run_id="cb")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    stats = fake.stats()
+    assert stats["batches_created"] == 2 and stats["batch_requests"] == 10 + 4
+    second = [e for e in fake.log() if e["model"] == "gpt-4o"]
+    assert len(second) == 4 and {e["wire"] for e in second} == {"openai-batch"}
+    ledger = _ledger(tmp_path, "cb")
+    assert (ledger["mode"] == "batch").all() and int(ledger["escalated"].sum()) == 4
+    assert ledger.filter(pl.col("escalated"))["batch_id"].n_unique() == 1
+
+
+def test_a_cascade_in_no_wait_batch_mode_moves_on_across_invocations(fake, tmp_path):
+    import time
+
+    from batchopt.runner import RunPending
+
+    fake.batch_seconds = 0.5
+    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1})
+    assert isinstance(_run(path, fake, run_id="nw", wait=False), RunPending)  # cheap batch out
+    time.sleep(0.6)
+    assert isinstance(_run(path, fake, run_id="nw", wait=False), RunPending)  # strong batch out
+    assert fake.stats()["batches_created"] == 2
+    time.sleep(0.6)
+    done = _run(path, fake, run_id="nw", wait=False)
+    assert isinstance(done, RunSummary) and done.exit_code == 0 and done.escalated == 4
+    assert fake.stats()["batches_created"] == 2 and len(fake.log()) == 14
+
+
+def test_the_budget_guard_refuses_a_run_estimated_over_it(fake, tmp_path):
+    path = _pipeline(tmp_path, CASCADE, budget={"max_usd": 0.000001})
+    with pytest.raises(BudgetExceededError, match="budget.max_usd.*nothing was sent"):
+        _run(path, fake, run_id="b1")
+    assert fake.stats()["requests"] == 0
+    assert not (tmp_path / "out" / "outputs.parquet").exists()
+
+
+def test_the_budget_guard_stops_sending_when_spend_reaches_it(fake, tmp_path):
+    # The first round (all on the cheap tier) fits; the escalations to the strong tier do not.
+    prices = PriceTable.load()
+    cheap = prices.price("openai", "gpt-4o-mini")
+    first_round = 10 * prices.cost(cheap, Usage(80, 16))
+    path = _pipeline(tmp_path, CASCADE, budget={"max_usd": first_round + 0.0001})
+    summary = _run(path, fake, run_id="b2")
+    assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
+    assert any("budget" in note for note in summary.notes)
+    ledger = _ledger(tmp_path, "b2")
+    stopped = ledger.filter(pl.col("error").str.contains("not sent: budget").fill_null(False))
+    assert stopped.height >= 1 and (stopped["status"] == "failed").all()
+    strong_paid = sum(e["model"] == "gpt-4o" for e in fake.log())
+    assert strong_paid < 4  # not every escalation was sent
+    assert (tmp_path / "out" / "outputs.parquet").exists()  # outputs and ledger kept
