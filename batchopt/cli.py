@@ -214,6 +214,41 @@ def dedup(
         [id_column, text_column]).rename({id_column: "id", text_column: "text"}), out_path, sample)
 
 
+@main.group(cls=_Group)
+def router() -> None:
+    """Train the router that the `classifier` routing strategy loads."""
+
+
+@router.command("train")
+@click.argument("data", type=_path)
+@click.option("--out", "out_path", type=_path, required=True, help="Router file (.npz) to write")
+@click.option("--backend", type=click.Choice(["sentence-transformers", "model2vec"]),
+              default="sentence-transformers", show_default=True,
+              help="Embedder; the pipeline's routing.classifier must name the same")
+@click.option("--model", type=_path, help="Embedding model folder (default: the packaged one)")
+@click.option("--seed", type=int, default=0, show_default=True)
+def router_train(data: Path, out_path: Path, backend: str, model: Path | None, seed: int) -> None:
+    """Train a router on DATA (CSV or Parquet: `text`, the rendered prompt, and `label`
+    easy/hard, or `hard` true/false) and print its held-out AUC and threshold curve."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download a model at run time
+    from batchopt.dedup.embed import load_embedder
+    from batchopt.routing import load_training_table, train_router_from_texts
+
+    texts, hard = load_training_table(data)
+    embedder = load_embedder(backend, model)
+    trained = train_router_from_texts(texts, hard, embedder, seed=seed)
+    written = trained.save(out_path)
+    m = trained.metrics
+    click.echo(f"{written}: trained on {m['rows']:,} rows ({m['hard_rows']:,} hard) with "
+               f"{embedder.name}; held-out AUC {m['auc']:.3f} on {m['test_rows']:,} rows")
+    click.echo("threshold  share sent strong  hard rows caught")
+    for point in m["curve"]:
+        click.echo(f"{point['threshold']:>9.1f}  {point['share_strong']:>17.1%}  "
+                   f"{point['hard_recall']:>16.1%}")
+
+
 @main.command("fake-server")
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)

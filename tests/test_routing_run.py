@@ -162,3 +162,31 @@ def test_the_budget_guard_stops_sending_when_spend_reaches_it(fake, tmp_path):
     strong_paid = sum(e["model"] == "gpt-4o" for e in fake.log())
     assert strong_paid < 4  # not every escalation was sent
     assert (tmp_path / "out" / "outputs.parquet").exists()  # outputs and ledger kept
+
+
+def test_a_router_trained_by_the_cli_sends_hard_rows_to_the_strong_tier(fake, tmp_path):
+    from click.testing import CliRunner
+
+    from batchopt.cli import main
+
+    easy = [f"Subject: Order\n\n{SHORT} #{i}" for i in range(40)]
+    hard = [f"Subject: Order\n\n{LONG} #{i}" for i in range(40)]
+    pl.DataFrame({"text": easy + hard, "label": ["easy"] * 40 + ["hard"] * 40}).write_csv(
+        tmp_path / "history.csv"
+    )
+    trained = CliRunner().invoke(main, ["router", "train", str(tmp_path / "history.csv"),
+                                        "--out", str(tmp_path / "router.npz"),
+                                        "--backend", "model2vec"])
+    assert trained.exit_code == 0, trained.output
+    assert "held-out AUC" in trained.output and (tmp_path / "router.npz").exists()
+
+    routing = {"strategy": "classifier", "tiers": ["cheap", "strong"],
+               "classifier": {"path": str(tmp_path / "router.npz"), "threshold": 0.5,
+                              "backend": "model2vec"}}
+    summary = _run(_pipeline(tmp_path / "p", routing), fake, run_id="k1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path / "p", "k1")
+    long_rows = ledger["row_id"].is_in([f"T{i:02d}" for i in range(6, 10)])
+    assert (ledger.filter(long_rows)["tier"] == "strong").all()
+    assert (ledger.filter(~long_rows)["tier"] == "cheap").all()
+    assert ledger["route_reason"].str.starts_with("classifier p(hard)=").all()
