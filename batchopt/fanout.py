@@ -25,14 +25,17 @@ def group_results(
     past: dict[str, Any] | None = None,
     routes: dict[str, tuple[str, str]] | None = None,
     tried_first: dict[str, float] | None = None,
+    escalated: set[str] | None = None,
 ) -> pl.DataFrame:
     """One row per group: its answer, how it was obtained, and what it was billed.
 
     `requests` holds each group's final request (the last tier a cascade asked). `past` maps a
     request key to the earlier run's answer it reused (a `PastAnswer`: row_id, run_id,
     similarity), for the ledger to name; `routes` a group to its (tier, route reason);
-    `tried_first` a group to what the cheaper tiers a cascade asked first cost it."""
+    `tried_first` a group to what its other calls cost (cheaper tiers a cascade asked first,
+    judge calls); `escalated` the groups a cascade sent up a tier."""
     past, routes, tried_first = past or {}, routes or {}, tried_first or {}
+    escalated = escalated or set()
     records = []
     for group_id, request in requests.items():
         result = results[request.key]
@@ -47,7 +50,7 @@ def group_results(
             "route_reason": reason,
             "provider": request.provider,
             "model": request.model,
-            "escalated": group_id in tried_first,
+            "escalated": group_id in escalated,
             "earlier_attempts_usd": tried_first.get(group_id, 0.0),
             "answer": result.text if result.ok else None,
             "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,

@@ -369,6 +369,7 @@ class Answers:
     past: dict[str, PastAnswer] = field(default_factory=dict)  # by request key
     chain: dict[str, list[Request]] = field(default_factory=dict)  # by group_id
     escalations: dict[str, str] = field(default_factory=dict)  # group_id -> why it went up
+    judged: dict[str, list[Request]] = field(default_factory=dict)  # group_id -> judge calls
     budget_stop: str | None = None  # why sending stopped at the budget, if it did
 
 
@@ -434,24 +435,39 @@ def execute(
 
 def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
     """Ask one tier up for every answer the validators reject, as far as the config allows."""
-    from batchopt.routing import build_validators, validate
-    from batchopt.tiers import escalated_requests
+    from batchopt.routing import build_validators, judge_of, validate
+    from batchopt.tiers import escalated_requests, judge_request_factory
 
     routing = plan.pipeline.config.routing
     assert routing is not None
     validators = build_validators(routing.validators, plan.pipeline.config.prompt.json_schema)
+    judge = judge_of(validators)
     names = list(plan.tiers)
     answers, pending = round_.answers, []
     for step in range(1, routing.escalation_limit + 1):
         rejected: dict[str, str] = {}
+        to_judge: dict[str, Request] = {}
         for group, chain in answers.chain.items():
             result = answers.results.get(chain[-1].key)
             if len(chain) != step or result is None:  # further up already, or still out
                 continue
             verdict = validate(validators, chain[-1], result)
             if not verdict.ok:
-                rejected[group] = f"{verdict.validator}: {verdict.reason}" if verdict.reason \
-                    else str(verdict.validator)
+                rejected[group] = _why(verdict)
+            elif judge is not None:
+                make = judge_request_factory(plan.tiers[judge.tier])
+                to_judge[group] = judge.judge_request(chain[-1], result, make)
+        if to_judge:  # the answers every local check passed go to the judge, one call each
+            assert judge is not None
+            for group, request in to_judge.items():
+                plan.key_tier[request.key] = judge.tier
+                answers.judged.setdefault(group, []).append(request)
+            pending += round_.answer(list(to_judge.values()))
+            for group, request in to_judge.items():
+                judged = answers.results.get(request.key)
+                verdict = judge.read_judgement(judged) if judged is not None else None
+                if verdict is not None and not verdict.ok:
+                    rejected[group] = _why(verdict)
         if not rejected:
             break
         upper = escalated_requests(plan.rows, list(rejected), plan.tiers[names[step]])
@@ -463,6 +479,11 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
             ) + f"{names[step - 1]} rejected ({rejected[group]})"
         pending += round_.answer(list(upper.values()))
     return pending
+
+
+def _why(verdict: object) -> str:
+    name, reason = getattr(verdict, "validator", None), getattr(verdict, "reason", None)
+    return f"{name}: {reason}" if reason else str(name)
 
 
 class _Round:
@@ -642,20 +663,23 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     cfg = plan.pipeline.config
     results = answers.results
     final = {group: chain[-1] for group, chain in answers.chain.items()}
-    routes, earlier = {}, {}
+    routes, earlier, escalated = {}, {}, set()
     for group, chain in answers.chain.items():
         tier, reason = plan.routes[group]
         if len(chain) > 1:
             tier = plan.tier_of(chain[-1]).name
             reason = f"{reason}; escalated to {tier}: {answers.escalations[group]}"
-            earlier[group] = sum(
-                _result_cost(plan, plan.tier_of(r), results[r.key])
-                for r in chain[:-1] if not results[r.key].from_cache
-            )
+            escalated.add(group)
+        # what this row paid besides its final answer: cheaper tiers tried first, judge calls
+        other = [*chain[:-1], *answers.judged.get(group, [])]
+        spent = sum(_result_cost(plan, plan.tier_of(r), results[r.key]) for r in other
+                    if r.key in results and not results[r.key].from_cache)
+        if spent:
+            earlier[group] = spent
         routes[group] = (tier, reason)
     groups = group_results(
         final, results, lambda request: _estimated_cost(plan, request), answers.past,
-        routes, earlier,
+        routes, earlier, escalated,
     )
     constants = {"run_id": plan.run_id, "pipeline": cfg.name}
     facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)

@@ -14,6 +14,7 @@ import polars as pl
 
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.errors import ConfigError
+from batchopt.hashing import stable_hash
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
@@ -132,3 +133,22 @@ def escalated_requests(
 def _requests_for(rows: pl.DataFrame, groups: list[str], tier: Tier) -> dict[str, Request]:
     chosen = rows.filter(pl.col("group_id").is_in(groups))
     return build_requests(chosen, tier.spec)
+
+
+def judge_request_factory(tier: Tier, max_tokens: int = 16):  # noqa: ANN201 - a closure
+    """Requests to a judge on `tier`: its user message as given, no system text, no schema."""
+    spec = tier.spec
+
+    def make(user: str) -> Request:
+        key = stable_hash({
+            "provider": spec.provider, "endpoint": spec.endpoint, "model": spec.model,
+            "system": "", "user": user, "max_tokens": max_tokens,
+            "temperature": spec.temperature, "json_schema": None, "params": spec.params,
+            "purpose": "judge",
+        })
+        return Request(key=key, provider=spec.provider, model=spec.model, system="", user=user,
+                       max_tokens=max_tokens, temperature=spec.temperature,
+                       params=dict(spec.params),
+                       estimated_input_tokens=count_tokens(user, spec.model))
+
+    return make

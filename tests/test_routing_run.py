@@ -190,3 +190,24 @@ def test_a_router_trained_by_the_cli_sends_hard_rows_to_the_strong_tier(fake, tm
     assert (ledger.filter(long_rows)["tier"] == "strong").all()
     assert (ledger.filter(~long_rows)["tier"] == "cheap").all()
     assert ledger["route_reason"].str.starts_with("classifier p(hard)=").all()
+
+
+def test_a_judge_on_the_strong_tier_decides_what_escalates_and_its_calls_are_paid(fake, tmp_path):
+    # The fake's oracle makes the judge (gpt-4o) say "yes" to the short tickets' answers and
+    # "no" to the long ones'.
+    items = [{"match": f"#{100 + i}", "answer": "yes", "difficulty": "easy"} for i in range(6)]
+    items += [{"match": f"#{200 + i}", "answer": "no", "difficulty": "easy"} for i in range(4)]
+    fake.set_oracle(items, models={"gpt-4o": {"easy": 1.0}, "gpt-4o-mini": {"easy": 1.0}})
+    routing = {"strategy": "cascade", "tiers": ["cheap", "strong"],
+               "validators": [{"type": "refusal"}, {"type": "judge", "tier": "strong"}]}
+    summary = _run(_pipeline(tmp_path, routing), fake, run_id="j1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path, "j1")
+    up = ledger.filter(pl.col("escalated"))
+    assert sorted(up["row_id"]) == [f"T{i:02d}" for i in range(6, 10)]
+    assert up["route_reason"].str.contains("judge").all()
+    strong_calls = [e for e in fake.log() if e["model"] == "gpt-4o"]
+    assert len(strong_calls) == 10 + 4  # a judge call per cheap answer, then the escalations
+    kept = ledger.filter(~pl.col("escalated"))
+    assert (kept["earlier_attempts_usd"] > 0).all()  # the judge's call is on the row's bill
+    assert (kept["cost_usd"] > kept["earlier_attempts_usd"]).all()

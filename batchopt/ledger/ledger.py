@@ -60,7 +60,8 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "baseline_output_tokens": pl.Int64(),
     "baseline_latency_ms": pl.Float64(),
     "estimated_cost_usd": pl.Float64(),
-    # what the cheaper tiers a cascade tried first cost this row (already priced)
+    # what this row paid besides its final answer: cheaper tiers a cascade tried first, judge
+    # calls (already priced)
     "earlier_attempts_usd": pl.Float64(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
