@@ -139,5 +139,11 @@ def test_demo_pipeline_on_the_local_model(tmp_path):
     paid = ledger.filter(pl.col("mode") == "online")
     assert (paid["cost_usd"] > 0).all() and (paid["latency_ms"] > 0).all()
     assert (ledger["baseline_cost_usd"] > ledger["cost_usd"]).all()
+    # the shipped pipeline routes with a cascade: every row starts on the first tier, and an
+    # escalated one is answered one tier up, its first attempt on its bill
+    assert set(ledger["tier"]) <= {"local", "local_long"}
+    assert ledger["route_reason"].str.starts_with("cascade: starts on local").all()
+    up = ledger.filter(pl.col("escalated"))
+    assert (up["tier"] == "local_long").all() and (up["earlier_attempts_usd"] > 0).all()
     outputs = pl.read_parquet(tmp_path / "out" / "summarize" / "outputs.parquet")
     assert outputs["summary"].str.len_chars().min() > 0
