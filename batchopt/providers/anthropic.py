@@ -195,11 +195,7 @@ class AnthropicProvider(SDKBatchProvider):
         self, batch_id: str, requests: Iterable[Request]
     ) -> AsyncIterator[BatchRow]:
         """Every row of an ended batch (the API lists expired and canceled rows too)."""
-        status = await self.poll_batch(batch_id)
-        if not status.has_results:
-            raise TerminalProviderError(
-                f"anthropic batch {batch_id} has no results ({status.raw_status})"
-            )
+        status = await self._status_with_results(batch_id)
         rows = RowMapper(requests, self.from_payload)
         client = self._client_for_running_loop()
         lines = await self._batch_call(client.messages.batches.results(batch_id))

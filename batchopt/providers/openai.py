@@ -191,12 +191,7 @@ class OpenAIProvider(SDKBatchProvider):
         self, batch_id: str, requests: Iterable[Request]
     ) -> AsyncIterator[BatchRow]:
         """The rows of the output file, then of the error file."""
-        status = await self.poll_batch(batch_id)
-        if not status.has_results:
-            raise TerminalProviderError(
-                f"openai batch {batch_id} has no results ({status.raw_status})"
-                + (f": {status.error}" if status.error else "")
-            )
+        status = await self._status_with_results(batch_id)
         rows = RowMapper(requests, self.from_payload)
         seen = 0
         for file_id in (status.output_file_id, status.error_file_id):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from batchopt.errors import ProviderError, TransientProviderError
-from batchopt.providers.batching import BatchProvider
+from batchopt.errors import ProviderError, TerminalProviderError, TransientProviderError
+from batchopt.providers.batching import BatchProvider, BatchStatus
 from batchopt.providers.sdk_common import SDKProvider, scrub
 
 T = TypeVar("T")
@@ -28,6 +28,16 @@ class SDKBatchProvider(SDKProvider, BatchProvider):
             return await call
         except self._sdk_error as exc:
             raise self._error(exc, WHERE) from None
+
+    async def _status_with_results(self, batch_id: str) -> BatchStatus:
+        """The batch's status; TerminalProviderError when it has no results to read."""
+        status = await self.poll_batch(batch_id)
+        if not status.has_results:
+            raise TerminalProviderError(
+                f"{self.name} batch {batch_id} has no results ({status.raw_status})"
+                + (f": {status.error}" if status.error else "")
+            )
+        return status
 
     def _upload_timeout(self, size: int) -> float:
         return self.settings.timeout_s + size / _UPLOAD_BYTES_PER_SECOND
