@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,13 @@ def write_pipeline(folder: Path, data: dict[str, Any] | None = None, text: str |
     path = folder / "pipeline.yaml"
     path.write_text(text if text is not None else yaml.safe_dump(data or pipeline_dict()))
     return path
+
+
+def fake_env(fake: Any, openai_key: str = "sk-test-0001", anthropic_key: str = "sk-ant-test-0002",
+             **extra: str) -> dict[str, str]:
+    """This process's environment pointed at the fake server, with no real provider settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": openai_key,
+                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                "ANTHROPIC_API_KEY": anthropic_key, **extra})
+    return env

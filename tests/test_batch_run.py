@@ -3,7 +3,6 @@ runs that survive a kill and overlapping schedulers, partial results, and batch 
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import pipeline_dict, write_pipeline
+from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_PENDING, ConfigError
@@ -37,11 +36,7 @@ def _pipeline(tmp_path: Path, n: int = 12, **execution: object) -> Path:
 
 
 def _env(fake) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-test-batch-0001",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
-                "ANTHROPIC_API_KEY": "sk-ant-test-batch-0002"})
-    return env
+    return fake_env(fake, "sk-test-batch-0001", "sk-ant-test-batch-0002")
 
 
 def _run(path: Path, fake, **options: object) -> RunSummary | RunPending:

@@ -3,12 +3,11 @@ what the ledger says of each row, and the budget guard."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import pipeline_dict, write_pipeline
+from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
@@ -40,11 +39,7 @@ def _pipeline(tmp_path: Path, routing: dict, **extra: object) -> Path:
 
 
 def _env(fake) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-test-route-01",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
-                "ANTHROPIC_API_KEY": "sk-ant-test-route-02"})
-    return env
+    return fake_env(fake, "sk-test-route-01", "sk-ant-test-route-02")
 
 
 def _run(path: Path, fake, **options: object):

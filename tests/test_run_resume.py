@@ -11,18 +11,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import pipeline_dict, write_pipeline
+from helpers import fake_env, pipeline_dict, write_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 
 
 def _env(fake, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    env.update({"OPENAI_BASE_URL": fake.openai_base_url, "OPENAI_API_KEY": "sk-live-SECRET-4242",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
-                "ANTHROPIC_API_KEY": "sk-ant-SECRET-9191", **extra})
-    return env
+    return fake_env(fake, "sk-live-SECRET-4242", "sk-ant-SECRET-9191", **extra)
 
 
 def _tickets(n: int) -> list[dict[str, str]]:
