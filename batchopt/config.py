@@ -157,6 +157,12 @@ class ModelConfig(StrictModel):
     usd_per_hour: float | None = Field(
         default=None, ge=0, description="local: what an hour of this machine costs"
     )
+    system: str | None = Field(
+        default=None, description="This tier's own system text (default: prompt.system)"
+    )
+    template: str | None = Field(
+        default=None, description="This tier's own user template (default: prompt.template)"
+    )
 
     @model_validator(mode="after")
     def _local_only_keys(self) -> ModelConfig:

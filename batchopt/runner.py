@@ -43,7 +43,14 @@ from batchopt.ledger.store import write_ledger, write_views_file
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result, Usage
-from batchopt.tiers import Tier, first_requests, make_tier, route_groups, tier_names
+from batchopt.tiers import (
+    Tier,
+    first_requests,
+    make_tier,
+    route_groups,
+    tier_names,
+    tier_template_variables,
+)
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.crossrun import PastAnswer
@@ -240,7 +247,10 @@ def prepare(
     rows = read_rows(
         paths["input"],
         cfg.input.id_column,
-        renderer.variables + ([sem.column] if sem.enabled and sem.column else []),
+        list(dict.fromkeys([
+            *renderer.variables, *tier_template_variables(loaded, names),
+            *([sem.column] if sem.enabled and sem.column else []),
+        ])),
         keep_columns=cfg.input.columns,
         hive_partitioning=cfg.input.hive_partitioning,
     )
@@ -286,7 +296,7 @@ def prepare(
         )
     tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy)
-    requests = first_requests(rows, tiers, routes)
+    requests = first_requests(rows, tiers, routes, cfg.input.id_column)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
@@ -470,7 +480,10 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
                     rejected[group] = _why(verdict)
         if not rejected:
             break
-        upper = escalated_requests(plan.rows, list(rejected), plan.tiers[names[step]])
+        upper = escalated_requests(
+            plan.rows, list(rejected), plan.tiers[names[step]],
+            plan.pipeline.config.input.id_column,
+        )
         for group, request in upper.items():
             plan.key_tier[request.key] = names[step]
             answers.chain[group].append(request)

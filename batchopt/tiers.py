@@ -53,7 +53,8 @@ def make_tier(
     profile = cfg.profiles[name]
     spec = CallSpec(
         provider=profile.provider, model=profile.model,
-        endpoint=settings.base_url or settings.model_path or "", system=cfg.prompt.system,
+        endpoint=settings.base_url or settings.model_path or "",
+        system=profile.system if profile.system is not None else cfg.prompt.system,
         max_tokens=profile.max_tokens, temperature=profile.temperature,
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
     )
@@ -110,7 +111,8 @@ def _hard_probabilities(texts: list[str], loaded: LoadedPipeline) -> object:
 
 
 def first_requests(
-    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]]
+    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]],
+    id_column: str,
 ) -> dict[str, Request]:
     """Each group's request on the tier it starts on, by group_id, in group order."""
     by_tier: dict[str, list[str]] = {}
@@ -118,21 +120,43 @@ def first_requests(
         by_tier.setdefault(tier, []).append(group)
     requests: dict[str, Request] = {}
     for tier, groups in by_tier.items():
-        requests.update(_requests_for(rows, groups, tiers[tier]))
+        requests.update(_requests_for(rows, groups, tiers[tier], id_column))
     order = rows.filter(pl.col("dedup") == "none")["group_id"].to_list()
     return {g: requests[g] for g in order if g in requests}
 
 
 def escalated_requests(
-    rows: pl.DataFrame, groups: list[str], tier: Tier
+    rows: pl.DataFrame, groups: list[str], tier: Tier, id_column: str
 ) -> dict[str, Request]:
-    """The same prompts, asked of `tier`, by group_id."""
-    return _requests_for(rows, groups, tier)
+    """The same rows, asked of `tier` (in its own prompt variant, if it has one), by group_id."""
+    return _requests_for(rows, groups, tier, id_column)
 
 
-def _requests_for(rows: pl.DataFrame, groups: list[str], tier: Tier) -> dict[str, Request]:
-    chosen = rows.filter(pl.col("group_id").is_in(groups))
-    return build_requests(chosen, tier.spec)
+def _requests_for(
+    rows: pl.DataFrame, groups: list[str], tier: Tier, id_column: str
+) -> dict[str, Request]:
+    chosen = rows.filter(pl.col("group_id").is_in(groups) & (pl.col("dedup") == "none"))
+    if tier.profile.template is None:
+        return build_requests(chosen, tier.spec)
+    # this tier's own prompt variant, rendered for the representatives it answers
+    from batchopt.prompts.template import PromptRenderer, render_prompts
+
+    renderer = PromptRenderer(tier.profile.template, where=f"profiles.{tier.name}.template")
+    rendered = render_prompts(chosen, renderer, id_column, out_column="__prompt_tier")
+    return build_requests(rendered, tier.spec, user_column="__prompt_tier")
+
+
+def tier_template_variables(loaded: LoadedPipeline, names: list[str]) -> list[str]:
+    """Columns the tiers' own templates use; compiling them here reports a bad one before any
+    row is read or any request sent."""
+    from batchopt.prompts.template import PromptRenderer
+
+    found: list[str] = []
+    for name in names:
+        template = loaded.config.profiles[name].template
+        if template is not None:
+            found += PromptRenderer(template, where=f"profiles.{name}.template").variables
+    return found
 
 
 def judge_request_factory(tier: Tier, max_tokens: int = 16):  # noqa: ANN201 - a closure

@@ -206,3 +206,28 @@ def test_a_judge_on_the_strong_tier_decides_what_escalates_and_its_calls_are_pai
     kept = ledger.filter(~pl.col("escalated"))
     assert (kept["earlier_attempts_usd"] > 0).all()  # the judge's call is on the row's bill
     assert (kept["cost_usd"] > kept["earlier_attempts_usd"]).all()
+
+
+def test_a_tier_may_ask_in_its_own_prompt_variant(fake, tmp_path):
+    path = _pipeline(tmp_path, CASCADE)
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    data["profiles"]["strong"].update({"system": "Be thorough.",
+                                       "template": "VARIANT {{ subject }}: {{ body }}"})
+    path.write_text(yaml.safe_dump(data))
+    summary = _run(path, fake, run_id="v1")
+    assert isinstance(summary, RunSummary) and summary.escalated == 4
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet").sort("ticket_id")
+    answers = dict(zip(outputs["ticket_id"], outputs["summary"], strict=True))
+    # the fake answers "Summary: " + the first words of the user message it was sent
+    assert all(answers[f"T{i:02d}"].startswith("Summary: VARIANT Order:") for i in range(6, 10))
+    assert not any(answers[f"T{i:02d}"].startswith("Summary: VARIANT") for i in range(6))
+    data["profiles"]["strong"]["template"] = "{{ body | nosuchfilter }}"
+    path.write_text(yaml.safe_dump(data))
+    from batchopt.errors import ConfigError
+
+    before = fake.stats()["requests"]
+    with pytest.raises(ConfigError, match="profiles.strong.template"):
+        _run(path, fake, run_id="v2")
+    assert fake.stats()["requests"] == before  # refused before anything was sent
