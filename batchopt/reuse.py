@@ -16,7 +16,8 @@ from batchopt.records import Request
 
 if TYPE_CHECKING:
     from batchopt.dedup.crossrun import AnsweredIndex
-    from batchopt.runner import Answers, Plan
+    from batchopt.rounds import Answers
+    from batchopt.runner import Plan
 
 
 def rep_ids(plan: Plan) -> dict[str, str]:

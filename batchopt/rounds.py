@@ -1,0 +1,343 @@
+"""How a run's requests get answered: rounds of response cache, earlier runs' near-duplicates
+and each tier's provider (online, or through its batch API); a cascade's later rounds; the
+budget. A helper of `runner`, which prepares the plan before and writes outputs and ledger after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batchopt import reuse
+from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
+from batchopt.execute.cache import ResponseCache
+from batchopt.execute.online import OnlineExecutor, OnlineSettings
+from batchopt.execute.state import RunState, Submission
+from batchopt.records import Request, Result, Usage
+from batchopt.tiers import Tier
+
+if TYPE_CHECKING:
+    from batchopt.dedup.crossrun import PastAnswer
+    from batchopt.execute.batch import BatchOutcome
+    from batchopt.runner import Plan, RunObserver
+
+# Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for the pre-spend estimate only.
+_LOCAL_PROMPT_TOK_S = 295.0
+_LOCAL_GEN_TOK_S = 100.0
+
+
+@dataclass
+class RunPending:
+    """A batch run whose batches are still with the provider: run again with the same id."""
+
+    run_id: str
+    pipeline: str
+    batches: list[Submission]
+    state_path: Path | None
+    exit_code: int = EXIT_PENDING
+
+
+@dataclass
+class Answers:
+    """What `execute` found: results by request key, the earlier answers reused, and each
+    group's requests in the order a cascade asked them (one unless it escalated)."""
+
+    results: dict[str, Result]
+    past: dict[str, PastAnswer] = field(default_factory=dict)  # by request key
+    chain: dict[str, list[Request]] = field(default_factory=dict)  # by group_id
+    escalations: dict[str, str] = field(default_factory=dict)  # group_id -> why it went up
+    judged: dict[str, list[Request]] = field(default_factory=dict)  # group_id -> judge calls
+    budget_stop: str | None = None  # why sending stopped at the budget, if it did
+
+
+class _Budget:
+    """Money spent by this invocation against `budget.max_usd`."""
+
+    def __init__(self, plan: Plan) -> None:
+        budget = plan.pipeline.config.budget
+        self.limit = budget.max_usd if budget is not None else None
+        self.spent = 0.0
+        self._plan = plan
+
+    def add(self, results: list[Result], requests: dict[str, Request]) -> None:
+        for result in results:
+            request = requests.get(result.key)
+            if request is not None and not result.from_cache:
+                self.spent += result_cost(self._plan, self._plan.tier_of(request), result)
+
+    @property
+    def reached(self) -> bool:
+        return self.limit is not None and self.spent >= self.limit
+
+    def estimate(self, misses: list[Request]) -> float:
+        """This invocation's spend so far plus what `misses` are estimated to cost."""
+        return self.spent + sum(
+            estimated_cost(self._plan, r) * (0.5 if self._plan.mode == "batch" else 1.0)
+            for r in misses
+        )
+
+    def check_estimate(self, misses: list[Request]) -> None:
+        """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
+        if self.limit is None:
+            return
+        estimate = self.estimate(misses)
+        if estimate > self.limit:
+            raise BudgetExceededError(
+                f"budget.max_usd: this run is estimated at ${estimate:,.4f} (inputs counted, "
+                f"outputs at max_tokens) against a budget of ${self.limit:,.4f}; nothing was sent"
+            )
+
+
+def execute(
+    plan: Plan,
+    cache: ResponseCache,
+    observer: RunObserver | None = None,
+    state: RunState | None = None,
+) -> Answers | RunPending:
+    """Answer every request from the cache (exact, then semantic across runs) or the provider:
+    online, or through its batch API (then `RunPending` while batches are still out). A
+    cascade then asks the next tier for each answer its validators reject."""
+    if observer is None:
+        from batchopt.runner import RunObserver
+
+        observer = RunObserver()
+    answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
+    budget = _Budget(plan)
+    round_ = _Round(plan, cache, observer, state, answers, budget)
+    pending = round_.answer(list(plan.requests.values()), first=True)
+    if plan.strategy == "cascade":
+        pending += _cascade(plan, round_)
+    if pending:
+        return RunPending(plan.run_id, plan.pipeline.config.name, pending,
+                          state.path if state else None)
+    return answers
+
+
+def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
+    """Ask one tier up for every answer the validators reject, as far as the config allows."""
+    from batchopt.routing import build_validators, judge_of, validate
+    from batchopt.tiers import escalated_requests, judge_request_factory
+
+    routing = plan.pipeline.config.routing
+    assert routing is not None
+    validators = build_validators(routing.validators, plan.pipeline.config.prompt.json_schema)
+    judge = judge_of(validators)
+    names = list(plan.tiers)
+    answers, pending = round_.answers, []
+    for step in range(1, routing.escalation_limit + 1):
+        rejected: dict[str, str] = {}
+        to_judge: dict[str, Request] = {}
+        for group, chain in answers.chain.items():
+            result = answers.results.get(chain[-1].key)
+            if len(chain) != step or result is None:  # further up already, or still out
+                continue
+            verdict = validate(validators, chain[-1], result)
+            if not verdict.ok:
+                rejected[group] = _why(verdict)
+            elif judge is not None:
+                make = judge_request_factory(plan.tiers[judge.tier])
+                to_judge[group] = judge.judge_request(chain[-1], result, make)
+        if to_judge:  # the answers every local check passed go to the judge, one call each
+            assert judge is not None
+            for group, request in to_judge.items():
+                plan.key_tier[request.key] = judge.tier
+                answers.judged.setdefault(group, []).append(request)
+            pending += round_.answer(list(to_judge.values()))
+            for group, request in to_judge.items():
+                judged = answers.results.get(request.key)
+                verdict = judge.read_judgement(judged) if judged is not None else None
+                if verdict is not None and not verdict.ok:
+                    rejected[group] = _why(verdict)
+        if not rejected:
+            break
+        upper = escalated_requests(
+            plan.rows, list(rejected), plan.tiers[names[step]],
+            plan.pipeline.config.input.id_column,
+        )
+        for group, request in upper.items():
+            plan.key_tier[request.key] = names[step]
+            answers.chain[group].append(request)
+            answers.escalations[group] = (
+                f"{answers.escalations[group]}; " if group in answers.escalations else ""
+            ) + f"{names[step - 1]} rejected ({rejected[group]})"
+        pending += round_.answer(list(upper.values()))
+    return pending
+
+
+def _why(verdict: object) -> str:
+    name, reason = getattr(verdict, "validator", None), getattr(verdict, "reason", None)
+    return f"{name}: {reason}" if reason else str(name)
+
+
+class _Round:
+    """Answers a list of requests: cache, earlier runs' near-duplicates, then each tier's
+    provider, online or in batches; shared by a run's first round and a cascade's later ones."""
+
+    def __init__(self, plan: Plan, cache: ResponseCache, observer: RunObserver,
+                 state: RunState | None, answers: Answers, budget: _Budget) -> None:
+        self.plan, self.cache, self.observer, self.state = plan, cache, observer, state
+        self.answers, self.budget = answers, budget
+        self.index = reuse.answered_index(plan, cache)
+        self.reps = reuse.rep_ids(plan) if self.index is not None else {}
+        self.sent: dict[str, Request] = {}  # what this invocation asked a provider, by key
+
+    def persist(self, results: list[Result]) -> None:
+        self.cache.put_many(results, self.plan.run_id)
+        self.budget.add(results, self.sent)
+
+    def answer(self, requests: list[Request], first: bool = False) -> list[Submission]:
+        plan, answers = self.plan, self.answers
+        misses: list[Request] = []
+        for request in {r.key: r for r in requests}.values():
+            if request.key in answers.results:
+                continue
+            cached = self.cache.get(request.key)
+            if cached is None:
+                misses.append(request)
+            elif cached.paid_run_id == plan.run_id:  # this run paid for it before a cut-off
+                answers.results[request.key] = replace(cached, from_cache=False)
+            else:
+                answers.results[request.key] = cached
+        if first and self.index is not None and misses:
+            misses = reuse.reuse_past(plan, self.cache, self.index, self.reps, misses, answers)
+        if not misses:
+            return []
+        if first:
+            self.budget.check_estimate(misses)
+        elif self.budget.limit is not None and (
+            self.budget.reached
+            or (plan.mode == "batch" and self.budget.estimate(misses) > self.budget.limit)
+        ):
+            # a later round (escalations) that the budget cannot pay for is not sent
+            stop = answers.budget_stop or (
+                f"budget: ${self.budget.spent:,.4f} spent, the next round would pass "
+                f"${self.budget.limit:,.4f}"
+            )
+            answers.budget_stop = stop
+            for request in misses:
+                answers.results[request.key] = Result(
+                    key=request.key, text=None, status="failed", attempts=0,
+                    error=f"not sent: {stop}",
+                )
+            return []
+        self.sent.update({r.key: r for r in misses})
+        by_tier: dict[str, list[Request]] = {}
+        for request in misses:
+            by_tier.setdefault(plan.tier_of(request).name, []).append(request)
+        pending: list[Submission] = []
+        online: dict[str, list[Request]] = by_tier
+        reasons: dict[str, str] = {}
+        if plan.mode == "batch":
+            assert self.state is not None
+            self.observer.stage("batch")
+            known = {r.key: r for chain in answers.chain.values() for r in chain}
+            outcomes = asyncio.run(_send_batches(plan, self.state, by_tier, known, self))
+            online = {}
+            for name, outcome in outcomes.items():
+                answers.results.update(outcome.results)
+                pending += outcome.pending
+                reasons.update(outcome.reasons)
+                if outcome.online:
+                    online[name] = outcome.online
+        for name, tier_misses in online.items():
+            self.observer.stage("send")
+            self.observer.sending(len(tier_misses))
+            sent = asyncio.run(_send_online(plan, plan.tiers[name], tier_misses, self))
+            answers.results.update({
+                k: replace(r, retry_reason=reasons[k]) if k in reasons else r
+                for k, r in sent.items()
+            })
+        if self.index is not None and first:
+            fresh = [r for r in misses if _fresh_answer(answers, r.key)]
+            reuse.remember(plan, self.index, self.reps, fresh)
+        return pending
+
+
+def _fresh_answer(answers: Answers, key: str) -> bool:
+    result = answers.results.get(key)
+    return result is not None and result.ok and not result.from_cache and result.attempts > 0
+
+
+async def _send_online(
+    plan: Plan, tier: Tier, misses: list[Request], round_: _Round
+) -> dict[str, Result]:
+    from batchopt.providers.registry import create_provider
+
+    profile = tier.profile
+    online = OnlineSettings(
+        concurrency=profile.concurrency,
+        rpm=profile.rpm,
+        tpm=profile.tpm,
+        timeout_s=profile.timeout_s,
+        max_attempts=profile.max_attempts,
+    )
+    provider = create_provider(tier.settings)
+    budget = round_.budget
+
+    def persist(results: list[Result]) -> None:
+        round_.persist(results)
+        if budget.reached and round_.answers.budget_stop is None:
+            round_.answers.budget_stop = (
+                f"budget reached: spent ${budget.spent:,.4f} of ${budget.limit:,.4f}"
+            )
+            executor.stop(round_.answers.budget_stop)
+
+    try:
+        executor = OnlineExecutor(provider, online, persist, round_.observer.answered)
+        return await executor.run(misses)
+    finally:
+        await provider.aclose()
+
+
+async def _send_batches(
+    plan: Plan, state: RunState, by_tier: dict[str, list[Request]], known: dict[str, Request],
+    round_: _Round,
+) -> dict[str, BatchOutcome]:
+    """Each tier's misses through its batch API, the tiers side by side."""
+    from batchopt.execute.batch import BatchExecutor, BatchSettings
+    from batchopt.providers.batching import supports_batch
+    from batchopt.providers.registry import create_provider
+
+    execution = plan.pipeline.config.execution
+    settings = BatchSettings(
+        run_id=plan.run_id, rounds=execution.batch_rounds,
+        poll_seconds=execution.poll_seconds, wait=plan.wait,
+        online_fallback=plan.online_fallback,
+    )
+
+    async def one(name: str, misses: list[Request]) -> BatchOutcome:
+        tier = plan.tiers[name]
+        provider = create_provider(tier.settings)
+        try:
+            if not supports_batch(provider):
+                raise ConfigError(f"provider '{tier.profile.provider}' has no batch API")
+            executor = BatchExecutor(
+                provider, state, round_.persist, settings,  # type: ignore[arg-type]
+                provider_name=tier.profile.provider, model=tier.profile.model,
+                on_poll=round_.observer.batches,
+            )
+            return await executor.run(misses, known)
+        finally:
+            await provider.aclose()
+
+    names = list(by_tier)
+    outcomes = await asyncio.gather(*(one(name, by_tier[name]) for name in names))
+    return dict(zip(names, outcomes, strict=True))
+
+
+def result_cost(plan: Plan, tier: Tier, result: Result) -> float:
+    """What one bought result cost, at its tier's price (the batch price for batch rows)."""
+    if not (result.ok or result.usage.input_tokens > 0):
+        return 0.0
+    return plan.prices.cost(tier.price, result.usage, batch=result.mode == "batch",
+                            latency_ms=result.latency_ms)
+
+
+def estimated_cost(plan: Plan, request: Request) -> float:
+    usage = Usage(input_tokens=request.estimated_input_tokens, output_tokens=request.max_tokens)
+    seconds = (
+        request.estimated_input_tokens / _LOCAL_PROMPT_TOK_S + request.max_tokens / _LOCAL_GEN_TOK_S
+    )
+    return plan.prices.cost(plan.price, usage, latency_ms=seconds * 1000.0)
