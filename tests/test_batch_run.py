@@ -237,3 +237,19 @@ def test_requests_beyond_one_batch_are_split_to_the_providers_limits(fake, tmp_p
     assert fake.stats()["batches_created"] == 3  # 12 requests, 5 a batch
     ledger = _ledger(tmp_path, "s1")
     assert sorted(ledger.group_by("batch_id").len()["len"].to_list()) == [2, 5, 5]
+
+
+def test_status_command_exit_codes(fake, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from batchopt.cli import main
+
+    fake.batch_seconds = 0.2
+    path = _pipeline(tmp_path)
+    for name, value in _env(fake).items():
+        monkeypatch.setenv(name, value)
+    unknown = CliRunner().invoke(main, ["status", str(path), "--run-id", "never"])
+    assert unknown.exit_code == 2 and "no run 'never'" in unknown.output
+    assert isinstance(_run(path, fake, run_id="st"), RunSummary)
+    done = CliRunner().invoke(main, ["status", str(path), "--run-id", "st"])
+    assert done.exit_code == 0 and "finished" in done.output and "round 1" in done.output
