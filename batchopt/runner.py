@@ -290,7 +290,7 @@ def prepare(
             pl.lit(None, dtype=pl.String).alias("veto_id"),
         )
     tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
-    routes = route_groups(rows, loaded, list(tiers.values()), strategy)
+    routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(

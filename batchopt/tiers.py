@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -20,6 +21,9 @@ from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request
 from batchopt.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from batchopt.dedup.step import SemanticOutcome
 
 ROUTE_COLUMNS = ("__tier", "__route_reason")
 
@@ -62,9 +66,13 @@ def make_tier(
 
 
 def route_groups(
-    rows: pl.DataFrame, loaded: LoadedPipeline, tiers: list[Tier], strategy: str
+    rows: pl.DataFrame, loaded: LoadedPipeline, tiers: list[Tier], strategy: str,
+    semantic: SemanticOutcome | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """group_id -> (tier name, why) for every dedup group, decided on its representative."""
+    """group_id -> (tier name, why) for every dedup group, decided on its representative.
+
+    The classifier reuses the semantic dedup step's vectors when that step embedded the same
+    prompts with the same embedder settings."""
     from batchopt.routing import route_by_classifier, route_rules, route_single
 
     routing = loaded.config.routing
@@ -82,7 +90,11 @@ def route_groups(
                              **columns)
     elif strategy == "classifier":
         assert routing is not None and routing.classifier is not None
-        probabilities = _hard_probabilities(reps["prompt_user"].to_list(), loaded)
+        id_column = loaded.config.input.id_column
+        probabilities = _hard_probabilities(
+            reps["prompt_user"].to_list(), reps[id_column].cast(pl.String).to_list(), loaded,
+            semantic,
+        )
         routed = route_by_classifier(reps, probabilities, routing.classifier.threshold,
                                      names[0], names[-1], **columns)
     else:  # single, and cascade, which starts every row on the cheapest tier
@@ -92,7 +104,11 @@ def route_groups(
     return {g: (t, r) for g, t, r in routed.select("group_id", tier, reason).iter_rows()}
 
 
-def _hard_probabilities(texts: list[str], loaded: LoadedPipeline) -> object:
+def _hard_probabilities(
+    texts: list[str], ids: list[str], loaded: LoadedPipeline, semantic: SemanticOutcome | None
+) -> object:
+    import numpy as np
+
     from batchopt.dedup.embed import load_embedder
     from batchopt.routing import RouterModel
 
@@ -103,10 +119,20 @@ def _hard_probabilities(texts: list[str], loaded: LoadedPipeline) -> object:
     if not Path(path).exists():
         raise ConfigError(f"routing.classifier.path: {path} does not exist "
                           "(make one with `batchopt router train`)")
-    model = str(loaded.resolve(settings.model)) if settings.model else None
-    embedder = load_embedder(settings.backend, model)
-    vectors = embedder.embed(texts)
-    router = RouterModel.load(path, embedder_name=embedder.name, dim=vectors.shape[1])
+    sem = loaded.config.dedup.semantic
+    same_embedding = (
+        semantic is not None and sem.column is None  # it embedded the rendered prompts
+        and (sem.backend, sem.model) == (settings.backend, settings.model)
+        and all(i in semantic.vectors for i in ids)
+    )
+    if same_embedding:
+        assert semantic is not None
+        vectors, name = np.stack([semantic.vectors[i] for i in ids]), semantic.embedder_name
+    else:
+        model = str(loaded.resolve(settings.model)) if settings.model else None
+        embedder = load_embedder(settings.backend, model)
+        vectors, name = embedder.embed(texts), embedder.name
+    router = RouterModel.load(path, embedder_name=name, dim=vectors.shape[1])
     return router.predict_hard(vectors)
 
 

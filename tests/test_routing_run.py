@@ -231,3 +231,34 @@ def test_a_tier_may_ask_in_its_own_prompt_variant(fake, tmp_path):
     with pytest.raises(ConfigError, match="profiles.strong.template"):
         _run(path, fake, run_id="v2")
     assert fake.stats()["requests"] == before  # refused before anything was sent
+
+
+def test_the_classifier_reuses_the_semantic_steps_vectors(fake, tmp_path, monkeypatch):
+    from batchopt.dedup import embed
+    from batchopt.routing import train_router_from_texts
+
+    embedder = embed.load_embedder("model2vec")
+    texts = [f"Subject: Order\n\n{SHORT} #{i}" for i in range(30)]
+    texts += [f"Subject: Order\n\n{LONG} #{i}" for i in range(30)]
+    hard = pl.Series([False] * 30 + [True] * 30).to_numpy()
+    train_router_from_texts(texts, hard, embedder).save(tmp_path / "router.npz")
+    routing = {"strategy": "classifier", "tiers": ["cheap", "strong"],
+               "classifier": {"path": str(tmp_path / "router.npz"), "backend": "model2vec"}}
+    semantic = {"semantic": {"enabled": True, "backend": "model2vec", "threshold": 0.95}}
+    path = _pipeline(tmp_path / "p", routing, dedup=semantic)
+
+    loads: list[tuple[object, ...]] = []
+    real = embed.load_embedder
+
+    def counted(*args: object, **kwargs: object) -> embed.Embedder:
+        loads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embed, "load_embedder", counted)
+    summary = _run(path, fake, run_id="reuse")
+    assert len(loads) == 1  # the semantic step's; the classifier used its vectors
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path / "p", "reuse").filter(pl.col("dedup") == "none")
+    long_rows = ledger["row_id"].is_in([f"T{i:02d}" for i in range(6, 10)])
+    assert (ledger.filter(long_rows)["tier"] == "strong").all()
+    assert (ledger.filter(~long_rows)["tier"] == "cheap").all()
