@@ -9,9 +9,10 @@ Endpoints:
                                 oracle's verdicts on paid answers: `oracle` =
                                 {"right", "wrong", "unmatched"} counts, and `oracle_by_model`
     GET  /_fake/log             every paid call: t, wire, model, tokens, request_hash, id,
-                                oracle (right | wrong | unmatched)
-    POST /_fake/reset           zero the stats and the log, drop pending faults, files, batches
-                                and the oracle
+                                oracle (right | wrong | unmatched), cached_tokens,
+                                cache_read_tokens, cache_write_tokens (see `prompt_cache`)
+    POST /_fake/reset           zero the stats and the log, drop pending faults, files, batches,
+                                the oracle and the prompt cache
     POST /_fake/oracle          set the answer oracle (JSON, see `oracle`); 400 if malformed
     GET  /_fake/oracle          a summary of it (`set`, `items`, `by_difficulty`, `models`, ...)
     DELETE /_fake/oracle        drop it
@@ -143,7 +144,9 @@ class FakeProviderApp:
             return self._openai_error(fault.status or 500, request, fault)
         ident = self._next_id()
         try:
-            reply = wire.openai_reply(wire.json_object(body), ident, self.state.oracle)
+            reply = wire.openai_reply(
+                wire.json_object(body), ident, self.state.oracle, self.state.prompt_cache
+            )
         except wire.BadRequest as exc:
             self.state.record_failed("openai")
             return self._openai_error(400, request, message=str(exc))
@@ -171,7 +174,9 @@ class FakeProviderApp:
             return self._anthropic_error(fault.status or 500, request, fault)
         ident = self._next_id()
         try:
-            reply = wire.anthropic_reply(wire.json_object(body), ident, self.state.oracle)
+            reply = wire.anthropic_reply(
+                wire.json_object(body), ident, self.state.oracle, self.state.prompt_cache
+            )
         except wire.BadRequest as exc:
             self.state.record_failed("anthropic")
             return self._anthropic_error(400, request, message=str(exc))
@@ -197,6 +202,8 @@ class FakeProviderApp:
             reply.request_hash,
             reply.response_id,
             reply.verdict,
+            reply.cache_read_tokens,
+            reply.cache_write_tokens,
         )
 
     # ---- control ------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ class BatchStore:
                 self.state.record_failed(billed_wire, model if isinstance(model, str) else None)
                 continue
             try:
-                reply = answer(body, ident, self.state.oracle)
+                reply = answer(body, ident, self.state.oracle, self.state.prompt_cache)
             except wire.BadRequest as exc:
                 outcomes.append(RowOutcome(custom_id, "errored", 400, None, str(exc), ident))
                 self.state.record_failed(billed_wire)
@@ -243,6 +243,8 @@ class BatchStore:
                 reply.request_hash,
                 reply.response_id,
                 reply.verdict,
+                reply.cache_read_tokens,
+                reply.cache_write_tokens,
             )
             outcomes.append(RowOutcome(custom_id, "succeeded", 200, reply.payload, None, ident))
         return outcomes

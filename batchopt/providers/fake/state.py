@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchopt.providers.fake.oracle import UNMATCHED, VERDICTS, Oracle
+from batchopt.providers.fake.prompt_cache import PromptCache
 
 WIRES = ("openai", "anthropic", "openai-batch", "anthropic-batch")
 _LOG_FIELDS = (
@@ -32,6 +33,9 @@ _LOG_FIELDS = (
     "request_hash",
     "id",
     "oracle",
+    "cached_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
 )
 _FAULT_KEYS = {"status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
 BATCH_EFFECTS = frozenset(
@@ -172,14 +176,16 @@ class ServerState:
         self._verdicts = _verdicts()
         self._verdicts_by_model: dict[str, dict[str, int]] = {}
         self.oracle: Oracle | None = None  # read without the lock: replaced, never mutated
+        self.prompt_cache = PromptCache()  # both providers' prompt caches (own lock)
 
     def set_oracle(self, oracle: Oracle | None) -> None:
         """Answer matching requests from `oracle` from now on; None drops it."""
         self.oracle = oracle
 
     def reset(self) -> None:
-        """Zero the stats, empty the log, drop pending faults and the oracle."""
+        """Zero the stats, empty the log, drop pending faults, the oracle and the prompt cache."""
         self.oracle = None
+        self.prompt_cache.clear()
         with self._lock:
             self._faults.clear()
             self._batch_faults.clear()
@@ -233,8 +239,14 @@ class ServerState:
         request_hash: str,
         response_id: str,
         verdict: str = UNMATCHED,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> None:
-        """Count one answered (billable) model call and the oracle's verdict on it; log it."""
+        """Count one answered (billable) model call and the oracle's verdict on it; log it.
+
+        `input_tokens` is the whole prompt, prompt-cache reads and writes included; the log
+        entry also has `cache_read_tokens`, `cache_write_tokens` and `cached_tokens` (OpenAI's
+        name for the reads, the same number)."""
         entry = (
             time.time(),
             wire,
@@ -244,6 +256,9 @@ class ServerState:
             request_hash,
             response_id,
             verdict,
+            cache_read_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
         )
         with self._lock:
             for bucket in (self._by_wire[wire], self._model_bucket(model)):

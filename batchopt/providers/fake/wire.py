@@ -23,6 +23,7 @@ from batchopt.hashing import stable_hash
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.logprobs import openai_logprobs
 from batchopt.providers.fake.oracle import NO_MATCH, Oracle, Verdict
+from batchopt.providers.fake.prompt_cache import CacheControlError, PromptCache
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -41,6 +42,9 @@ class Reply:
     output_tokens: int
     request_hash: str
     verdict: str = "unmatched"  # the oracle's: right | wrong | unmatched
+    # prompt-cache tokens (see `prompt_cache`); `input_tokens` counts them too
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def response_id(self) -> str:
@@ -58,8 +62,16 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def openai_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None) -> Reply:
-    """The chat completion answering `data`; BadRequest if the body is invalid."""
+def openai_reply(
+    data: dict[str, Any],
+    ident: str,
+    oracle: Oracle | None = None,
+    cache: PromptCache | None = None,
+) -> Reply:
+    """The chat completion answering `data`; BadRequest if the body is invalid.
+
+    With a `cache`, a prompt sharing a long enough prefix with an earlier one reports cached
+    tokens (`prompt_tokens_details.cached_tokens`), as OpenAI's automatic prefix caching does."""
     model = _model(data)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -73,6 +85,14 @@ def openai_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None)
         data, texts, answers.openai_schema(data), limit, oracle
     )
     logprobs = openai_logprobs(verdict, model, text, top) if data.get("logprobs") else None
+    cached = 0
+    if cache is not None:
+        said = [
+            (str(m.get("role")), answers.content_text(m.get("content")))
+            for m in messages
+            if isinstance(m, dict)
+        ]
+        cached = cache.openai_cached(model, said, input_tokens)
     payload = {
         "id": "chatcmpl-" + ident,
         "object": "chat.completion",
@@ -90,16 +110,27 @@ def openai_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None)
             "prompt_tokens": input_tokens,
             "completion_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
         "system_fingerprint": "fp_fake",
     }
-    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind)
+    return Reply(
+        payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind, cached
+    )
 
 
-def anthropic_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = None) -> Reply:
-    """The Messages answer to `data`; BadRequest if the body is invalid."""
+def anthropic_reply(
+    data: dict[str, Any],
+    ident: str,
+    oracle: Oracle | None = None,
+    cache: PromptCache | None = None,
+) -> Reply:
+    """The Messages answer to `data`; BadRequest if the body is invalid.
+
+    With a `cache`, `cache_control` breakpoints read and write cached prefixes: `usage` then
+    reports `cache_read_input_tokens` / `cache_creation_input_tokens`, and `input_tokens` only
+    the tokens after them, as the real API does (`Reply.input_tokens` stays the whole prompt)."""
     model = _model(data)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -116,6 +147,12 @@ def anthropic_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = No
     text, cut, input_tokens, output_tokens, verdict = _answer(
         data, texts, answers.anthropic_schema(data, system), limit, oracle
     )
+    read = write = 0
+    if cache is not None:
+        try:
+            read, write = cache.anthropic_usage(data)
+        except CacheControlError as exc:
+            raise BadRequest(str(exc)) from None
     payload = {
         "id": "msg_" + ident,
         "type": "message",
@@ -125,13 +162,15 @@ def anthropic_reply(data: dict[str, Any], ident: str, oracle: Oracle | None = No
         "stop_reason": "max_tokens" if cut else "end_turn",
         "stop_sequence": None,
         "usage": {
-            "input_tokens": input_tokens,
+            "input_tokens": max(0, input_tokens - read - write),
             "output_tokens": output_tokens,
-            "cache_read_input_tokens": 0,
-            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": write,
         },
     }
-    return Reply(payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind)
+    return Reply(
+        payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind, read, write
+    )
 
 
 def _answer(
