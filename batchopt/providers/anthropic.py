@@ -11,6 +11,15 @@ are tolerated) into `Result.parsed`, and the caller validates it.
 The SDK plumbing (key, client per event loop, the call through the SDK's generic `post`, error
 mapping) is in `batchopt.providers.sdk_common`; this module holds the Anthropic wire format.
 
+Prompt caching: the system prompt (instructions, few-shot examples, the JSON schema) is the
+static part of every row, sent first and byte-identical. When it is long enough for the model
+to cache (`cache_min_tokens`, Anthropic's documented minimums, counted with
+`batchopt.tokens.count_tokens`), it is sent as one text block with `cache_control:
+{"type": "ephemeral"}`, so rows after the first read it from the cache; shorter system prompts
+go as a plain string. `usage` maps to `Usage` with `input_tokens` = the whole prompt (the API's
+`input_tokens` counts only what follows the last breakpoint), `cached_input_tokens` = cache
+reads, `cache_write_tokens` = cache writes.
+
 Message Batches: one create call carries every request as `{"custom_id", "params"}`, where
 `params` is exactly the online Messages body. A message batch has no metadata, nor any other
 field a caller can set and read back while it runs, so `find_batches` cannot recognise a tag
@@ -22,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
+from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -38,10 +48,46 @@ from batchopt.providers.batching import (
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
+from batchopt.tokens import count_tokens
 
 PIP_REQUIREMENT = "anthropic[aiohttp]"
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
+EPHEMERAL = {"type": "ephemeral"}
+# The fewest prefix tokens Anthropic caches, per model family (first matching name prefix wins;
+# 1024 otherwise), from Anthropic's prompt-caching documentation.
+_CACHE_MINIMUMS = (
+    ("claude-opus-4-6", 4096),
+    ("claude-opus-4-5", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-sonnet-4-6", 2048),
+    ("claude-3-5-haiku", 2048),
+    ("claude-3-haiku", 2048),
+)
+_DEFAULT_CACHE_MINIMUM = 1024
+
+
+def cache_min_tokens(model: str) -> int:
+    """The fewest prompt-prefix tokens Anthropic caches for `model`."""
+    lowered = model.lower()
+    for prefix, minimum in _CACHE_MINIMUMS:
+        if lowered.startswith(prefix):
+            return minimum
+    return _DEFAULT_CACHE_MINIMUM
+
+
+@lru_cache(maxsize=64)
+def _system_tokens(system: str, model: str) -> int:
+    # memoised: every row of a run shares its system prompt
+    return count_tokens(system, model)
+
+
+def system_field(system: str, model: str) -> str | list[dict[str, Any]]:
+    """The `system` value: one cache-marked text block if `system` is long enough to be cached
+    for `model`, else the plain string."""
+    if _system_tokens(system, model) < cache_min_tokens(model):
+        return system
+    return [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
 
 
 def _sdk() -> ModuleType:
@@ -105,7 +151,7 @@ class AnthropicProvider(SDKBatchProvider):
             "temperature": request.temperature,
         }
         if system:
-            payload["system"] = system
+            payload["system"] = system_field(system, request.model)
         return apply_params(payload, request.params)
 
     def from_payload(self, request: Request, raw: dict[str, Any]) -> Result:
