@@ -88,6 +88,9 @@ class BoilerplateStep(_Step):
         description="Confidentiality notices, 'Sent from my iPhone' and the like; a sentence "
         "with a digit in it is never removed",
     )
+    greetings: bool = Field(
+        default=True, description="A greeting alone on the first line ('Hi,', 'Dear team,')"
+    )
     extra_patterns: list[str] = Field(
         default_factory=list,
         description="More regexes (Python re, multiline); every match is removed",
