@@ -170,6 +170,7 @@ def strip_boilerplate(
     """`text` without quoted history, signatures, disclaimers and `extra_patterns` matches."""
     if not text:
         return text
+    original = text
     for pattern in extra_patterns:
         compiled = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
         text = compiled.sub("", text)
@@ -183,4 +184,4 @@ def strip_boilerplate(
         lines = _drop_signatures(lines)
     if greetings:
         lines = _drop_greeting(lines)
-    return text if lines == before else _tidy(lines)
+    return original if lines == before and text == original else _tidy(lines)
