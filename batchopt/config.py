@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchopt.config_compress import CompressConfig
 from batchopt.config_routing import BudgetConfig, RoutingConfig
 from batchopt.errors import ConfigError
 
@@ -232,6 +233,9 @@ class PipelineConfig(StrictModel):
     cache: CacheConfig
     prompt: PromptConfig
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    compress: CompressConfig | None = Field(
+        default=None, description="Compression steps on the template's input columns"
+    )
     default_profile: str
     profiles: dict[str, ModelConfig] = Field(min_length=1)
     baseline: BaselineConfig | None = Field(

@@ -85,13 +85,16 @@ def group_results(
 def ledger_facts(
     rows: pl.DataFrame, groups: pl.DataFrame, id_column: str, constants: dict[str, Any]
 ) -> pl.DataFrame:
-    """One fact row per input row; `constants` (run_id, pipeline, tier, provider, model, ...)
-    are the same on every row."""
+    """One fact row per input row; `constants` (run_id, pipeline, ...) are the same on every
+    row. `rows` may carry `compression_tokens_saved` (the prompt tokens compression removed from
+    each row): the naive way would have sent them, so they count in the row's baseline."""
     rep = pl.col("dedup") == "none"
     reused = rep & pl.col("past_row_id").is_not_null()
+    saved = (pl.col("compression_tokens_saved") if "compression_tokens_saved" in rows.columns
+             else pl.lit(0)).cast(pl.Int64).fill_null(0).alias("compression_tokens_saved")
     joined = rows.select(
         pl.col(id_column).cast(pl.String).alias("row_id"),
-        "group_id", "representative_id", "dedup", "similarity", "veto_guard", "veto_id",
+        "group_id", "representative_id", "dedup", "similarity", "veto_guard", "veto_id", saved,
     ).join(groups, on="group_id", how="left", maintain_order="left")
     return joined.with_columns(
         # A representative answered by an earlier run's near-duplicate names that row.
@@ -114,8 +117,10 @@ def ledger_facts(
         pl.when(rep).then(pl.col("estimated_cost_usd")).otherwise(0.0).alias("estimated_cost_usd"),
         pl.when(rep).then(pl.col("batch_id")).otherwise(None).alias("batch_id"),
         pl.when(rep).then(pl.col("retry_reason")).otherwise(None).alias("retry_reason"),
-        pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"),
-        pl.col("baseline_input_tokens").cast(pl.Int64),
+        pl.when(rep).then(pl.col("compression_tokens_saved")).otherwise(0)
+        .alias("compression_tokens_saved"),
+        (pl.col("baseline_input_tokens") + pl.col("compression_tokens_saved")).cast(pl.Int64)
+        .alias("baseline_input_tokens"),
         pl.col("baseline_output_tokens").cast(pl.Int64),
     )
 

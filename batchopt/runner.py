@@ -255,6 +255,14 @@ def prepare(
             f"prompt.output_column: '{cfg.prompt.output_column}' is already an input column"
         )
 
+    if cfg.compress is not None:
+        from batchopt.prompts.compress import SAVED_COLUMN, compress_rows
+
+        observer.stage("compress")
+        rows, report = compress_rows(rows, cfg.compress, renderer.variables, profile.model)
+        rows = rows.with_columns(report[SAVED_COLUMN].alias("compression_tokens_saved"))
+    else:
+        rows = rows.with_columns(pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"))
     observer.stage("render")
     rows = render_prompts(rows, renderer, cfg.input.id_column)
     observer.stage("dedup")
