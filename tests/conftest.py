@@ -26,9 +26,19 @@ def fake_server() -> Iterator[FakeServer]:
 
 @pytest.fixture
 def fake(fake_server: FakeServer) -> Iterator[FakeServer]:
-    """The session's fake server with zeroed stats, an empty log, no faults and no latency."""
+    """The session's fake server with zeroed stats, an empty log, no faults and no latency;
+    a test may change its batch duration, which is put back after it."""
+    batch_seconds = fake_server.batch_seconds
     fake_server.reset()
     fake_server.latency_ms = 0
     yield fake_server
     fake_server.reset()
     fake_server.latency_ms = 0
+    fake_server.batch_seconds = batch_seconds
+
+
+@pytest.fixture
+def bfake(fake: FakeServer) -> FakeServer:
+    """The fake server with batches that end 50 ms after creation."""
+    fake.batch_seconds = 0.05
+    return fake

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -44,15 +44,6 @@ SCHEMA = {
     "required": ["topic", "urgent"],
 }
 WIRES = ["openai", "anthropic"]
-
-
-@pytest.fixture
-def bfake(fake: FakeServer) -> Iterator[FakeServer]:
-    """The fake server with batches that end 50 ms after creation."""
-    before = fake.batch_seconds
-    fake.batch_seconds = 0.05
-    yield fake
-    fake.batch_seconds = before
 
 
 def make_provider(server: FakeServer, wire: str, **kwargs: Any) -> SDKBatchProvider:

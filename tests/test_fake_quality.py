@@ -7,7 +7,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import openai
@@ -96,15 +96,6 @@ def mean(values: Sequence[float]) -> float:
 def within(measured: float, target: float, n: int) -> bool:
     """`measured` is within 3 binomial standard deviations (and at least 3 points) of `target`."""
     return abs(measured - target) <= max(0.03, 3 * math.sqrt(target * (1 - target) / n))
-
-
-@pytest.fixture
-def bfake(fake: FakeServer) -> Iterator[FakeServer]:
-    """The fake server with batches that end 50 ms after creation."""
-    before = fake.batch_seconds
-    fake.batch_seconds = 0.05
-    yield fake
-    fake.batch_seconds = before
 
 
 # ---- quality per model and difficulty --------------------------------------------------------

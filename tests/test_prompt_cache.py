@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -325,14 +324,6 @@ async def test_cached_rows_are_billed_at_the_cached_rates(
 
 
 # ---- batches -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bfake(fake: FakeServer) -> Iterator[FakeServer]:
-    before = fake.batch_seconds
-    fake.batch_seconds = 0.05
-    yield fake
-    fake.batch_seconds = before
 
 
 @pytest.mark.parametrize(
