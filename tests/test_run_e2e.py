@@ -80,11 +80,6 @@ def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, pr
     assert round(ledger["cost_usd"].sum(), 2) == round(_paid_cost_from_server_log(fake, model), 2)
     assert ledger["input_tokens"].sum() == stats["input_tokens"]
     assert ledger["output_tokens"].sum() == stats["output_tokens"]
-    # the shipped pipeline compresses: quoted history and signatures come off before sending
-    paid = ledger.filter(pl.col("dedup") == "none")
-    assert (paid["compression_tokens_saved"] > 0).sum() > paid.height // 4
-    assert (paid["baseline_input_tokens"] == paid["input_tokens"]
-            + paid["compression_tokens_saved"]).all()
 
     followers = ledger.filter(pl.col("dedup") == "exact")
     assert followers.height > 0
