@@ -150,7 +150,7 @@ class FakeProviderApp:
         except wire.BadRequest as exc:
             self.state.record_failed("openai")
             return self._openai_error(400, request, message=str(exc))
-        self._record(reply, "openai")
+        reply.bill(self.state, "openai")
         return json_response(reply.payload, 200, {"x-request-id": "req_" + ident})
 
     def _openai_error(
@@ -180,7 +180,7 @@ class FakeProviderApp:
         except wire.BadRequest as exc:
             self.state.record_failed("anthropic")
             return self._anthropic_error(400, request, message=str(exc))
-        self._record(reply, "anthropic")
+        reply.bill(self.state, "anthropic")
         return json_response(reply.payload, 200, {"request-id": "req_" + ident})
 
     def _anthropic_error(
@@ -193,18 +193,6 @@ class FakeProviderApp:
         body = wire.anthropic_error_body(status, message, ident)
         return json_response(body, status, _error_headers(fault, "request-id", ident))
 
-    def _record(self, reply: wire.Reply, wire_name: str) -> None:
-        self.state.record_paid(
-            wire_name,
-            reply.model,
-            reply.input_tokens,
-            reply.output_tokens,
-            reply.request_hash,
-            reply.response_id,
-            reply.verdict,
-            reply.cache_read_tokens,
-            reply.cache_write_tokens,
-        )
 
     # ---- control ------------------------------------------------------------------------------
 

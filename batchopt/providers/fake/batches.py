@@ -235,17 +235,7 @@ class BatchStore:
                 outcomes.append(RowOutcome(custom_id, "errored", 400, None, str(exc), ident))
                 self.state.record_failed(billed_wire)
                 continue
-            self.state.record_paid(
-                billed_wire,
-                reply.model,
-                reply.input_tokens,
-                reply.output_tokens,
-                reply.request_hash,
-                reply.response_id,
-                reply.verdict,
-                reply.cache_read_tokens,
-                reply.cache_write_tokens,
-            )
+            reply.bill(self.state, billed_wire)
             outcomes.append(RowOutcome(custom_id, "succeeded", 200, reply.payload, None, ident))
         return outcomes
 

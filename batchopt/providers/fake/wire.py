@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -24,6 +24,9 @@ from batchopt.providers.fake import answers
 from batchopt.providers.fake.logprobs import openai_logprobs
 from batchopt.providers.fake.oracle import NO_MATCH, Oracle, Verdict
 from batchopt.providers.fake.prompt_cache import CacheControlError, PromptCache
+
+if TYPE_CHECKING:
+    from batchopt.providers.fake.state import ServerState
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -49,6 +52,20 @@ class Reply:
     @property
     def response_id(self) -> str:
         return str(self.payload["id"])
+
+    def bill(self, state: ServerState, wire_name: str) -> None:
+        """Record this answer as paid under `wire_name` (the call's wire, or its batch wire)."""
+        state.record_paid(
+            wire_name,
+            self.model,
+            self.input_tokens,
+            self.output_tokens,
+            self.request_hash,
+            self.response_id,
+            self.verdict,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+        )
 
 
 def json_object(body: bytes) -> dict[str, Any]:
