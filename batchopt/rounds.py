@@ -73,10 +73,8 @@ class _Budget:
 
     def estimate(self, misses: list[Request]) -> float:
         """This invocation's spend so far plus what `misses` are estimated to cost."""
-        return self.spent + sum(
-            estimated_cost(self._plan, r) * (0.5 if self._plan.mode == "batch" else 1.0)
-            for r in misses
-        )
+        batch = self._plan.mode == "batch"
+        return self.spent + sum(estimated_cost(self._plan, r, batch=batch) for r in misses)
 
     def check_estimate(self, misses: list[Request]) -> None:
         """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
@@ -335,9 +333,12 @@ def result_cost(plan: Plan, tier: Tier, result: Result) -> float:
                             latency_ms=result.latency_ms)
 
 
-def estimated_cost(plan: Plan, request: Request) -> float:
+def estimated_cost(plan: Plan, request: Request, *, batch: bool = False) -> float:
+    """What `request` should cost on its tier before it is sent: its prompt tokens as counted
+    offline, its output at `max_tokens` (the batch price with `batch`)."""
     usage = Usage(input_tokens=request.estimated_input_tokens, output_tokens=request.max_tokens)
     seconds = (
         request.estimated_input_tokens / _LOCAL_PROMPT_TOK_S + request.max_tokens / _LOCAL_GEN_TOK_S
     )
-    return plan.prices.cost(plan.price, usage, latency_ms=seconds * 1000.0)
+    price = plan.tier_of(request).price
+    return plan.prices.cost(price, usage, batch=batch, latency_ms=seconds * 1000.0)
