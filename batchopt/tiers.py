@@ -7,6 +7,7 @@ pricing, so it sits beside the runner rather than among the stages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,7 +186,7 @@ def tier_template_variables(loaded: LoadedPipeline, names: list[str]) -> list[st
     return found
 
 
-def judge_request_factory(tier: Tier, max_tokens: int = 16):  # noqa: ANN201 - a closure
+def judge_request_factory(tier: Tier, max_tokens: int = 16) -> Callable[[str], Request]:
     """Requests to a judge on `tier`: its user message as given, no system text, no schema."""
     spec = tier.spec
 
