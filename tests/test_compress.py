@@ -76,6 +76,23 @@ def test_boilerplate_switches() -> None:
     assert strip_boilerplate(disclaimer, disclaimers=False) == disclaimer
 
 
+def test_closing_courtesy_lines_go_wherever_the_writer_put_them() -> None:
+    body = "Order NP-7 arrived broken. Please send a new one."
+    variants = [
+        f"{body}\n\nThanks,\nDana Ruiz\nThank you so much for your help.",
+        f"{body}\n\nThank you so much for your help.\n\nThanks,\nDana Ruiz",
+        f"{body}\nHave a nice day!",
+        f"{body}\n\nKind regards,\nDana Ruiz\n(submitted via shop.example/help)\n"
+        "Looking forward to hearing from you.",
+    ]
+    assert {strip_boilerplate(v) for v in variants} == {body}
+    # Thanks that carries a request is not a courtesy line.
+    asked = f"{body}\nThanks for refunding the $12.00 shipping too."
+    assert strip_boilerplate(asked) == asked
+    # A field that is nothing but thanks is left with its thanks, not emptied.
+    assert strip_boilerplate("Thank you for your help.") == "Thank you for your help."
+
+
 def test_boilerplate_leaves_plain_text_alone() -> None:
     text = "Order NP-1 arrived broken.\nPlease send a new one."
     assert strip_boilerplate(text) is text

@@ -8,7 +8,11 @@ marks, so it and everything below it are removed.
 Signatures: a `-- ` line and the lines below it up to the next blank line; a sign-off line
 ("Thanks,", "Best regards,") followed by short name lines (a name, a title, a phone number) up to
 a blank line. A line below a sign-off that carries a fact (an amount, a code, an order number)
-or reads as a sentence is kept, and so is everything after it.
+or reads as a sentence is kept, and so is everything after it. A closing courtesy line ("Thank
+you so much for your help.", "Have a nice day!") counts as part of the sign-off block, and such
+lines at the very end of the field are removed too: whether a writer puts the thanks above or
+below the name must not change what is sent, or two tickets that ask the same thing would be
+compressed to different prompts.
 
 A greeting alone on the first line ("Hi,", "Dear Northpeak team,") is removed.
 
@@ -43,6 +47,17 @@ _SIGN_OFF = re.compile(
 _FACT = re.compile(
     r"[$€£¥]\s?\d|\d\s?(usd|eur|gbp)\b|#\s?\d|\b[A-Z]{1,5}-?\d{3,}\b|\border\b|\binvoice\b"
     r"|\b(error|code|ref|ticket)\b|\d{4}-\d{2}-\d{2}|\d+[.,]\d{2}\b",
+    re.IGNORECASE,
+)
+# A whole line of thanks or good wishes with no request in it.
+_COURTESY = re.compile(
+    r"^\s*((many )?thanks|thank you)( (so|very) much)?( again)?( in advance)?"
+    r"( for (all )?(your|the) (help|time|assistance|support|patience|understanding|"
+    r"quick (reply|response)))?"
+    r"( in advance)?[,.!]*\s*$"
+    r"|^\s*(have a (nice|good|great|lovely) (day|weekend|evening|one)|looking forward to "
+    r"(hearing from you|your (reply|response|answer))( soon)?|hope to hear from you soon|"
+    r"any help (is|would be) (much |greatly )?appreciated)[,.!]*\s*$",
     re.IGNORECASE,
 )
 _GREETING = re.compile(
@@ -116,14 +131,15 @@ def _drop_signatures(lines: list[str]) -> list[str]:
             continue
         if _SIGN_OFF.match(line):
             j = i + 1
-            while j < n and _name_line(lines[j]):
+            while j < n and (_name_line(lines[j]) or _COURTESY.match(lines[j])):
                 j += 1
             if j >= n or not lines[j].strip():
                 i = j
                 continue
         out.append(line)
         i += 1
-    return out
+    content = [k for k, x in enumerate(out) if x.strip() and not _COURTESY.match(x)]
+    return out[: content[-1] + 1] if content else out
 
 
 def _drop_disclaimers(lines: list[str]) -> list[str]:
