@@ -60,10 +60,30 @@ class CacheConfig(StrictModel):
     enabled: bool = True
 
 
+class ExampleConfig(StrictModel):
+    """A worked example: an input and the answer wanted for it."""
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+
+
 class PromptConfig(StrictModel):
-    """How each row becomes a request: a static system part and a sandboxed Jinja user template."""
+    """How each row becomes a request: a static system part and a sandboxed Jinja user template.
+
+    The static part (system, then context, then examples) is sent first and is byte-identical for
+    every row, so provider prompt caches bill it at the cached rate after the first row.
+    """
 
     system: str = Field(default="", description="System text; identical for every row")
+    context: str = Field(
+        default="", description="Shared reference text (a glossary, a policy) after the system"
+    )
+    context_file: str | None = Field(
+        default=None, description="Read `context` from this UTF-8 file (relative to the YAML)"
+    )
+    examples: list[ExampleConfig] = Field(
+        default_factory=list, description="Few-shot examples, sent after the context"
+    )
     template: str = Field(description="Jinja template of the user message; columns are variables")
     output_column: str = Field(default="output", description="Column that receives the answer")
     json_schema: dict[str, Any] | None = Field(
@@ -77,6 +97,12 @@ class PromptConfig(StrictModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _one_context(self) -> PromptConfig:
+        if self.context and self.context_file:
+            raise ValueError("give context or context_file, not both")
+        return self
 
 
 class GuardsConfig(StrictModel):
@@ -163,6 +189,12 @@ class ModelConfig(StrictModel):
     )
     template: str | None = Field(
         default=None, description="This tier's own user template (default: prompt.template)"
+    )
+    context: str | None = Field(
+        default=None, description="This tier's own shared context (default: prompt's; '' none)"
+    )
+    examples: list[ExampleConfig] | None = Field(
+        default=None, description="This tier's own few-shot examples (default: prompt's; [] none)"
     )
 
     @model_validator(mode="after")
@@ -380,7 +412,22 @@ def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> Loaded
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc)) from exc
-    return LoadedPipeline(config=config, source=source)
+    return LoadedPipeline(config=_read_context_file(config, source), source=source)
+
+
+def _read_context_file(config: PipelineConfig, source: Path) -> PipelineConfig:
+    """`prompt.context_file` read into `prompt.context`, so a missing file fails at load."""
+    name = config.prompt.context_file
+    if not name:
+        return config
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else source.parent / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: prompt.context_file: cannot read {path} ({exc})") from exc
+    prompt = config.prompt.model_copy(update={"context": text})
+    return config.model_copy(update={"prompt": prompt})
 
 
 def json_schema() -> dict[str, Any]:

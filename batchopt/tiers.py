@@ -18,6 +18,7 @@ from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
 from batchopt.ledger.pricing import ModelPrice, PriceTable
+from batchopt.prompts.layout import static_system
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request
@@ -59,7 +60,11 @@ def make_tier(
     spec = CallSpec(
         provider=profile.provider, model=profile.model,
         endpoint=settings.base_url or settings.model_path or "",
-        system=profile.system if profile.system is not None else cfg.prompt.system,
+        system=static_system(
+            profile.system if profile.system is not None else cfg.prompt.system,
+            profile.context if profile.context is not None else cfg.prompt.context,
+            profile.examples if profile.examples is not None else cfg.prompt.examples,
+        ),
         max_tokens=profile.max_tokens, temperature=profile.temperature,
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
     )

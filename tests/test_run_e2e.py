@@ -45,7 +45,10 @@ def _paid_cost_from_server_log(fake, model: str) -> float:
     prices = PriceTable.load()
     price = prices.price("openai" if model.startswith("gpt") else "anthropic", model)
     return sum(
-        prices.cost(price, Usage(input_tokens=e["input_tokens"], output_tokens=e["output_tokens"]))
+        prices.cost(price, Usage(
+            input_tokens=e["input_tokens"], output_tokens=e["output_tokens"],
+            cached_input_tokens=e["cache_read_tokens"], cache_write_tokens=e["cache_write_tokens"],
+        ))
         for e in fake.log()
     )
 
@@ -80,6 +83,18 @@ def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, pr
     assert round(ledger["cost_usd"].sum(), 2) == round(_paid_cost_from_server_log(fake, model), 2)
     assert ledger["input_tokens"].sum() == stats["input_tokens"]
     assert ledger["output_tokens"].sum() == stats["output_tokens"]
+    log = fake.log()
+    assert ledger["cached_input_tokens"].sum() == sum(e["cache_read_tokens"] for e in log)
+    assert ledger["cache_write_tokens"].sum() == sum(e["cache_write_tokens"] for e in log)
+    # The static prefix (system, context, examples) is cached: every paid row but the first
+    # reads it, and the first alone writes it (Anthropic) or pays it in full (OpenAI).
+    paid = ledger.filter(pl.col("mode") == "online")
+    assert (paid["cached_input_tokens"] == 0).sum() == 1
+    assert paid["cached_input_tokens"].min() == 0 < paid["cached_input_tokens"].median()
+    assert (paid["cache_write_tokens"] > 0).sum() == (1 if profile == "anthropic" else 0)
+    assert (paid["saved_prompt_cache_usd"] > 0).sum() == paid.height - 1
+    # Compression removed tokens from some rows, and the ledger says how many.
+    assert (ledger["compression_tokens_saved"] > 0).sum() > tickets.height // 4
 
     followers = ledger.filter(pl.col("dedup") == "exact")
     assert followers.height > 0

@@ -108,7 +108,14 @@ class OnlineExecutor:
                 if self._on_progress is not None:
                     self._on_progress(result)
 
-        workers = max(1, min(self.settings.concurrency, len(requests)))
+        if requests and self.provider.caches_prefix(requests[0]):
+            # One request alone first writes the prompt cache; sent side by side, every
+            # request of the first wave would pay to write it.
+            first = queue.get_nowait()
+            results[first.key] = await self._one(first)
+            if self._on_progress is not None:
+                self._on_progress(results[first.key])
+        workers = max(1, min(self.settings.concurrency, queue.qsize()))
         await asyncio.gather(*(worker() for _ in range(workers)))
         return results
 

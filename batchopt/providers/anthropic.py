@@ -82,10 +82,15 @@ def _system_tokens(system: str, model: str) -> int:
     return count_tokens(system, model)
 
 
+def system_cacheable(system: str, model: str) -> bool:
+    """Whether `system` is long enough for Anthropic to cache it for `model`."""
+    return bool(system) and _system_tokens(system, model) >= cache_min_tokens(model)
+
+
 def system_field(system: str, model: str) -> str | list[dict[str, Any]]:
     """The `system` value: one cache-marked text block if `system` is long enough to be cached
     for `model`, else the plain string."""
-    if _system_tokens(system, model) < cache_min_tokens(model):
+    if not system_cacheable(system, model):
         return system
     return [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
 
@@ -138,12 +143,19 @@ class AnthropicProvider(SDKBatchProvider):
         sdk = _sdk()
         super().__init__(settings, sdk, sdk.AnthropicError)
 
+    @staticmethod
+    def _system(request: Request) -> str:
+        if request.json_schema is None:
+            return request.system
+        instruction = schema_instruction(request.json_schema)
+        return f"{request.system}\n\n{instruction}" if request.system else instruction
+
+    def caches_prefix(self, request: Request) -> bool:
+        return system_cacheable(self._system(request), request.model)
+
     def to_payload(self, request: Request) -> dict[str, Any]:
         """The Messages body; `request.params` override it (a None value drops a key)."""
-        system = request.system
-        if request.json_schema is not None:
-            instruction = schema_instruction(request.json_schema)
-            system = f"{system}\n\n{instruction}" if system else instruction
+        system = self._system(request)
         payload: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,

@@ -46,6 +46,12 @@ class Provider(ABC):
     async def complete(self, request: Request) -> Result:
         """Send `request` once; raise TransientProviderError or TerminalProviderError on failure."""
 
+    def caches_prefix(self, request: Request) -> bool:
+        """Whether the provider's prompt cache can serve `request`'s system text to the requests
+        after it (long enough to be cached). An executor then sends one request first, alone,
+        so the rest read the cache instead of all writing it at once."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients and connections."""
 

@@ -33,6 +33,7 @@ from batchopt.providers.batching import (
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
+from batchopt.tokens import count_tokens
 
 PIP_REQUIREMENT = "openai[aiohttp]"
 BATCH_ENDPOINT = "/v1/chat/completions"
@@ -60,6 +61,9 @@ def _sdk() -> ModuleType:
     return openai
 
 
+OPENAI_CACHE_MIN_TOKENS = 1024
+
+
 class OpenAIProvider(SDKBatchProvider):
     """Chat completions through the `openai` SDK; one attempt per call, SDK retries off."""
 
@@ -72,6 +76,13 @@ class OpenAIProvider(SDKBatchProvider):
     def __init__(self, settings: ProviderSettings) -> None:
         sdk = _sdk()
         super().__init__(settings, sdk, sdk.OpenAIError)
+
+    def caches_prefix(self, request: Request) -> bool:
+        # OpenAI caches a prompt's prefix from 1024 tokens on, by itself; the system message
+        # is the part every row shares.
+        return bool(request.system) and count_tokens(request.system, request.model) >= (
+            OPENAI_CACHE_MIN_TOKENS
+        )
 
     def to_payload(self, request: Request) -> dict[str, Any]:
         """The chat completions body; `request.params` override it (a None value drops a key)."""
