@@ -148,6 +148,26 @@ def validate(pipeline: Path) -> None:
         f"{loaded.source}: valid (pipeline '{loaded.config.name}', profiles: {names}, "
         f"default: {loaded.config.default_profile})"
     )
+    for name, profile in sorted(loaded.config.profiles.items()):
+        click.echo(f"  {name}: {_prefix_note(loaded, name, profile.provider, profile.model)}")
+
+
+def _prefix_note(loaded: Any, name: str, provider: str, model: str) -> str:
+    """What the profile's static prompt prefix is and whether the provider will cache it."""
+    from batchopt.providers.registry import prompt_cache_min_tokens
+    from batchopt.tiers import tier_system
+    from batchopt.tokens import count_tokens
+
+    tokens = count_tokens(tier_system(loaded, name), model)
+    minimum = prompt_cache_min_tokens(provider, model)
+    if minimum is None:
+        return f"static prefix {tokens:,} tokens ({provider}: no prompt cache billing)"
+    if tokens >= minimum:
+        return f"static prefix {tokens:,} tokens, cached from the second request ({model})"
+    return (
+        f"static prefix {tokens:,} tokens, too short for {model}'s prompt cache "
+        f"(needs {minimum:,})"
+    )
 
 
 @main.command()

@@ -60,15 +60,22 @@ def make_tier(
     spec = CallSpec(
         provider=profile.provider, model=profile.model,
         endpoint=settings.base_url or settings.model_path or "",
-        system=static_system(
-            profile.system if profile.system is not None else cfg.prompt.system,
-            profile.context if profile.context is not None else cfg.prompt.context,
-            profile.examples if profile.examples is not None else cfg.prompt.examples,
-        ),
+        system=tier_system(loaded, name),
         max_tokens=profile.max_tokens, temperature=profile.temperature,
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
     )
     return Tier(name, profile, settings, prices.price(profile.provider, profile.model), spec)
+
+
+def tier_system(loaded: LoadedPipeline, name: str) -> str:
+    """The static prefix profile `name` sends: its system text, context and examples (each its
+    own if it sets one, else the prompt's)."""
+    prompt, profile = loaded.config.prompt, loaded.config.profiles[name]
+    return static_system(
+        profile.system if profile.system is not None else prompt.system,
+        profile.context if profile.context is not None else prompt.context,
+        profile.examples if profile.examples is not None else prompt.examples,
+    )
 
 
 def route_groups(

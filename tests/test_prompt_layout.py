@@ -56,3 +56,30 @@ def test_a_tier_can_leave_the_context_out(tmp_path) -> None:
     )
     assert "Long glossary." in with_context.spec.system
     assert without.spec.system == "Summarise the ticket in one sentence."
+
+
+def test_validate_says_which_profiles_get_the_prompt_cache() -> None:
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from batchopt.cli import main
+
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "summarize.yaml"
+    out = CliRunner().invoke(main, ["validate", str(pipeline)])
+    assert out.exit_code == 0, out.output
+    lines = {line.split(":")[0].strip(): line for line in out.output.splitlines()[1:]}
+    assert "cached from the second request" in lines["anthropic"]
+    assert "cached from the second request" in lines["openai"]
+    assert "no prompt cache" in lines["local"]
+
+
+def test_a_short_prefix_is_reported_too_short(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from batchopt.cli import main
+
+    out = CliRunner().invoke(main, ["validate", str(write_pipeline(tmp_path))])
+    assert out.exit_code == 0, out.output
+    assert "too short for claude-3-5-haiku-20241022's prompt cache (needs 2,048)" in out.output
+    assert "too short for gpt-4o-mini's prompt cache (needs 1,024)" in out.output

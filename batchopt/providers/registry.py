@@ -25,3 +25,16 @@ def create_provider(settings: ProviderSettings) -> Provider:
         return LocalProvider(settings)
     known = ", ".join(PROVIDER_NAMES)
     raise ConfigError(f"unknown provider {name!r}: expected one of {known}")
+
+
+def prompt_cache_min_tokens(provider: str, model: str) -> int | None:
+    """The fewest prefix tokens `provider` caches for `model`; None if it has no prompt cache."""
+    if provider == "openai":
+        from batchopt.providers.openai import OPENAI_CACHE_MIN_TOKENS
+
+        return OPENAI_CACHE_MIN_TOKENS
+    if provider == "anthropic":
+        from batchopt.providers.anthropic import cache_min_tokens
+
+        return cache_min_tokens(model)
+    return None
