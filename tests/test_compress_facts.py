@@ -83,6 +83,12 @@ ROWS: list[tuple[str, str, list[str], list[str]]] = [
         ["Sent from my iPhone"],
     ),
     (
+        "courtesy_line_with_fact",
+        "My parcel is late.\n\nThanks,\nDana\nThanks for your help with order NP-4455667.",
+        ["NP-4455667"],
+        [],
+    ),
+    (
         "disclaimer_lookalike",
         "This e-mail is confidential, but my order NP-5566778 was charged twice on 2024-09-08."
         f"\n\nThanks,\nAna\n\n{DISCLAIMER}",
