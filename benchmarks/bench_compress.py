@@ -13,7 +13,10 @@ Three sections, figures only (nothing here asserts on timing):
    for each step the tokens of those columns before and after it, the tokens it removed and
    their share of the original; the total share saved; the tokens of the whole rendered user
    prompt before and after; and the rows/s of `compress_rows` (wall time; best of 3 on the
-   sample, one run on the larger set). On the sample, a fact check of the boilerplate step:
+   sample, one run on the larger set). A third set is the larger one with every 5th body made
+   long (a pasted log whose lines repeat, pasted background): the generator's bodies are short
+   and never repeat a line, so without it repeated_lines and field_budget would show nothing.
+   On the sample, a fact check of the boilerplate step:
    the order numbers, amounts, dates, products, e-mails and codes written outside quoted
    history that the step cut (quoted replies are meant to go).
 
@@ -32,7 +35,9 @@ Three sections, figures only (nothing here asserts on timing):
    rate, against the same paid rows' uncompressed, uncached prompts, (input_tokens +
    compression_tokens_saved) x input rate, for the same model. Only paid rows count on either
    side: dedup followers and response-cache hits were not paid for. The ratio's target is
-   <= 0.50.
+   <= 0.50. Then the same run with the anthropic profile sending its system text only (no
+   context, no examples: too short to cache), where only compression acts, and what the cached
+   prefix adds to the bill.
 
 Nothing is spent: requests go to an in-process fake server through the env given to the runs;
 the process's own OPENAI_* / ANTHROPIC_* variables are neither read nor changed.
@@ -152,6 +157,30 @@ class CompressionFigures:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+LOG_LINES = (
+    "2024-11-0{d} 10:0{m}:13 WARN sync: retrying upload (attempt 3 of 5)",
+    "2024-11-0{d} 10:0{m}:14 ERROR sync: upload failed: E-7031 Sync failed",
+    "2024-11-0{d} 10:0{m}:15 INFO sync: waiting 60 s before the next attempt",
+)
+BACKGROUND = (
+    "Some background on how we use it: the whole team relies on it every day, we set it up "
+    "last spring following the quick-start guide, and until now it has worked without trouble. "
+)
+
+
+def with_pasted_logs(frame: pl.DataFrame, every: int = 5) -> pl.DataFrame:
+    """`frame` with every `every`-th body made long the way real tickets are: a pasted log
+    whose lines repeat, and a paragraph of background pasted several times over."""
+    bodies = frame["body"].to_list()
+    for i in range(0, len(bodies), every):
+        log = "\n".join(
+            line.format(d=1 + i % 9, m=k % 10) for k in range(12) for line in LOG_LINES
+        )
+        log = "\n".join(log.split("\n")[:3] * 12)  # the same three lines, pasted twelve times
+        bodies[i] = f"{bodies[i]}\n\nHere is the log:\n{log}\n\n{BACKGROUND * 30}"
+    return frame.with_columns(pl.Series("body", bodies, dtype=pl.String))
 
 
 def step_names(config: CompressConfig) -> list[str]:
@@ -425,15 +454,27 @@ def fake_env(fake: Any, out_dir: Path) -> dict[str, str]:
     return env
 
 
+def without_static_context(loaded: LoadedPipeline, profile: str) -> LoadedPipeline:
+    """`loaded` with `profile` sending only the system text: no context, no examples."""
+    cfg = loaded.config
+    short = cfg.profiles[profile].model_copy(update={"context": "", "examples": []})
+    cfg = cfg.model_copy(update={"profiles": {**cfg.profiles, profile: short}})
+    return loaded.model_copy(update={"config": cfg})
+
+
 def run_profile(
-    pipeline: Path, config: CompressConfig, profile: str, folder: Path, fake: Any
+    pipeline: Path, config: CompressConfig, profile: str, folder: Path, fake: Any,
+    short_prompt: bool = False,
 ) -> ProfileRun:
-    """Run `pipeline` with `profile` on its own input, everything written under `folder`."""
+    """Run `pipeline` with `profile` on its own input, everything written under `folder`;
+    `short_prompt`: without the pipeline's context and examples."""
     from batchopt.runner import Plan, RunOptions, RunSummary, run_pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
     env = fake_env(fake, folder)
     loaded, added = with_compress(load_pipeline(pipeline, env=env), config)
+    if short_prompt:
+        loaded = without_static_context(loaded, profile)
     name = loaded.config.name
     seen: dict[str, Any] = {}
 
@@ -677,6 +718,15 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
             model,
             runs=1,
         ),
+        compression_figures(
+            "generated, every 5th body with a pasted log (lines repeated) and long background",
+            with_pasted_logs(larger),
+            config,
+            renderer,
+            id_column,
+            model,
+            runs=1,
+        ),
     ]
     for fig in figures:
         out("")
@@ -711,6 +761,10 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
                 out(f"--profile {profile}: not in {PIPELINE.name}, skipped")
                 continue
             runs[profile] = run_profile(PIPELINE, config, profile, root / profile, fake)
+        if RATIO_PROFILE in cfg.profiles:
+            short = run_profile(
+                PIPELINE, config, RATIO_PROFILE, root / "short", fake, short_prompt=True
+            )
         if any(r.compress_added for r in runs.values()):
             out(f"(the runs compress with the steps above: {PIPELINE.name} has no compress:)")
         for run in runs.values():
@@ -728,6 +782,21 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         prices = PriceTable.load(overrides=overrides)
         for line in ratio_lines(runs[RATIO_PROFILE], prices):
             out(line)
+        out("")
+        out(
+            f"the same run without the pipeline's context and examples (system text only, "
+            f"{short.system_tokens} tokens: too short to cache), so only compression acts:"
+        )
+        for line in ratio_lines(short, prices):
+            out(line)
+        full, bare = input_dollars(runs[RATIO_PROFILE].ledger, prices), input_dollars(
+            short.ledger, prices
+        )
+        out(
+            f"  with the cached context and examples the input bill is ${full.billed_usd:.6f}, "
+            f"without them ${bare.billed_usd:.6f} ({full.billed_usd / bare.billed_usd:.2f}x): "
+            "caching makes a long static prefix cheap, not free"
+        )
     out("")
     out(f"total {time.perf_counter() - total_started:.1f} s")
     return 0
