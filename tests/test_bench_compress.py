@@ -60,7 +60,7 @@ def _tables(lines: list[str], names: set[str]) -> list[dict[str, tuple[int, int,
 def test_printed_step_tables_add_up(bench, printed):
     names = {"whitespace", "boilerplate", "repeated_lines", "field_budget", "few_shot", "plugin"}
     tables = _tables(printed, names | {f"{n}_{k}" for n in names for k in range(2, 5)})
-    assert len(tables) == 2, printed  # the sample and the generated set
+    assert len(tables) == 3, printed  # the sample, the generated set, it with pasted logs
     for table in tables:
         total = table.pop("total")
         steps = list(table.values())
@@ -220,3 +220,9 @@ def test_cache_figures_and_the_short_prefix_line(bench):
     lines = bench.cache_lines(short)
     assert any("hit share 0.0%" in line for line in lines)
     assert any("static prefix (43 tokens) is shorter than the minimum" in line for line in lines)
+
+
+def test_pasted_logs_make_the_long_field_steps_work(bench, printed):
+    names = {"whitespace", "boilerplate", "repeated_lines", "field_budget"}
+    long_set = _tables(printed, names)[2]
+    assert long_set["repeated_lines"][2] > 0 and long_set["field_budget"][2] > 0
