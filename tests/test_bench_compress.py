@@ -78,15 +78,15 @@ def test_printed_step_tables_add_up(bench, printed):
         assert 0.0 < total[3] < 100.0  # the sample's boilerplate does go
         assert total[3] == pytest.approx(100 * total[2] / original, abs=0.051)
     counted = [line for line in printed if "counted afresh" in line]
-    assert len(counted) == 2 and all(
+    assert len(counted) == 3 and all(
         "agrees" in line and "DISAGREES" not in line for line in counted
     )
     rendered = [line for line in printed if "rendered user prompts" in line]
-    assert len(rendered) == 2
+    assert len(rendered) == 3
     for line in rendered:
         before, after = (int(x) for x in line.split(": ", 1)[1].split(" tokens")[0].split(" -> "))
         assert 0 < after < before
-    assert sum("rows/s" in line for line in printed) == 2
+    assert sum("rows/s" in line for line in printed) == 3
     assert any(line.startswith("generated") and ": 500 rows" in line for line in printed)
     assert printed[0].startswith("$ python benchmarks/bench_compress.py --skip-runs")
     assert "CPUs" in printed[1]
