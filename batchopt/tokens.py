@@ -3,6 +3,9 @@
 OpenAI's encodings come from the `bpe-openai` package, which ships the o200k_base and
 cl100k_base files (tiktoken itself downloads them at first use, which fails offline). Other
 models get the closest available encoding and are reported as an estimate.
+
+`count_tokens` is for callers that just need a count; `batchopt.token_counters` has counters
+that say what they are (provider-exact or a calibrated estimate), for requests and the ledger.
 """
 
 from __future__ import annotations
@@ -36,8 +39,13 @@ def _encoding(name: str) -> Any:
     return bpe_openai.get_encoding(name)
 
 
-def count_tokens(text: str, model: str = "gpt-4o") -> int:
-    """Tokens in `text` under `model`'s encoding (see `is_exact_for`)."""
+def count_in_encoding(text: str, encoding: str) -> int:
+    """Tokens in `text` under a bpe-openai encoding by name (o200k_base, cl100k_base)."""
     if not text:
         return 0
-    return len(_encoding(encoding_name_for(model)).encode(text))
+    return len(_encoding(encoding).encode(text))
+
+
+def count_tokens(text: str, model: str = "gpt-4o") -> int:
+    """Tokens in `text` under `model`'s encoding (see `is_exact_for`)."""
+    return count_in_encoding(text, encoding_name_for(model))
