@@ -3,6 +3,7 @@
 `group_results` makes one row per dedup group from the results; `output_table` and
 `ledger_facts` join it back onto the input rows. Only a group's representative carries the
 usage, latency and attempts of the call; followers cost nothing and name their representative.
+Every member carries its group's request's offline prompt count and the counter that made it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def group_results(
             "baseline_output_tokens": result.usage.output_tokens,
             "baseline_latency_ms": result.latency_ms,
             "estimated_cost_usd": 0.0 if result.from_cache else estimate(request),
-            "cached_from_run": earlier.run_id if earlier else None,
+            "estimated_input_tokens": request.estimated_input_tokens,
+            "token_counter": request.token_counter or None,
+            "cached_from_run": earlier.run_id if earlier else (
+                result.paid_run_id if result.from_cache else None
+            ),
             "past_row_id": earlier.row_id if earlier else None,
             "past_similarity": earlier.similarity if earlier else None,
         })
@@ -79,6 +84,7 @@ def group_results(
         "escalated": pl.Boolean, "earlier_attempts_usd": pl.Float64,
         "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
         "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
+        "estimated_input_tokens": pl.Int64, "token_counter": pl.String,
     })
 
 
@@ -122,6 +128,8 @@ def ledger_facts(
         (pl.col("baseline_input_tokens") + pl.col("compression_tokens_saved")).cast(pl.Int64)
         .alias("baseline_input_tokens"),
         pl.col("baseline_output_tokens").cast(pl.Int64),
+        # the request each member was answered by: a follower's and a cache hit's too
+        pl.col("estimated_input_tokens").cast(pl.Int64).fill_null(0),
     )
 
 

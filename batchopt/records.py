@@ -37,7 +37,9 @@ class Request:
     """One distinct model call: what is sent, to whom, with which parameters.
 
     `key` is the canonical hash of everything that decides the answer (provider, model, params,
-    messages); it keys the response cache.
+    messages); it keys the response cache. `estimated_input_tokens` is the offline count of
+    system + user text by the counter named in `token_counter` (see `batchopt.token_counters`);
+    neither is part of the key.
     """
 
     key: str
@@ -50,6 +52,7 @@ class Request:
     json_schema: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     estimated_input_tokens: int = 0
+    token_counter: str = ""
 
 
 @dataclass(frozen=True)

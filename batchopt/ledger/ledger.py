@@ -60,6 +60,11 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "baseline_output_tokens": pl.Int64(),
     "baseline_latency_ms": pl.Float64(),
     "estimated_cost_usd": pl.Float64(),
+    # the prompt's (system + user) tokens counted offline before sending, and by which counter
+    # (`batchopt.token_counters`: "exact:..." or "estimate:..."); a follower or cache hit has its
+    # representative's
+    "estimated_input_tokens": pl.Int64(),
+    "token_counter": pl.String(),
     # what this row paid besides its final answer: cheaper tiers a cascade tried first, judge
     # calls (already priced)
     "earlier_attempts_usd": pl.Float64(),
@@ -95,6 +100,7 @@ _COUNT_COLUMNS = (
     "baseline_input_tokens",
     "baseline_output_tokens",
     "attempts",
+    "estimated_input_tokens",
 )
 _RATES = ("_in", "_out", "_cached", "_write", "_discount", "_hour")
 
