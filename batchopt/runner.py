@@ -297,7 +297,12 @@ def prepare(
             pl.lit(None, dtype=pl.String).alias("veto_guard"),
             pl.lit(None, dtype=pl.String).alias("veto_id"),
         )
+    from batchopt.prompts.requests import with_counter
+    from batchopt.token_counters import calibrate
+
+    calibration = calibrate(paths["ledger"], cfg.name)  # past runs' billed vs counted tokens
     tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
+    tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
 
 from batchopt.hashing import stable_hash
 from batchopt.records import Request
-from batchopt.tokens import count_tokens
+from batchopt.token_counters import Calibration, TokenCounter, counter_for
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class CallSpec:
 
     `endpoint` (a base URL or a local model file) is part of each request's key, so answers from
     a rehearsal against the fake server are never served to a run against the real API.
+    `counter` counts each request's prompt tokens before it is sent (not part of the key);
+    without one, `build_requests` uses `counter_for` with no calibration.
     """
 
     provider: str
@@ -28,13 +31,32 @@ class CallSpec:
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    counter: TokenCounter | None = field(default=None, compare=False)
 
 
-def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "prompt_user"
-                   ) -> dict[str, Request]:
-    """One Request per group (from its representative's rendered prompt), by group_id."""
+def spec_counter(
+    spec: CallSpec, calibration: Mapping[tuple[str, str], Calibration] | None = None
+) -> TokenCounter:
+    """The counter for `spec`'s model: a local model's file is its endpoint."""
+    model_path = (spec.endpoint or None) if spec.provider == "local" else None
+    return counter_for(spec.provider, spec.model, model_path=model_path, calibration=calibration)
+
+
+def with_counter(
+    spec: CallSpec, calibration: Mapping[tuple[str, str], Calibration] | None = None
+) -> CallSpec:
+    """`spec` with its counter, calibrated on past runs' usage where it is an estimate."""
+    return replace(spec, counter=spec_counter(spec, calibration))
+
+
+def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "prompt_user",
+                   *, counter: TokenCounter | None = None) -> dict[str, Request]:
+    """One Request per group (from its representative's rendered prompt), by group_id.
+
+    Prompt tokens are counted by `counter`, else `spec.counter`, else `spec_counter(spec)`."""
+    counter = counter or spec.counter or spec_counter(spec)
     representatives = rows.filter(pl.col("dedup") == "none")
-    system_tokens = count_tokens(spec.system, spec.model)
+    system_tokens = counter.count(spec.system)
     requests: dict[str, Request] = {}
     for group_id, user in representatives.select("group_id", user_column).iter_rows():
         key = stable_hash({
@@ -47,6 +69,7 @@ def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "promp
             key=key, provider=spec.provider, model=spec.model, system=spec.system, user=user,
             max_tokens=spec.max_tokens, temperature=spec.temperature,
             json_schema=spec.json_schema, params=dict(spec.params),
-            estimated_input_tokens=system_tokens + count_tokens(user, spec.model),
+            estimated_input_tokens=system_tokens + counter.count(user),
+            token_counter=counter.name,
         )
     return requests
