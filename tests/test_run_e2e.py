@@ -119,6 +119,8 @@ def test_shipped_pipeline_runs_through_the_sdk_and_reconciles(fake, tmp_path, pr
     )
     assert second["cost_usd"].sum() == 0
     assert set(second["mode"]) == {"cache", "dedup"}
+    hits = second.filter(pl.col("mode") == "cache")
+    assert (hits["cached_from_run"] == "day1").all()  # the run that paid for the answer
     assert pl.read_parquet(tmp_path / "summarize" / "outputs.parquet")["summary"].to_list() == (
         outputs["summary"].to_list()
     )
