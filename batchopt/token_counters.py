@@ -21,6 +21,9 @@ named in their counter.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -152,9 +155,15 @@ def _gguf_vocab(path: str) -> Any:
     except ImportError:
         return None
     try:
-        return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+        # llama.cpp warns on stderr about the context window a vocabulary has no use for
+        with contextlib.redirect_stderr(io.StringIO()):
+            vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     except Exception:  # a bad file: the provider reports it when it loads the model
         return None
+    close = getattr(vocab, "close", None)
+    if close is not None:  # freed at exit while llama.cpp is still loaded, not in teardown
+        atexit.register(close)
+    return vocab
 
 
 def _count_gguf(vocab: Any, text: str) -> int:
