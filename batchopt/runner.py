@@ -389,7 +389,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         final, results, lambda request: estimated_cost(plan, request), answers.past,
         routes, earlier, escalated,
     )
-    constants = {"run_id": plan.run_id, "pipeline": cfg.name}
+    constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC)}
     facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)
     ledger = price_ledger(
         facts, plan.prices, plan.baseline[0], plan.baseline[1], price_version=plan.prices.version

@@ -30,6 +30,7 @@ from batchopt.ledger.pricing import MS_PER_HOUR, ModelPrice, PriceTable, token_u
 FACT_SCHEMA: dict[str, pl.DataType] = {
     "run_id": pl.String(),
     "pipeline": pl.String(),
+    "run_at": pl.Datetime("us", "UTC"),  # when the run wrote its ledger (the day it counts on)
     "row_id": pl.String(),
     "group_id": pl.String(),
     "representative_id": pl.String(),
