@@ -173,13 +173,15 @@ def test_failed_rows_give_exit_1_and_are_in_the_ledger(fake, tmp_path):
 
 def test_transient_faults_are_retried_without_paying_twice(fake, tmp_path):
     env = _env(fake, tmp_path)
-    fake.set_faults([{"status": 429, "retry_after": 0.05, "count": 3}, {"status": 503, "count": 2}])
+    # The first request goes alone (it warms the prompt cache), so it may meet every fault: four
+    # leave it one of its five attempts.
+    fake.set_faults([{"status": 429, "retry_after": 0.05, "count": 2}, {"status": 503, "count": 2}])
     result = _run_cli(["run", str(PIPELINE), "--profile", "openai", "--run-id", "retry"], env)
     assert result.returncode == 0, result.stderr
     ledger = pl.read_parquet(
         tmp_path / "ledger" / "pipeline=summarize" / "run_id=retry" / "part.parquet"
     )
     assert (ledger["status"] == "ok").all()
-    assert ledger["attempts"].sum() == ledger.filter(pl.col("mode") == "online").height + 5
+    assert ledger["attempts"].sum() == ledger.filter(pl.col("mode") == "online").height + 4
     hashes = [e["request_hash"] for e in fake.log()]
     assert len(hashes) == len(set(hashes))
