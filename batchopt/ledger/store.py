@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchopt.errors import ConfigError, InputError
+from batchopt.ledger.ledger import LEDGER_SCHEMA
 
 if TYPE_CHECKING:
     import duckdb
@@ -91,13 +92,30 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _duckdb_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    types = {pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN"}
+    return types[dtype.base_type()]
+
+
 def ledger_view_sql(root: Path) -> str:
-    """The CREATE VIEW statement of `ledger` over the absolute Parquet glob under `root`."""
+    """The CREATE VIEW statement of `ledger` over the absolute Parquet glob under `root`.
+
+    union_by_name reads a column some parts lack as NULL there; the empty typed row set it is
+    united with gives every column of LEDGER_SCHEMA even when no part has it yet (a folder of
+    runs written before `run_at` existed), so the views over `ledger` always bind.
+    """
     glob = (Path(root).expanduser().resolve() / "**" / "*.parquet").as_posix()
+    columns = ",\n".join(
+        f"    NULL::{_duckdb_type(dtype)} AS {name}" for name, dtype in LEDGER_SCHEMA.items()
+    )
     return (
         "CREATE OR REPLACE VIEW ledger AS\n"
         f"SELECT * FROM read_parquet({_sql_string(glob)}, hive_partitioning = true,\n"
-        "    union_by_name = true, hive_types = {'pipeline': VARCHAR, 'run_id': VARCHAR});\n"
+        "    union_by_name = true, hive_types = {'pipeline': VARCHAR, 'run_id': VARCHAR})\n"
+        "UNION ALL BY NAME\n"
+        f"SELECT\n{columns}\nWHERE false;\n"
     )
 
 

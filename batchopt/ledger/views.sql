@@ -90,3 +90,212 @@ SELECT
 FROM ledger
 WHERE status = 'failed'
 ORDER BY pipeline, run_id, row_id;
+
+-- One row per run and tier (the tier whose answer the row kept; NULL when no tier was chosen):
+-- rows, how many a cascade escalated to this tier (a cache hit keeps the flag of the answer it
+-- reused), spend (escalated rows include what they paid on cheaper tiers first, also shown on
+-- its own as earlier_attempts_usd), the baseline and the saving.
+CREATE OR REPLACE VIEW cost_by_tier AS
+SELECT
+    pipeline,
+    run_id,
+    tier,
+    string_agg(DISTINCT model, ',' ORDER BY model) AS models,
+    count(*) AS rows,
+    count(*) FILTER (WHERE escalated) AS escalated_rows,
+    count(*) FILTER (WHERE status = 'failed') AS failed_rows,
+    sum(input_tokens)::BIGINT AS input_tokens,
+    sum(output_tokens)::BIGINT AS output_tokens,
+    fsum(cost_usd) AS cost_usd,
+    fsum(earlier_attempts_usd) AS earlier_attempts_usd,
+    fsum(baseline_cost_usd) AS baseline_cost_usd,
+    fsum(baseline_cost_usd - cost_usd) AS saved_usd
+FROM ledger
+GROUP BY pipeline, run_id, tier
+ORDER BY pipeline, run_id, tier NULLS LAST;
+
+-- One row per run and mode (online, batch, cache, dedup, failed, in that order): rows and their
+-- share of the run's rows, tokens, spend and its share of the run's spend, baseline, saving.
+CREATE OR REPLACE VIEW cost_by_mode AS
+WITH by_mode AS (
+    SELECT
+        pipeline,
+        run_id,
+        mode,
+        count(*) AS rows,
+        sum(input_tokens)::BIGINT AS input_tokens,
+        sum(cached_input_tokens)::BIGINT AS cached_input_tokens,
+        sum(output_tokens)::BIGINT AS output_tokens,
+        fsum(cost_usd) AS cost_usd,
+        fsum(baseline_cost_usd) AS baseline_cost_usd,
+        fsum(baseline_cost_usd - cost_usd) AS saved_usd
+    FROM ledger
+    GROUP BY pipeline, run_id, mode
+)
+SELECT
+    pipeline,
+    run_id,
+    mode,
+    rows,
+    rows / sum(rows) OVER run AS row_share,
+    input_tokens,
+    cached_input_tokens,
+    output_tokens,
+    cost_usd,
+    cost_usd / nullif(sum(cost_usd) OVER run, 0) AS cost_share,
+    baseline_cost_usd,
+    saved_usd
+FROM by_mode
+WINDOW run AS (PARTITION BY pipeline, run_id)
+ORDER BY pipeline, run_id, coalesce(list_position(['online', 'batch', 'cache', 'dedup', 'failed'], mode), 6), mode;
+
+-- One row per run: how much the two caches answered.
+--   response cache: rows answered by an earlier run's answer (mode 'cache'; their dedup
+--     followers count as dedup) and what that saved;
+--   provider prompt cache: of the prompt tokens of the rows that made a request this run
+--     (online, batch, failed), the share read from the provider's prompt cache, the tokens
+--     written to it, and what the cheaper cached reads saved.
+CREATE OR REPLACE VIEW cache_hit_share AS
+WITH per_run AS (
+    SELECT
+        pipeline,
+        run_id,
+        count(*) AS rows,
+        count(*) FILTER (WHERE mode = 'cache') AS cache_rows,
+        fsum(saved_cache_usd) AS saved_cache_usd,
+        sum(input_tokens) FILTER (WHERE mode IN ('online', 'batch', 'failed'))::BIGINT
+            AS paid_input_tokens,
+        sum(cached_input_tokens) FILTER (WHERE mode IN ('online', 'batch', 'failed'))::BIGINT
+            AS paid_cached_input_tokens,
+        sum(cache_write_tokens) FILTER (WHERE mode IN ('online', 'batch', 'failed'))::BIGINT
+            AS paid_cache_write_tokens,
+        fsum(saved_prompt_cache_usd) AS saved_prompt_cache_usd
+    FROM ledger
+    GROUP BY pipeline, run_id
+)
+SELECT
+    pipeline,
+    run_id,
+    rows,
+    cache_rows,
+    cache_rows / rows AS cache_row_share,
+    saved_cache_usd,
+    coalesce(paid_input_tokens, 0) AS input_tokens,
+    coalesce(paid_cached_input_tokens, 0) AS cached_input_tokens,
+    paid_cached_input_tokens / nullif(paid_input_tokens, 0) AS prompt_cache_share,
+    coalesce(paid_cache_write_tokens, 0) AS cache_write_tokens,
+    saved_prompt_cache_usd
+FROM per_run
+ORDER BY pipeline, run_id;
+
+-- One row per run and first tier of a cascade (rows routed by another strategy are left out):
+-- of the rows that made a request this run (online, batch, failed), the share a validator sent
+-- up a tier; what the escalated rows cost in all; and what the cascade's rows paid besides
+-- their final answer (cheaper tiers tried first, judge calls). Cache hits and dedup followers
+-- count in cascade_rows only: they asked nothing this run.
+CREATE OR REPLACE VIEW escalation_share AS
+SELECT
+    pipeline,
+    run_id,
+    substr(split_part(route_reason, ';', 1), length('cascade: starts on ') + 1) AS first_tier,
+    count(*) AS cascade_rows,
+    count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')) AS sent_rows,
+    count(*) FILTER (WHERE escalated AND mode IN ('online', 'batch', 'failed')) AS escalated_rows,
+    count(*) FILTER (WHERE escalated AND mode IN ('online', 'batch', 'failed'))
+        / nullif(count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')), 0)
+        AS escalation_share,
+    coalesce(fsum(cost_usd) FILTER (WHERE escalated), 0) AS escalated_cost_usd,
+    fsum(earlier_attempts_usd) AS earlier_attempts_usd
+FROM ledger
+WHERE starts_with(route_reason, 'cascade: starts on ')
+GROUP BY ALL
+ORDER BY pipeline, run_id, first_tier;
+
+-- Every row, most expensive first, with what explains its cost. Filter it before LIMIT:
+--   SELECT * FROM most_expensive_rows WHERE run_id = 'r1' LIMIT 20
+CREATE OR REPLACE VIEW most_expensive_rows AS
+SELECT
+    pipeline,
+    run_id,
+    row_id,
+    tier,
+    provider,
+    model,
+    mode,
+    status,
+    escalated,
+    attempts,
+    input_tokens,
+    cached_input_tokens,
+    output_tokens,
+    cost_usd,
+    earlier_attempts_usd,
+    estimated_cost_usd,
+    baseline_cost_usd,
+    route_reason,
+    error
+FROM ledger
+ORDER BY cost_usd DESC, pipeline, run_id, row_id;
+
+-- The n most expensive rows, of every run or of run `run` (any pipeline's run of that id):
+--   SELECT * FROM most_expensive(20)    SELECT * FROM most_expensive(5, run := 'r1')
+CREATE OR REPLACE MACRO most_expensive(n, run := NULL) AS TABLE
+SELECT * FROM most_expensive_rows WHERE run IS NULL OR run_id = run LIMIT n;
+
+-- One row per pipeline and UTC day of run_at (the time each run wrote its ledger, whatever the
+-- session's TimeZone): runs, rows, spend, baseline, saving. Runs written before ledgers had
+-- run_at have a NULL day, listed last.
+CREATE OR REPLACE VIEW daily_trend AS
+WITH per_run AS (
+    SELECT
+        pipeline,
+        run_id,
+        make_timestamp(epoch_us(run_at))::DATE AS day,
+        count(*) AS rows,
+        fsum(cost_usd) AS cost_usd,
+        fsum(baseline_cost_usd) AS baseline_cost_usd
+    FROM ledger
+    GROUP BY pipeline, run_id, day
+)
+SELECT
+    pipeline,
+    day,
+    count(*) AS runs,
+    sum(rows)::BIGINT AS rows,
+    fsum(cost_usd) AS cost_usd,
+    fsum(baseline_cost_usd) AS baseline_cost_usd,
+    fsum(baseline_cost_usd) - fsum(cost_usd) AS saved_usd,
+    (fsum(baseline_cost_usd) - fsum(cost_usd)) / nullif(fsum(baseline_cost_usd), 0) AS saved_share
+FROM per_run
+GROUP BY pipeline, day
+ORDER BY pipeline, day NULLS LAST;
+
+-- One row per run: the offline estimate made before sending against what was billed, over the
+-- rows billed this run (online and batch rows, and failed rows that cost something). The cost
+-- estimate counts outputs at max_tokens and only the final tier's request, so a ratio below 1
+-- is usual; input_tokens_ratio is billed input tokens per token the counter counted.
+CREATE OR REPLACE VIEW estimate_accuracy AS
+SELECT
+    pipeline,
+    run_id,
+    string_agg(DISTINCT token_counter, ',' ORDER BY token_counter) AS token_counters,
+    count(*) AS billed_rows,
+    sum(estimated_input_tokens)::BIGINT AS estimated_input_tokens,
+    sum(input_tokens)::BIGINT AS input_tokens,
+    sum(input_tokens) / nullif(sum(estimated_input_tokens), 0) AS input_tokens_ratio,
+    fsum(estimated_cost_usd) AS estimated_cost_usd,
+    fsum(cost_usd) AS cost_usd,
+    fsum(cost_usd) / nullif(fsum(estimated_cost_usd), 0) AS cost_ratio
+FROM ledger
+WHERE mode IN ('online', 'batch') OR (mode = 'failed' AND cost_usd > 0)
+GROUP BY pipeline, run_id
+ORDER BY pipeline, run_id;
+
+-- What run `run` spent (summed over every pipeline's run of that id): SELECT run_cost('r1')
+CREATE OR REPLACE MACRO run_cost(run) AS (
+    SELECT fsum(cost_usd) FROM ledger WHERE run_id = run
+);
+
+-- Run `run`'s saving by lever: SELECT * FROM savings('r1')
+CREATE OR REPLACE MACRO savings(run) AS TABLE
+SELECT * FROM savings_by_lever WHERE run_id = run;
