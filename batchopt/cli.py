@@ -198,6 +198,27 @@ def ledger_query(sql: str, ledger_path: Path, fmt: str) -> None:
 
 
 @main.command()
+@click.option("--run-id", required=True, help="The run to report on")
+@click.option("--ledger", "ledger_path", type=_path, default=Path("out/ledger"),
+              show_default=True, help="Ledger folder")
+@click.option("--pipeline", help="The run's pipeline (default: the one that has RUN_ID)")
+@click.option("--outputs", "outputs_path", type=_path,
+              help="The run's outputs file, for a sample of outputs beside their inputs")
+@click.option("--sample", type=click.IntRange(0), default=10, show_default=True,
+              help="Rows in that sample")
+@click.option("-o", "--out", "out_path", type=_path, required=True, help="HTML file to write")
+def report(run_id: str, ledger_path: Path, pipeline: str | None, outputs_path: Path | None,
+           sample: int, out_path: Path) -> None:
+    """Write one run's report as a single HTML file that opens offline: the savings waterfall,
+    cost by model and tier, cost per day across runs, failures and sample outputs."""
+    from batchopt.report import write_report
+
+    written = write_report(ledger_path, run_id, out_path, pipeline=pipeline,
+                           outputs=outputs_path, sample_size=sample)
+    click.echo(f"{written}: report of run {run_id} ({written.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
 @click.argument("input_path", metavar="INPUT", type=_path)
 @click.option("--id-column", required=True, help="Column that identifies a row")
 @click.option("--text-column", required=True, help="Column to compare")
