@@ -138,6 +138,42 @@ def status(
 
 @main.command()
 @click.argument("pipeline", type=_path)
+@click.option("--profile", help="Model set-up from the YAML's profiles (default: routing/default)")
+@click.option("--input", "input_path", type=_path, help="Override input.path")
+@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path (history)")
+@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--mode", type=click.Choice(["online", "batch", "auto"]),
+              help="Override execution.mode")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON")
+def plan(
+    pipeline: Path,
+    profile: str | None,
+    input_path: Path | None,
+    ledger_path: Path | None,
+    cache_dir: Path | None,
+    mode: str | None,
+    as_json: bool,
+) -> None:
+    """Estimate what running PIPELINE will cost, without sending a request.
+
+    Reads and dedups the rows, compresses and renders the prompts, routes what rules can route,
+    leaves out what the response cache holds, and prices the rest per tier (output tokens from
+    past runs where the ledger has them, else max_tokens). API keys are not needed."""
+    from batchopt.config import load_pipeline
+    from batchopt.plan_report import estimate_json, print_estimate
+    from batchopt.runner import RunOptions, plan_run
+
+    options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
+                         cache_dir=cache_dir, mode=mode)
+    estimate = plan_run(load_pipeline(pipeline), options)
+    if as_json:
+        click.echo(estimate_json(estimate))
+    else:
+        print_estimate(estimate)
+
+
+@main.command()
+@click.argument("pipeline", type=_path)
 def validate(pipeline: Path) -> None:
     """Check PIPELINE's YAML (keys, types, env vars) without reading data or spending."""
     from batchopt.config import load_pipeline

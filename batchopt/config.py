@@ -221,6 +221,25 @@ class PricingConfig(StrictModel):
     local_usd_per_hour: float | None = Field(default=None, ge=0)
 
 
+class SelfHostedSetupConfig(StrictModel):
+    """A self-hosted set-up to compare the API estimate with (your GPU, your load test)."""
+
+    name: str
+    gpu: str = Field(default="", description="What it is, for the plan's printout")
+    usd_per_hour: float = Field(gt=0, description="What an hour of the set-up costs")
+    input_tokens_per_s: float = Field(gt=0, description="Aggregate prompt tokens read per second")
+    output_tokens_per_s: float = Field(gt=0, description="Aggregate answer tokens per second")
+
+
+class SelfHostedConfig(StrictModel):
+    """`batchopt plan`'s API-or-self-hosted comparison."""
+
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="Share of hours kept busy")
+    setups: list[SelfHostedSetupConfig] = Field(
+        default_factory=list, description="Default: the price table's self_hosted entries"
+    )
+
+
 class BaselineConfig(StrictModel):
     """The naive way savings are measured against: every row, this model, online, uncompressed."""
 
@@ -279,6 +298,9 @@ class PipelineConfig(StrictModel):
         default=None, description="Tiers and how rows are sent to them (default: the profile)"
     )
     budget: BudgetConfig | None = Field(default=None, description="A spending cap per run")
+    self_hosted: SelfHostedConfig = Field(
+        default_factory=SelfHostedConfig, description="What `batchopt plan` compares with"
+    )
     max_failed_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of rows that may fail before exit code 1"
     )

@@ -15,7 +15,7 @@ from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
 from batchopt.execute.state import RunState, Submission
-from batchopt.records import Request, Result, Usage
+from batchopt.records import Request, Result
 from batchopt.tiers import Tier
 
 if TYPE_CHECKING:
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from batchopt.execute.batch import BatchOutcome
     from batchopt.runner import Plan, RunObserver
 
-# Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for the pre-spend estimate only.
-_LOCAL_PROMPT_TOK_S = 295.0
-_LOCAL_GEN_TOK_S = 100.0
 
 
 @dataclass
@@ -334,11 +331,7 @@ def result_cost(plan: Plan, tier: Tier, result: Result) -> float:
 
 
 def estimated_cost(plan: Plan, request: Request, *, batch: bool = False) -> float:
-    """What `request` should cost on its tier before it is sent: its prompt tokens as counted
-    offline, its output at `max_tokens` (the batch price with `batch`)."""
-    usage = Usage(input_tokens=request.estimated_input_tokens, output_tokens=request.max_tokens)
-    seconds = (
-        request.estimated_input_tokens / _LOCAL_PROMPT_TOK_S + request.max_tokens / _LOCAL_GEN_TOK_S
-    )
-    price = plan.tier_of(request).price
-    return plan.prices.cost(price, usage, batch=batch, latency_ms=seconds * 1000.0)
+    """What `request` should cost on its tier before it is sent (`estimate.request_cost`)."""
+    from batchopt.estimate import request_cost
+
+    return request_cost(plan, request, batch=batch)

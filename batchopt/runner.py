@@ -36,6 +36,7 @@ from batchopt.execute.state import RunLock, RunState, Submission, run_dir
 from batchopt.fanout import group_results, ledger_facts, output_table
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
 from batchopt.io.writer import write_parquet_atomic
+from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
@@ -55,6 +56,7 @@ from batchopt.tiers import (
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.guards import GuardConfig
     from batchopt.dedup.step import SemanticOutcome
+    from batchopt.estimate import JobEstimate
     from batchopt.providers.batching import BatchStatus
 
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -121,6 +123,7 @@ class Plan:
     strategy: str = "single"
     routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (tier, reason)
     key_tier: dict[str, str] = field(default_factory=dict)  # request key -> tier name
+    history: History = field(default_factory=History.empty)  # the pipeline's past runs
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -166,7 +169,7 @@ def new_run_id() -> str:
 
 
 def provider_settings(
-    profile_name: str, profile: ModelConfig, env: dict[str, str]
+    profile_name: str, profile: ModelConfig, env: dict[str, str], *, require_key: bool = True
 ) -> ProviderSettings:
     """Build provider settings from a profile, reading the API key from its env var."""
     api_key = None
@@ -174,7 +177,7 @@ def provider_settings(
     if profile.provider in _KEY_ENV:
         key_env = profile.api_key_env or _KEY_ENV[profile.provider]
         api_key = env.get(key_env)
-        if not api_key:
+        if not api_key and require_key:
             raise ConfigError(
                 f"profiles.{profile_name}: environment variable {key_env} (the API key) is not set"
             )
@@ -200,8 +203,11 @@ def prepare(
     options: RunOptions,
     env: dict[str, str] | None = None,
     observer: RunObserver | None = None,
+    *,
+    require_keys: bool = True,
 ) -> Plan:
-    """Read, render, dedup and build the requests; check prices and keys. Spends nothing."""
+    """Read, render, dedup and build the requests; check prices and keys (unless not
+    `require_keys`: an estimate needs none). Spends nothing."""
     observer = observer or RunObserver()
     env = dict(os.environ) if env is None else env
     cfg = loaded.config
@@ -209,7 +215,9 @@ def prepare(
     all_settings = {}
     for name in names:
         tier_profile = cfg.profiles[name]
-        all_settings[name] = provider_settings(name, tier_profile, env)
+        all_settings[name] = provider_settings(
+            name, tier_profile, env, require_key=require_keys
+        )
         if tier_profile.provider == "local" and tier_profile.model_path:
             all_settings[name] = _with_model_path(
                 all_settings[name], str(loaded.resolve(tier_profile.model_path))
@@ -328,7 +336,30 @@ def prepare(
         strategy=strategy,
         routes=routes,
         key_tier={r.key: routes[g][0] for g, r in requests.items()},
+        history=read_history(paths["ledger"], cfg.name),
     )
+
+
+def plan_run(
+    loaded: LoadedPipeline,
+    options: RunOptions,
+    env: dict[str, str] | None = None,
+) -> JobEstimate:
+    """`batchopt plan`: everything up to the first paid request, then what the run should cost.
+    Reads the response cache to leave out what it holds; sends nothing and writes nothing."""
+    from batchopt.estimate import estimate_job
+
+    plan = prepare(loaded, options, env, require_keys=False)
+    cfg = loaded.config
+    folder = plan.paths["cache"] / cfg.name
+    cache = None
+    if cfg.cache.enabled and (folder / "cache.db").exists():
+        cache = ResponseCache(folder, enabled=True)
+    try:
+        return estimate_job(plan, cache)
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 _BATCH_WINDOW_HOURS = 24.0  # OpenAI's completion window; Anthropic's batches also end by 24 h
@@ -386,7 +417,8 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
             earlier[group] = spent
         routes[group] = (tier, reason)
     groups = group_results(
-        final, results, lambda request: estimated_cost(plan, request), answers.past,
+        final, results, lambda request: estimated_cost(plan, request, batch=plan.mode == "batch"),
+        answers.past,
         routes, earlier, escalated,
     )
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC)}

@@ -1,0 +1,241 @@
+"""What a run will cost, before it spends: per request, and for the whole job.
+
+A request's expected usage is its prompt as counted offline (the tier's token counter, calibrated
+on past ledgers where the count is an estimate), its output at the mean that past runs of the
+pipeline recorded for the model (else `max_tokens`, an upper bound), and, when the tier's static
+prefix is long enough for the provider's prompt cache, that prefix read from the cache on every
+request but the first (which writes it, on Anthropic). The same function prices the budget's
+pre-checks, the ledger's `estimated_cost_usd` and `batchopt plan`, so the ledger can say how far
+the plan was off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from batchopt.ledger.history import History, LastRun
+from batchopt.ledger.selfhost import SelfHosted, SelfHostedCost, compare, load_setups
+from batchopt.records import Request, Usage
+from batchopt.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from batchopt.execute.cache import ResponseCache
+    from batchopt.runner import Plan
+    from batchopt.tiers import Tier
+
+__all__ = ["JobEstimate", "TierEstimate", "estimate_job", "expected_usage", "request_cost"]
+
+# Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for estimates only.
+LOCAL_PROMPT_TOK_S = 295.0
+LOCAL_GEN_TOK_S = 100.0
+_OPENAI_CACHE_STEP = 128  # OpenAI reports cached tokens in steps of 128
+
+
+@lru_cache(maxsize=256)
+def _prefix(provider: str, model: str, system: str) -> int:
+    """Prompt tokens a provider's cache serves for this system text (0: not cacheable)."""
+    from batchopt.providers.registry import prompt_cache_min_tokens
+
+    minimum = prompt_cache_min_tokens(provider, model)
+    tokens = count_tokens(system, model)
+    if minimum is None or not system or tokens < minimum:
+        return 0
+    return tokens - tokens % _OPENAI_CACHE_STEP if provider == "openai" else tokens
+
+
+def expected_output(history: History, request: Request) -> tuple[int, str]:
+    """(output tokens, where the figure comes from) for `request`."""
+    past = history.output_tokens.get((request.provider, request.model))
+    if past is None:
+        return request.max_tokens, "max_tokens"
+    mean, rows = past
+    return min(request.max_tokens, round(mean)), f"mean of {rows:,} past answers"
+
+
+def expected_usage(history: History, request: Request, *, first: bool = False) -> Usage:
+    """The usage `request` should report; `first`: the first of its tier (writes the cache)."""
+    cached = min(_prefix(request.provider, request.model, request.system),
+                 request.estimated_input_tokens)
+    write = cached if first and request.provider == "anthropic" else 0
+    return Usage(
+        input_tokens=request.estimated_input_tokens,
+        output_tokens=expected_output(history, request)[0],
+        cached_input_tokens=0 if first else cached,
+        cache_write_tokens=write,
+    )
+
+
+def request_cost(plan: Plan, request: Request, *, batch: bool = False, first: bool = False
+                 ) -> float:
+    """What `request` should cost on its tier (the batch price with `batch`)."""
+    usage = expected_usage(plan.history, request, first=first)
+    seconds = usage.input_tokens / LOCAL_PROMPT_TOK_S + usage.output_tokens / LOCAL_GEN_TOK_S
+    return plan.prices.cost(plan.tier_of(request).price, usage, batch=batch,
+                            latency_ms=seconds * 1000.0)
+
+
+@dataclass
+class TierEstimate:
+    """One tier's share of the job."""
+
+    tier: str
+    provider: str
+    model: str
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    output_source: str = "max_tokens"
+    token_counter: str = ""
+    online_usd: float = 0.0
+    batch_usd: float | None = None  # None: the provider has no batch API
+    escalated: int = 0  # of `requests`, those expected up from the tier below
+
+
+@dataclass
+class JobEstimate:
+    """The whole job: rows, what dedup and the cache leave to send, and its price by tier."""
+
+    pipeline: str
+    rows: int
+    exact_followers: int
+    semantic_followers: int
+    distinct: int
+    cached: int  # distinct requests the response cache already holds ($0)
+    mode: str
+    tiers: list[TierEstimate]
+    baseline_usd: float
+    baseline_model: str
+    escalation_share: float
+    escalation_source: str
+    budget_usd: float | None
+    last_run: LastRun | None
+    self_hosted: list[SelfHostedCost] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def to_send(self) -> int:
+        return self.distinct - self.cached
+
+    @property
+    def cost_usd(self) -> float:
+        """In the run's mode: batch prices where the mode is batch and the tier has them."""
+        batch = self.mode == "batch"
+        return sum(t.batch_usd if batch and t.batch_usd is not None else t.online_usd
+                   for t in self.tiers)
+
+
+def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
+    """The estimate of `plan`'s run. Reads the response cache; sends nothing."""
+    rows = plan.rows
+    dedup = rows["dedup"].value_counts()
+    counts = dict(zip(dedup["dedup"].to_list(), dedup["count"].to_list(), strict=True))
+    requests = list(plan.requests.values())
+    fresh = [r for r in requests if cache is None or cache.get(r.key) is None]
+    names = list(plan.tiers)
+    share, source = _escalation(plan, names)
+    tiers = {n: _tier_row(plan.tiers[n]) for n in names}
+    for position, name in enumerate(names):
+        on_tier = [r for r in fresh if plan.key_tier[r.key] == name]
+        _add(plan, tiers[name], on_tier)
+        if plan.strategy == "cascade" and position + 1 < len(names) and on_tier:
+            up = plan.tiers[names[position + 1]]
+            moved = round(len(on_tier) * share)
+            lifted = [_on(up, r) for r in on_tier[:moved]]
+            _add(plan, tiers[up.name], lifted, escalated=True)
+    baseline = _baseline_usd(plan)
+    budget = plan.pipeline.config.budget
+    notes = []
+    job = JobEstimate(
+        pipeline=plan.pipeline.config.name, rows=rows.height,
+        exact_followers=int(counts.get("exact", 0)),
+        semantic_followers=int(counts.get("semantic", 0)), distinct=len(requests),
+        cached=len(requests) - len(fresh), mode=plan.mode, tiers=list(tiers.values()),
+        baseline_usd=baseline, baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
+        escalation_share=share, escalation_source=source,
+        budget_usd=budget.max_usd if budget else None, last_run=plan.history.last_run,
+        notes=notes,
+    )
+    job.self_hosted = _self_hosted(plan, job)
+    if plan.strategy == "cascade" and not source.startswith("past"):
+        notes.append("no past run: escalations not counted (the cascade's upper tiers may add)")
+    return job
+
+
+def _self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
+    """The job's sent tokens on each self-hosted set-up, against the API estimate."""
+    config = plan.pipeline.config.self_hosted
+    setups = [SelfHosted(s.name, s.gpu or s.name, s.usd_per_hour, s.input_tokens_per_s,
+                         s.output_tokens_per_s, source="pipeline self_hosted")
+              for s in config.setups] or load_setups()
+    input_tokens = sum(t.input_tokens for t in job.tiers)
+    output_tokens = sum(t.output_tokens for t in job.tiers)
+    if not job.to_send:
+        return []
+    return [compare(s, rows=job.rows, input_tokens=input_tokens, output_tokens=output_tokens,
+                    api_job_usd=job.cost_usd, utilisation=config.utilisation) for s in setups]
+
+
+def _tier_row(tier: Tier) -> TierEstimate:
+    counter = tier.spec.counter
+    return TierEstimate(tier.name, tier.profile.provider, tier.profile.model,
+                        token_counter=counter.name if counter is not None else "")
+
+
+def _on(tier: Tier, request: Request) -> Request:
+    """`request` as it would be asked of `tier` (same prompt, the tier's model and limits)."""
+    from dataclasses import replace
+
+    return replace(request, provider=tier.profile.provider, model=tier.profile.model,
+                   system=tier.spec.system, max_tokens=tier.profile.max_tokens,
+                   key=f"{request.key}@{tier.name}")
+
+
+def _add(plan: Plan, row: TierEstimate, requests: list[Request], escalated: bool = False) -> None:
+    tier = plan.tiers[row.tier]
+    has_batch = tier.profile.provider in ("openai", "anthropic")
+    for i, request in enumerate(requests):
+        first = row.requests == 0 and i == 0
+        usage = expected_usage(plan.history, request, first=first)
+        row.input_tokens += usage.input_tokens
+        row.cached_input_tokens += usage.cached_input_tokens
+        row.output_tokens += usage.output_tokens
+        row.output_source = expected_output(plan.history, request)[1]
+        row.token_counter = request.token_counter or row.token_counter
+        seconds = usage.input_tokens / LOCAL_PROMPT_TOK_S + usage.output_tokens / LOCAL_GEN_TOK_S
+        row.online_usd += plan.prices.cost(tier.price, usage, latency_ms=seconds * 1000.0)
+        if has_batch:
+            row.batch_usd = (row.batch_usd or 0.0) + plan.prices.cost(tier.price, usage,
+                                                                      batch=True)
+    row.requests += len(requests)
+    if escalated:
+        row.escalated += len(requests)
+
+
+def _escalation(plan: Plan, names: list[str]) -> tuple[float, str]:
+    if plan.strategy != "cascade" or len(names) < 2:
+        return 0.0, "no cascade"
+    past = plan.history.escalation.get("*")
+    if past is None:
+        return 0.0, "no past run"
+    share, rows = past
+    return share, f"past runs ({rows:,} routed requests)"
+
+
+def _baseline_usd(plan: Plan) -> float:
+    """Every row on the baseline model, online, uncompressed, no dedup, no prompt cache."""
+    provider, model = plan.baseline
+    price = plan.prices.price(provider, model)
+    saved = plan.rows["compression_tokens_saved"].sum() if (
+        "compression_tokens_saved" in plan.rows.columns) else 0
+    by_group = {g: r for g, r in plan.requests.items()}
+    input_tokens, output_tokens = int(saved or 0), 0
+    for group in plan.rows["group_id"].to_list():
+        request = by_group.get(group)
+        if request is None:
+            continue
+        input_tokens += request.estimated_input_tokens
+        output_tokens += expected_output(plan.history, request)[0]
+    return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))

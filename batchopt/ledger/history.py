@@ -1,0 +1,105 @@
+"""What a pipeline's past runs tell the next estimate: how long answers were, how many rows a
+cascade escalated, and how far the last estimate was from what was spent.
+
+Read lazily from the ledger Parquet (only the columns needed); a ledger written before a column
+existed reads it as null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["History", "LastRun", "read_history"]
+
+_SCHEMA = {
+    "run_id": pl.String,
+    "run_at": pl.Datetime("us", "UTC"),
+    "mode": pl.String,
+    "status": pl.String,
+    "provider": pl.String,
+    "model": pl.String,
+    "tier": pl.String,
+    "escalated": pl.Boolean,
+    "dedup": pl.String,
+    "output_tokens": pl.Int64,
+    "estimated_cost_usd": pl.Float64,
+    "cost_usd": pl.Float64,
+    "earlier_attempts_usd": pl.Float64,
+}
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The newest run's estimate beside what it spent (rows the run paid for)."""
+
+    run_id: str
+    estimated_usd: float
+    spent_usd: float
+
+    @property
+    def error_share(self) -> float | None:
+        """(estimated - spent) / spent; None when nothing was spent."""
+        return (self.estimated_usd - self.spent_usd) / self.spent_usd if self.spent_usd else None
+
+
+@dataclass(frozen=True)
+class History:
+    """Per (provider, model): mean output tokens and the rows behind it; the escalated share of
+    the rows a cascade routed, by first tier; the last run."""
+
+    output_tokens: dict[tuple[str, str], tuple[float, int]]
+    escalation: dict[str, tuple[float, int]]
+    last_run: LastRun | None
+
+    @staticmethod
+    def empty() -> History:
+        return History({}, {}, None)
+
+
+def read_history(ledger_dir: Path, pipeline: str) -> History:
+    """The history of `pipeline` under `ledger_dir` (empty when it has never run)."""
+    files = sorted(Path(ledger_dir).glob(f"pipeline={pipeline}/run_id=*/part.parquet"))
+    if not files:
+        return History.empty()
+    # run_id lives in the folder name (the hive partition), not in the file
+    frame = pl.concat([
+        pl.scan_parquet(f, schema=_SCHEMA, missing_columns="insert", extra_columns="ignore",
+                        hive_partitioning=False)
+        .with_columns(pl.lit(f.parent.name.removeprefix("run_id=")).alias("run_id"))
+        for f in files
+    ]).collect()
+    paid = frame.filter(pl.col("mode").is_in(("online", "batch")) & (pl.col("status") == "ok"))
+    outputs = {
+        (p, m): (float(mean), int(n))
+        for p, m, mean, n in paid.group_by("provider", "model")
+        .agg(pl.col("output_tokens").mean(), pl.len())
+        .iter_rows()
+        if p is not None and m is not None and mean is not None
+    }
+    # A row a cascade escalated ends on a later tier; its first tier is not in the ledger, so
+    # the share is per final tier of the escalated rows over all routed representatives.
+    reps = frame.filter((pl.col("dedup") == "none") & pl.col("escalated").is_not_null())
+    escalation: dict[str, tuple[float, int]] = {}
+    if reps.height:
+        share = float(reps["escalated"].cast(pl.Float64).mean() or 0.0)
+        escalation["*"] = (share, reps.height)
+    return History(outputs, escalation, _last_run(frame))
+
+
+def _last_run(frame: pl.DataFrame) -> LastRun | None:
+    runs = (
+        frame.group_by("run_id")
+        .agg(pl.col("run_at").max(), pl.col("estimated_cost_usd").fill_null(0).sum(),
+             (pl.col("cost_usd").fill_null(0) - pl.col("earlier_attempts_usd").fill_null(0))
+             .sum().alias("spent"),
+             pl.col("earlier_attempts_usd").fill_null(0).sum().alias("earlier"))
+        .filter(pl.col("spent") > 0)
+        .sort("run_at", "run_id", nulls_last=False)
+    )
+    if not runs.height:
+        return None
+    run_id, _, estimated, spent, _ = runs.row(-1)
+    return LastRun(str(run_id), float(estimated), float(spent))
