@@ -399,6 +399,20 @@ def test_estimate_accuracy(con: duckdb.DuckDBPyConnection, ledger: pl.DataFrame)
     assert (failed["cost_usd"] > 0).any() and (failed["cost_usd"] == 0).any()
 
 
+def test_savings_by_lever(con: duckdb.DuckDBPyConnection, ledger: pl.DataFrame) -> None:
+    expected = (
+        ledger.unpivot(LEVER_COLUMNS, index=["pipeline", "run_id"], variable_name="lever")
+        .group_by("pipeline", "run_id", "lever")
+        .agg(
+            pl.col("value").sum().alias("saved_usd"),
+            (pl.col("value") != 0).sum().cast(pl.Int64).alias("rows"),
+        )
+        .with_columns(pl.col("lever").str.slice(6).str.strip_suffix("_usd"))
+        .sort("pipeline", "run_id", "lever")
+    )
+    same(rows_of(con, "SELECT * FROM savings_by_lever"), records(expected))
+
+
 def test_run_cost_and_savings_macros(con: duckdb.DuckDBPyConnection, ledger: pl.DataFrame) -> None:
     d1 = ledger.filter(pl.col("run_id") == "d1")
     (cost,) = con.execute("SELECT run_cost('d1')").fetchone() or (None,)

@@ -51,23 +51,28 @@ GROUP BY pipeline, run_id, provider, model
 ORDER BY pipeline, run_id, cost_usd DESC, provider, model;
 
 -- One row per run and lever (exact, semantic, cache, compression, prompt_cache, routing, batch);
--- per run, saved_usd over the levers adds up to cost_by_run.saved_usd.
+-- per run, saved_usd over the levers adds up to cost_by_run.saved_usd. Each lever column is
+-- summed per run first (with the rows where it saved something), then the few sums unpivoted.
 CREATE OR REPLACE VIEW savings_by_lever AS
-WITH long AS (
-    UNPIVOT (
-        SELECT pipeline, run_id, COLUMNS('^saved_.*_usd$') FROM ledger
-    )
-    ON COLUMNS('^saved_.*_usd$')
-    INTO NAME lever_column VALUE saved_usd
+WITH per_run AS (
+    SELECT
+        pipeline,
+        run_id,
+        {'saved_usd': fsum(COLUMNS('^saved_.*_usd$')),
+         'rows': count(nullif(COLUMNS('^saved_.*_usd$'), 0))}
+    FROM ledger
+    GROUP BY pipeline, run_id
+),
+long AS (
+    UNPIVOT per_run ON COLUMNS('^saved_.*_usd$') INTO NAME lever_column VALUE sums
 )
 SELECT
     pipeline,
     run_id,
     regexp_extract(lever_column, '^saved_(.*)_usd$', 1) AS lever,
-    fsum(saved_usd) AS saved_usd,
-    count(*) FILTER (WHERE saved_usd <> 0) AS rows
+    sums.saved_usd AS saved_usd,
+    sums.rows AS rows
 FROM long
-GROUP BY pipeline, run_id, lever_column
 ORDER BY pipeline, run_id, lever;
 
 -- Every failed row, with what is known about why.
