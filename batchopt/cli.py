@@ -124,7 +124,8 @@ def status(
     it says 75, then calls `run` once more."""
     from batchopt.config import load_pipeline
     from batchopt.progress import print_status
-    from batchopt.runner import RunOptions, run_status
+    from batchopt.runner import RunOptions
+    from batchopt.status import run_status
 
     loaded = load_pipeline(pipeline)
     options = RunOptions(

@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from batchopt.execute.state import Submission
 from batchopt.providers.batching import BatchStatus
 from batchopt.records import Result
-from batchopt.runner import RunObserver, RunPending, RunSummary, StatusReport
+from batchopt.runner import RunObserver, RunPending, RunSummary
+from batchopt.status import StatusReport
 
 
 class RichObserver(RunObserver):

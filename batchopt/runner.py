@@ -12,7 +12,6 @@ to every row and writes the outputs and the ledger.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,6 @@ from batchopt.errors import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_OK,
-    EXIT_PENDING,
     ConfigError,
 )
 from batchopt.execute.cache import ResponseCache
@@ -508,74 +506,3 @@ def run_pipeline(
             return summary
         finally:
             state.close()
-
-
-@dataclass
-class StatusReport:
-    """Where a run stands, for `batchopt status`."""
-
-    run_id: str
-    pipeline: str
-    state: str  # finished | running (another process has it) | pending (batches out) | ready
-    exit_code: int
-    batches: list[Submission]
-    statuses: dict[str, BatchStatus]
-    finished: dict[str, object] | None
-    state_path: Path
-
-
-def run_status(
-    loaded: LoadedPipeline, options: RunOptions, env: dict[str, str] | None = None
-) -> StatusReport:
-    """Read a run's state and ask the provider about its open batches. Spends nothing.
-
-    Exit code: the finished run's own (0, or 1 for too many failed rows); 75 while there is
-    something to wait for (batches still running at the provider, or another process advancing
-    the run); 0 when there is not: the next `run` with this id collects and finishes."""
-    from batchopt.execute.state import OPEN_STATES
-
-    cfg = loaded.config
-    if not options.run_id:
-        raise ConfigError("status needs --run-id")
-    cache_dir = options.cache_dir or loaded.resolve(cfg.cache.path)
-    directory = run_dir(cache_dir, cfg.name, options.run_id)
-    if not RunState.exists(directory):
-        raise ConfigError(
-            f"no run '{options.run_id}' of pipeline '{cfg.name}' under {directory.parent}"
-        )
-    state = RunState.open(directory)
-    try:
-        finished = state.get("finished")
-        started = state.get("started") or {}
-        batches = state.submissions()
-    finally:
-        state.close()
-    open_ = [b for b in batches if b.state in OPEN_STATES and b.batch_id]
-    statuses: dict[str, BatchStatus] = {}
-    if open_ and finished is None:
-        name, profile = loaded.profile(options.profile or started.get("profile"))
-        settings = provider_settings(name, profile, dict(os.environ) if env is None else env)
-        statuses = asyncio.run(_poll(settings, [b.batch_id for b in open_ if b.batch_id]))
-    creating = any(b.state == "submitting" for b in batches)
-    if finished is not None:
-        kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
-    elif RunLock.held(directory):
-        kind, code = "running", EXIT_PENDING
-    elif creating or any(not s.done for s in statuses.values()):
-        kind, code = "pending", EXIT_PENDING
-    else:  # nothing left to wait for: the next `run` collects what ended and finishes
-        kind, code = "ready", EXIT_OK
-    return StatusReport(
-        run_id=options.run_id, pipeline=cfg.name, state=kind, exit_code=code, batches=batches,
-        statuses=statuses, finished=finished, state_path=directory / "state.sqlite",
-    )
-
-
-async def _poll(settings: ProviderSettings, batch_ids: list[str]) -> dict[str, BatchStatus]:
-    from batchopt.providers.registry import create_provider
-
-    provider = create_provider(settings)
-    try:
-        return {batch_id: await provider.poll_batch(batch_id) for batch_id in batch_ids}  # type: ignore[attr-defined]
-    finally:
-        await provider.aclose()

@@ -18,7 +18,8 @@ from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_PENDING, ConfigError
 from batchopt.execute.state import RunLock
 from batchopt.ledger.pricing import PriceTable
-from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline, run_status
+from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
+from batchopt.status import run_status
 
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 
