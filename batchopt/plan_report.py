@@ -57,13 +57,14 @@ def print_estimate(est: JobEstimate) -> None:
             f"{_usd(last.spent_usd)} ({off})")
     for c in est.self_hosted:
         be = (f"{c.break_even_jobs:,.0f} such jobs/month ({c.break_even_rows:,.0f} rows)"
-              if c.break_even_jobs is not None else "never (the API estimate is $0)")
+              if c.break_even_jobs is not None else "never (the estimate is $0)")
         fits = "" if c.break_even_rows is None or c.break_even_rows <= c.capacity_rows else (
             " [yellow]beyond one set-up's capacity[/yellow]")
         out(f"self-hosted {c.setup.name}: {c.setup.gpu}, ${c.setup.usd_per_hour:g}/h "
             f"({c.setup.source})")
         out(f"  this job {c.gpu_hours:,.3f} GPU-hours at {c.utilisation:.0%} use = "
-            f"{_usd(c.job_usd)}; always on {_usd(c.monthly_usd)}/month, which the API matches "
-            f"at {be}{fits}; capacity {c.capacity_rows:,.0f} rows/month")
+            f"{_usd(c.job_usd)}; always on {_usd(c.monthly_usd)}/month, which this job's "
+            f"estimate ({_usd(est.cost_usd)}) reaches at {be}{fits}; capacity "
+            f"{c.capacity_rows:,.0f} rows/month")
     for note in est.notes:
         out(f"[yellow]{note}[/yellow]")
