@@ -351,6 +351,95 @@ async def test_delay_fault_and_latency_cause_client_timeouts(fake: FakeServer) -
     await client.close()
 
 
+PROMPT = "Please summarise this message about a refund that never arrived at my address"
+
+
+async def _both(fake: FakeServer, fault: dict[str, Any], timeout: float = 10.0) -> list[Any]:
+    """One call per wire under `fault` (queued again before each): the answer or the error."""
+    o, a = oai(fake, timeout=timeout), claude(fake, timeout=timeout)
+    calls = [
+        lambda: o.post("/chat/completions", cast_to=object, body={
+            "model": MODEL, "messages": user(PROMPT), "max_tokens": 50}),
+        lambda: a.post("/v1/messages", cast_to=object, body={
+            "model": CLAUDE, "messages": user(PROMPT), "max_tokens": 50}),
+    ]
+    outcomes: list[Any] = []
+    for call in calls:
+        fake.set_faults([fault])
+        try:
+            outcomes.append(await call())
+        except Exception as exc:  # what the SDK raised is the outcome under test
+            outcomes.append(exc)
+    await o.close()
+    await a.close()
+    return outcomes
+
+
+async def test_reset_and_malformed_faults_are_not_billed(fake: FakeServer) -> None:
+    for outcome in await _both(fake, {"kind": "reset"}):
+        assert isinstance(outcome, openai.APIConnectionError | anthropic.APIConnectionError)
+    for outcome in await _both(fake, {"kind": "malformed"}):
+        assert isinstance(outcome, json.JSONDecodeError)  # a 200 "JSON" body that is HTML
+    stats = fake.stats()
+    assert stats["requests"] == 0 and stats["failed_requests"] == 4 and fake.log() == []
+
+
+async def test_truncated_and_timeout_faults_are_billed_but_never_delivered(
+    fake: FakeServer,
+) -> None:
+    for outcome in await _both(fake, {"kind": "truncated"}):
+        assert isinstance(outcome, json.JSONDecodeError)  # the body stops mid-document
+    for outcome in await _both(fake, {"kind": "timeout", "delay_ms": 1000}, timeout=0.2):
+        assert isinstance(outcome, openai.APITimeoutError | anthropic.APITimeoutError)
+    log = fake.log()
+    assert [e["wire"] for e in log] == ["openai", "anthropic"] * 2
+    assert all(e["output_tokens"] > 0 for e in log)
+    assert fake.stats()["abandoned_requests"] == 0  # paid before the client hung up
+
+
+async def test_no_usage_fault_answers_without_usage_and_bills_as_usual(fake: FakeServer) -> None:
+    plain = await _both(fake, {"delay_ms": 1})
+    bare = await _both(fake, {"kind": "no_usage"})
+    for full, without in zip(plain, bare, strict=True):
+        assert "usage" in full and "usage" not in without
+        assert {k: v for k, v in full.items() if k not in ("id", "created", "usage")} == {
+            k: v for k, v in without.items() if k not in ("id", "created")
+        }
+    log = fake.log()
+    assert [e["output_tokens"] for e in log[2:]] == [e["output_tokens"] for e in log[:2]]
+
+
+async def test_max_tokens_fault_cuts_the_answer_and_bills_what_it_kept(fake: FakeServer) -> None:
+    full_oai, full_claude = await _both(fake, {"delay_ms": 1})
+    cut_oai, cut_claude = await _both(fake, {"kind": "max_tokens"})
+    assert cut_oai["choices"][0]["finish_reason"] == "length"
+    assert cut_claude["stop_reason"] == "max_tokens"
+    cut_text = cut_oai["choices"][0]["message"]["content"]
+    assert full_oai["choices"][0]["message"]["content"].startswith(cut_text)
+    assert cut_oai["usage"]["completion_tokens"] == count_tokens(cut_text, MODEL)
+    assert cut_oai["usage"]["completion_tokens"] <= full_oai["usage"]["completion_tokens"] // 2
+    assert cut_claude["usage"]["output_tokens"] <= full_claude["usage"]["output_tokens"] // 2
+    assert full_claude["content"][0]["text"].startswith(cut_claude["content"][0]["text"])
+    billed = [e["output_tokens"] for e in fake.log()[2:]]
+    assert billed == [cut_oai["usage"]["completion_tokens"], cut_claude["usage"]["output_tokens"]]
+
+
+@pytest.mark.parametrize("status", [502, 529])
+async def test_502_and_529_bursts_on_both_wires(fake: FakeServer, status: int) -> None:
+    outcomes = await _both(fake, {"status": status})
+    assert [o.status_code for o in outcomes] == [status, status]
+    assert fake.stats()["failed_requests"] == 2 and fake.log() == []
+
+
+def test_kind_faults_are_checked() -> None:
+    from batchopt.providers.fake.state import parse_faults
+
+    assert parse_faults([{"kind": "reset", "count": 2}])[1].kind == "reset"
+    for bad in ({"kind": "nope"}, {"kind": "timeout"}, {"kind": "reset", "status": 500}):
+        with pytest.raises(ValueError):
+            parse_faults([bad])
+
+
 async def test_invalid_requests_are_rejected_and_not_paid(fake: FakeServer) -> None:
     status, body = http(fake, "POST", "/v1/chat/completions", {"messages": user("x")})
     assert status == 400 and "model" in body["error"]["message"]

@@ -25,6 +25,23 @@ so on, with an optional `"count": n`. A call answered with an error is not paid 
 `failed_requests`), nor is one whose client hung up before the answer, after a delay or the
 latency (it counts in `abandoned_requests`).
 
+A fault with a `kind` breaks the call in a way an error status cannot; whether the server bills
+it follows whether the model ran (what a real provider bills), not whether the client got it:
+    {"kind": "reset"}       the connection drops with no response: not billed (counted in
+                            `failed_requests`; the model never ran)
+    {"kind": "malformed"}   200 with a proxy's HTML page labelled application/json: not billed
+                            (`failed_requests`; the request never reached the model)
+    {"kind": "timeout", "delay_ms": 3000}   the answer is made and BILLED, then held for
+                            `delay_ms`: a client that times out meanwhile paid for an answer it
+                            never sees (unlike a bare `delay_ms`, which delays before the model)
+    {"kind": "truncated"}   BILLED; 200 whose JSON body is cut in the middle
+    {"kind": "no_usage"}    BILLED as usual; the answer has no `usage`
+    {"kind": "max_tokens"}  the answer is cut to half its tokens, as if `max_tokens` had been
+                            reached: finish_reason `length` / stop_reason `max_tokens`, billed
+                            for the tokens it has
+A client that gets no usable answer to a billed call can only send it again and pay twice: the
+in-flight case no client can avoid. Any kind takes `delay_ms` too (`timeout` uses it after).
+
 A fault with a `batch` key applies to the next batch submission instead (an OpenAI upload with
 purpose `batch`, whose batch inherits it, or an Anthropic batch create); the shapes are listed
 in `batch_routes`. Batch rows are paid under the wires `openai-batch` / `anthropic-batch`.
@@ -36,6 +53,7 @@ import asyncio
 import itertools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -43,14 +61,20 @@ from aiohttp import web
 from batchopt.providers.fake import wire
 from batchopt.providers.fake.batch_routes import BatchRoutes
 from batchopt.providers.fake.batches import BatchStore
-from batchopt.providers.fake.oracle import parse_oracle
-from batchopt.providers.fake.state import Fault, ServerState, parse_faults
+from batchopt.providers.fake.oracle import Oracle, parse_oracle
+from batchopt.providers.fake.prompt_cache import PromptCache
+from batchopt.providers.fake.state import UNBILLED_KINDS, Fault, ServerState, parse_faults
 from batchopt.providers.fake.wire import json_response
 
 HOST = "127.0.0.1"
 DEFAULT_BATCH_SECONDS = 1.0
 # Room for the largest batch inputs: 200 MB OpenAI files, 256 MB Anthropic batches.
 _MAX_BODY_BYTES = 300 * 1024 * 1024
+_ID_HEADERS = {"openai": "x-request-id", "anthropic": "request-id"}
+# What a proxy in front of the API answers when its upstream is gone (a `malformed` fault).
+_PROXY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>bad gateway</body></html>"
+ReplyMaker = Callable[[dict[str, Any], str, Oracle | None, PromptCache | None], wire.Reply]
+ErrorMaker = Callable[[int, web.Request, Fault | None, str], web.Response]
 
 
 class FakeProviderApp:
@@ -113,48 +137,73 @@ class FakeProviderApp:
         return f"{self._prefix}{next(self._ids):010d}"
 
     async def _before_answer(self, wire_name: str) -> Fault | None:
-        """Apply the next fault's delay and return it if it answers with an error.
+        """Take the next fault, apply its delay (a `timeout` fault's comes after the answer)
+        and the latency; return the fault.
 
         A client that hangs up meanwhile (a timeout) cancels the handler: that call is counted
         as abandoned, not paid.
         """
+        fault = self.state.next_fault()
         try:
-            return await self._wait(self.state.next_fault())
+            if fault is not None and fault.delay_ms and fault.kind != "timeout":
+                await asyncio.sleep(fault.delay_ms / 1000)
+            if self.latency_ms > 0 and (fault is None or fault.status is None):
+                await asyncio.sleep(self.latency_ms / 1000)
         except asyncio.CancelledError:
             self.state.record_abandoned(wire_name)
             raise
+        return fault
 
-    async def _wait(self, fault: Fault | None) -> Fault | None:
-        if fault is not None and fault.delay_ms:
-            await asyncio.sleep(fault.delay_ms / 1000)
-        if fault is not None and fault.status is not None:
-            return fault
-        if self.latency_ms > 0:
-            await asyncio.sleep(self.latency_ms / 1000)
-        return None
-
-    # ---- OpenAI -------------------------------------------------------------------------------
-
-    async def openai(self, request: web.Request) -> web.Response:
-        """POST /v1/chat/completions."""
+    async def _serve(
+        self, request: web.Request, wire_name: str, make_reply: ReplyMaker, on_error: ErrorMaker
+    ) -> web.StreamResponse:
+        """Answer one model call of either wire, or do its fault to it (see the module doc)."""
         body = await request.read()
-        fault = await self._before_answer("openai")
-        if fault is not None:
-            self.state.record_failed("openai")
-            return self._openai_error(fault.status or 500, request, fault)
+        fault = await self._before_answer(wire_name)
+        if fault is not None and fault.status is not None:
+            self.state.record_failed(wire_name)
+            return on_error(fault.status, request, fault)
+        if fault is not None and fault.kind in UNBILLED_KINDS:
+            self.state.record_failed(wire_name)
+            return _unbilled_fault(request, fault.kind)
         ident = self._next_id()
         try:
-            reply = wire.openai_reply(
+            reply = make_reply(
                 wire.json_object(body), ident, self.state.oracle, self.state.prompt_cache
             )
         except wire.BadRequest as exc:
-            self.state.record_failed("openai")
-            return self._openai_error(400, request, message=str(exc))
-        reply.bill(self.state, "openai")
-        return json_response(reply.payload, 200, {"x-request-id": "req_" + ident})
+            self.state.record_failed(wire_name)
+            return on_error(400, request, None, str(exc))
+        if fault is not None and fault.kind == "max_tokens":
+            reply = wire.cut_short(reply)
+        reply.bill(self.state, wire_name)
+        headers = {_ID_HEADERS[wire_name]: "req_" + ident}
+        kind = fault.kind if fault is not None else None
+        if kind == "no_usage":
+            return json_response(wire.without_usage(reply.payload), 200, headers)
+        if kind == "truncated":
+            text = json.dumps(reply.payload, ensure_ascii=False).encode()
+            return web.Response(
+                body=text[: len(text) // 2], headers=headers, content_type="application/json"
+            )
+        if kind == "timeout":
+            assert fault is not None
+            # Paid already: a client that hangs up now never sees what it paid for.
+            await asyncio.sleep(fault.delay_ms / 1000)
+        return json_response(reply.payload, 200, headers)
+
+    # ---- OpenAI -------------------------------------------------------------------------------
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions."""
+        return await self._serve(request, "openai", wire.openai_reply, self._openai_error)
 
     def _openai_error(
-        self, status: int, request: web.Request, fault: Fault | None = None, message: str = ""
+        self,
+        status: int,
+        request: web.Request,
+        fault: Fault | None = None,
+        message: str = "",
     ) -> web.Response:
         message = (fault.message if fault else None) or message or _default_message(status)
         if status == 401 and not (fault and fault.message):
@@ -165,26 +214,16 @@ class FakeProviderApp:
 
     # ---- Anthropic ----------------------------------------------------------------------------
 
-    async def anthropic(self, request: web.Request) -> web.Response:
+    async def anthropic(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/messages."""
-        body = await request.read()
-        fault = await self._before_answer("anthropic")
-        if fault is not None:
-            self.state.record_failed("anthropic")
-            return self._anthropic_error(fault.status or 500, request, fault)
-        ident = self._next_id()
-        try:
-            reply = wire.anthropic_reply(
-                wire.json_object(body), ident, self.state.oracle, self.state.prompt_cache
-            )
-        except wire.BadRequest as exc:
-            self.state.record_failed("anthropic")
-            return self._anthropic_error(400, request, message=str(exc))
-        reply.bill(self.state, "anthropic")
-        return json_response(reply.payload, 200, {"request-id": "req_" + ident})
+        return await self._serve(request, "anthropic", wire.anthropic_reply, self._anthropic_error)
 
     def _anthropic_error(
-        self, status: int, request: web.Request, fault: Fault | None = None, message: str = ""
+        self,
+        status: int,
+        request: web.Request,
+        fault: Fault | None = None,
+        message: str = "",
     ) -> web.Response:
         message = (fault.message if fault else None) or message or _default_message(status)
         if status == 401 and not (fault and fault.message):
@@ -192,7 +231,6 @@ class FakeProviderApp:
         ident = self._next_id()
         body = wire.anthropic_error_body(status, message, ident)
         return json_response(body, status, _error_headers(fault, "request-id", ident))
-
 
     # ---- control ------------------------------------------------------------------------------
 
@@ -254,6 +292,14 @@ class FakeProviderApp:
         """DELETE /_fake/oracle."""
         self.state.set_oracle(None)
         return json_response({"ok": True})
+
+
+def _unbilled_fault(request: web.Request, kind: str | None) -> web.Response:
+    """The answer to a call whose fault keeps it from the model: `reset` drops the connection
+    without a response, `malformed` answers 200 with a proxy's HTML page labelled JSON."""
+    if kind == "reset" and request.transport is not None:
+        request.transport.abort()
+    return web.Response(body=_PROXY_PAGE, content_type="application/json")
 
 
 def _presented_key(request: web.Request) -> str:

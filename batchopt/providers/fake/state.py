@@ -37,7 +37,11 @@ _LOG_FIELDS = (
     "cache_read_tokens",
     "cache_write_tokens",
 )
-_FAULT_KEYS = {"status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
+_FAULT_KEYS = {"kind", "status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
+# What a `kind` fault does to one model call (see `batchopt.providers.fake.app`); the first two
+# never reach the model and are not billed, the others are billed as a normal answer.
+FAULT_KINDS = frozenset({"reset", "malformed", "timeout", "truncated", "no_usage", "max_tokens"})
+UNBILLED_KINDS = frozenset({"reset", "malformed"})
 BATCH_EFFECTS = frozenset(
     {"expire", "errors", "invalid", "upload_delay", "ack_delay", "truncate_results", "shuffle"}
 )
@@ -46,9 +50,11 @@ _BATCH_FAULT_KEYS = {"batch", "done_share", "rows", "delay_ms", "message", "time
 
 @dataclass(frozen=True)
 class Fault:
-    """What to do to one model call instead of (or before) answering it."""
+    """What to do to one model call instead of (or before) answering it: answer with an error
+    `status`, or do `kind` to it (one of FAULT_KINDS), after `delay_ms`."""
 
     status: int | None = None
+    kind: str | None = None
     retry_after: float | None = None
     retry_after_ms: float | None = None
     delay_ms: float = 0.0
@@ -89,11 +95,19 @@ def parse_faults(data: Any) -> list[Fault | BatchFault]:
         status = item.get("status")
         if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
             raise ValueError(f"fault {i}: status must be an int from 400 to 599")
-        if status is None and not item.get("delay_ms"):
-            raise ValueError(f"fault {i} needs a status or a delay_ms")
+        kind = item.get("kind")
+        if kind is not None and kind not in FAULT_KINDS:
+            raise ValueError(f"fault {i}: kind must be one of {sorted(FAULT_KINDS)}")
+        if kind is not None and status is not None:
+            raise ValueError(f"fault {i}: a kind and a status exclude each other")
+        if status is None and kind is None and not item.get("delay_ms"):
+            raise ValueError(f"fault {i} needs a status, a kind or a delay_ms")
+        if kind == "timeout" and not item.get("delay_ms"):
+            raise ValueError(f"fault {i}: kind 'timeout' needs a delay_ms")
         count = _count(item, i)
         fault = Fault(
             status=status,
+            kind=kind,
             retry_after=_number(item, "retry_after", i),
             retry_after_ms=_number(item, "retry_after_ms", i),
             delay_ms=_number(item, "delay_ms", i) or 0.0,

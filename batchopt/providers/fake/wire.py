@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -188,6 +188,36 @@ def anthropic_reply(
     return Reply(
         payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind, read, write
     )
+
+
+def cut_short(reply: Reply) -> Reply:
+    """`reply` cut to half its output tokens (at least one) as if `max_tokens` had stopped it:
+    finish_reason `length` (OpenAI) / stop_reason `max_tokens` (Anthropic), and the usage and
+    the bill of the tokens it keeps."""
+    payload = json.loads(json.dumps(reply.payload))  # a deep copy
+    usage = payload["usage"]
+    limit = max(1, reply.output_tokens // 2)
+    if "choices" in payload:
+        message = payload["choices"][0]["message"]
+        message["content"], _ = answers.truncate_to_tokens(message["content"], limit, reply.model)
+        payload["choices"][0]["finish_reason"] = "length"
+        text = message["content"]
+        output = usage["completion_tokens"] = answers.cached_count(text, reply.model)
+        usage["total_tokens"] = usage["prompt_tokens"] + output
+        logprobs = payload["choices"][0].get("logprobs")
+        if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+            logprobs["content"] = logprobs["content"][:output]
+    else:
+        block = payload["content"][0]
+        block["text"], _ = answers.truncate_to_tokens(block["text"], limit, reply.model)
+        payload["stop_reason"] = "max_tokens"
+        output = usage["output_tokens"] = answers.cached_count(block["text"], reply.model)
+    return replace(reply, payload=payload, output_tokens=output)
+
+
+def without_usage(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` without its `usage` (what a `no_usage` fault answers)."""
+    return {k: v for k, v in payload.items() if k != "usage"}
 
 
 def _answer(
