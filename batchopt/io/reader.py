@@ -1,11 +1,13 @@
 """Read the input rows from Parquet: a file, a folder, a glob, or hive-partitioned folders.
 
 Every problem with the input is an `InputError` that names the file, the column or the row, so it
-can be fixed before anything is spent.
+can be fixed before anything is spent. Text the prompt uses must be valid UTF-8 without NUL
+characters (a Binary column is decoded as UTF-8); other control characters are kept as they are.
 """
 
 from __future__ import annotations
 
+import difflib
 import glob as globlib
 from pathlib import Path
 
@@ -79,7 +81,7 @@ def read_rows(
     if missing:
         raise InputError(
             f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-            f"(columns: {', '.join(available)})"
+            f"(columns: {', '.join(available)}){_did_you_mean(missing, available)}"
         )
     columns = list(dict.fromkeys(wanted))
     try:
@@ -89,12 +91,88 @@ def read_rows(
             .collect()
         )
     except pl.exceptions.PolarsError as exc:
+        if "utf-8" in str(exc).lower():
+            _locate_bad_utf8(files, columns)
         raise InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})") from exc
 
     if frame.height == 0:
         raise InputError(f"{path}: input has no rows")
     _check_ids(frame, id_column)
+    return _check_text(frame, [c for c in required_columns if c != id_column])
+
+
+def _did_you_mean(missing: list[str], available: list[str]) -> str:
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"'{close[0]}' for '{name}'")
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+
+def _where(frame: pl.DataFrame, index: int) -> str:
+    return f"{frame[FILE_COLUMN][index]}: row {frame[ROW_COLUMN][index]}"
+
+
+def _check_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Binary columns the prompt uses decoded as UTF-8; NUL characters refused."""
+    for column in columns:
+        if frame.schema[column] == pl.Binary:
+            decoded = []
+            for i, value in enumerate(frame[column].to_list()):
+                decoded.append(None if value is None else _decode(value, frame, i, column))
+            frame = frame.with_columns(pl.Series(column, decoded, dtype=pl.String))
+        if frame.schema[column] != pl.String:
+            continue
+        nul = frame[column].str.contains("\x00", literal=True).fill_null(False)
+        if nul.any():
+            first = int(nul.arg_max() or 0)
+            raise InputError(
+                f"{_where(frame, first)}: column '{column}' holds a NUL character (\\x00); "
+                f"remove it before sending ({int(nul.sum())} row(s) in all)"
+            )
     return frame
+
+
+def _decode(value: bytes, frame: pl.DataFrame, index: int, column: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{_where(frame, index)}: column '{column}' is not valid UTF-8 "
+            f"(byte 0x{value[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+
+
+def _locate_bad_utf8(files: list[Path], columns: list[str]) -> None:
+    """Name the file, row and column of the first string value that is not UTF-8."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for file in files:
+        names = set(pq.read_schema(file).names)
+        for column in (c for c in columns if c in names):
+            try:
+                chunked = pq.read_table(file, columns=[column]).column(0)
+            except (pa.ArrowException, OSError):
+                continue
+            if not pa.types.is_string(chunked.type) and not pa.types.is_large_string(
+                chunked.type
+            ):
+                continue
+            binary = pa.binary() if pa.types.is_string(chunked.type) else pa.large_binary()
+            row = 0
+            for chunk in chunked.chunks:
+                for value in chunk.view(binary).to_pylist():
+                    if value is not None:
+                        try:
+                            value.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            raise InputError(
+                                f"{file}: row {row}: column '{column}' is not valid UTF-8 "
+                                f"(byte 0x{value[exc.start]:02x} at offset {exc.start})"
+                            ) from None
+                    row += 1
 
 
 def _check_ids(frame: pl.DataFrame, id_column: str) -> None:
@@ -108,7 +186,13 @@ def _check_ids(frame: pl.DataFrame, id_column: str) -> None:
     dupes = frame.filter(pl.col(id_column).is_duplicated())
     if dupes.height:
         first = dupes.row(0, named=True)
+        same = dupes.filter(pl.col(id_column) == first[id_column])
+        also = [
+            f"row {row}" if file == first[FILE_COLUMN] else f"{file}: row {row}"
+            for file, row in same.select(FILE_COLUMN, ROW_COLUMN).rows()[1:4]
+        ]
         raise InputError(
             f"{first[FILE_COLUMN]}: row {first[ROW_COLUMN]}: id {first[id_column]!r} in column "
-            f"'{id_column}' is not unique ({dupes[id_column].n_unique()} duplicated id(s))"
+            f"'{id_column}' is not unique (also at {', '.join(also)}; "
+            f"{dupes[id_column].n_unique()} duplicated id(s) in all)"
         )
