@@ -254,7 +254,7 @@ class AnthropicProvider(SDKBatchProvider):
     ) -> AsyncIterator[BatchRow]:
         """Every row of an ended batch (the API lists expired and canceled rows too)."""
         status = await self._status_with_results(batch_id)
-        rows = RowMapper(requests, self.from_payload)
+        rows = RowMapper(requests, self.from_billed)
         client = self._client_for_running_loop()
         lines = await self._batch_call(client.messages.batches.results(batch_id))
         seen = 0

@@ -203,7 +203,7 @@ class OpenAIProvider(SDKBatchProvider):
     ) -> AsyncIterator[BatchRow]:
         """The rows of the output file, then of the error file."""
         status = await self._status_with_results(batch_id)
-        rows = RowMapper(requests, self.from_payload)
+        rows = RowMapper(requests, self.from_billed)
         seen = 0
         for file_id in (status.output_file_id, status.error_file_id):
             if not file_id:

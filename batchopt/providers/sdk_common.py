@@ -27,11 +27,17 @@ from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError, TransientProviderError
 from batchopt.providers.base import Provider, ProviderSettings
-from batchopt.records import Request, Result
+from batchopt.records import Request, Result, Usage
+from batchopt.tokens import count_tokens
 
 # Servers such as vLLM or llama.cpp ignore the key, but the SDKs insist on one.
 PLACEHOLDER_KEY = "not-needed"
 _TRANSIENT_STATUSES = {408, 409, 429}
+# The note an answer without `usage` carries in `Result.error` (its status stays ok).
+USAGE_MISSING = "the response had no usage: tokens counted offline"
+# OpenAI's documented chat framing: about 3 tokens per message and 3 more to prime the reply.
+_FRAME_PER_MESSAGE = 3
+_FRAME_REPLY = 3
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]{8,}")
 
 
@@ -71,8 +77,23 @@ class SDKProvider(Provider):
             raw = await client.post(self._path, body=payload, cast_to=object)
         except self._sdk_error as exc:
             raise self._error(exc, request.model) from None
+        except json.JSONDecodeError as exc:  # the SDK does not wrap a 200 whose body is cut
+            raise self._not_json(request.model, f"{exc.msg} at byte {exc.pos}") from None
+        if not isinstance(raw, dict):  # what the SDK returns for a body not labelled JSON
+            raise self._not_json(request.model, f"{str(raw)[:80]!r}")
         latency_ms = (time.perf_counter() - start) * 1000
-        return replace(self.from_payload(request, raw), latency_ms=latency_ms)
+        return replace(self.from_billed(request, raw), latency_ms=latency_ms)
+
+    def from_billed(self, request: Request, raw: dict[str, Any]) -> Result:
+        """`from_payload` for an answer the provider billed: one whose response carries no
+        `usage` (some proxies and compatible servers drop it) gets its tokens counted offline
+        and says so in `error` (its status stays ok), rather than costing $0 in the ledger."""
+        result = self.from_payload(request, raw)
+        if isinstance(raw, dict) and not isinstance(raw.get("usage"), dict):
+            usage = offline_usage(request.model, payload_texts(self.to_payload(request)),
+                                  result.text or "")
+            result = replace(result, usage=usage, error=USAGE_MISSING)
+        return result
 
     async def aclose(self) -> None:
         """Close the HTTP client (only valid on the loop that used it)."""
@@ -121,6 +142,14 @@ class SDKProvider(Provider):
             return TerminalProviderError(message, status=status)
         return TerminalProviderError(f"{where}: {type(exc).__name__}: {self._clean(exc)}")
 
+    def _not_json(self, model: str, detail: str) -> TransientProviderError:
+        # A proxy's error page or a body cut on the way: worth another attempt, like a dropped
+        # connection (if the provider billed the lost answer, the retry pays again; no client
+        # can tell).
+        return TransientProviderError(
+            f"{self.name} {model}: the response body is not a JSON object: {detail}"
+        )
+
     def _clean(self, exc: Exception) -> str:
         return scrub(upstream_message(exc), [self._api_key, self.settings.api_key])
 
@@ -155,6 +184,30 @@ def json_object(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def offline_usage(model: str, messages: list[str], answer: str) -> Usage:
+    """The usage of an answer whose response carried none, counted offline: the messages sent,
+    with the chat framing, and the answer. The call was billed all the same; an estimate is
+    closer to the bill than zero."""
+    sent = [text for text in messages if text]
+    return Usage(
+        input_tokens=sum(count_tokens(t, model) + _FRAME_PER_MESSAGE for t in sent) + _FRAME_REPLY,
+        output_tokens=count_tokens(answer, model) if answer else 0,
+    )
+
+
+def payload_texts(payload: dict[str, Any]) -> list[str]:
+    """The texts a chat payload sends, one per message (the system prompt first, if any), in
+    either wire format: string contents or lists of blocks with a `text`."""
+    def text(content: Any) -> str:
+        if isinstance(content, list):
+            return "".join(str(b.get("text") or "") for b in content if isinstance(b, dict))
+        return content if isinstance(content, str) else ""
+
+    messages = payload.get("messages") or []
+    texts = [text(payload.get("system"))] if payload.get("system") else []
+    return texts + [text(m.get("content")) for m in messages if isinstance(m, dict)]
 
 
 def upstream_message(exc: Exception) -> str:
