@@ -144,6 +144,7 @@ class PriceTable:
         self._models = models
         self.local_usd_per_hour = local_usd_per_hour
         self._local_source = local_source
+        self._contexts: dict[str, int] = {}  # model -> context window (not part of `version`)
         # Longest first, so gpt-4o-mini-2024-07-18 finds gpt-4o-mini before gpt-4o.
         self._names = sorted(models, key=len, reverse=True)
         effective = {
@@ -182,7 +183,12 @@ class PriceTable:
             raise ConfigError(f"{source}: as_of is missing")
         discount = _number(raw.get("batch_discount", 0.0), f"{source}: batch_discount", upper=1.0)
         models: dict[str, dict[str, Any]] = {}
+        contexts: dict[str, int] = {}
         for name, entry in raw["models"].items():
+            if isinstance(entry, dict) and "context_tokens" in entry:
+                entry = dict(entry)
+                where = f"{source}: models.{name}.context_tokens"
+                contexts[str(name)] = int(_number(entry.pop("context_tokens"), where))
             models[str(name)] = _entry(entry, f"{source}: models.{name}")
             if not models[str(name)]["provider"]:
                 raise ConfigError(f"{source}: models.{name}.provider: required key is missing")
@@ -197,7 +203,9 @@ class PriceTable:
         else:
             hourly = _number(local.get("usd_per_hour", 0.0), f"{source}: local.usd_per_hour")
             local_source = str(local.get("source", "")).strip()
-        return cls(str(as_of), discount, models, hourly, local_source)
+        table = cls(str(as_of), discount, models, hourly, local_source)
+        table._contexts = contexts
+        return table
 
     def _match(self, model: str) -> str | None:
         for name in self._names:
@@ -206,6 +214,15 @@ class PriceTable:
             ):
                 return name
         return None
+
+    def context_tokens(self, provider: str, model: str) -> int | None:
+        """The context window of `model` at `provider` in tokens (prompt plus output), or None
+        when the price file does not say."""
+        name = self._match(model)
+        entry = self._models.get(name) if name is not None else None
+        if name is None or entry is None or entry["provider"] not in (None, provider):
+            return None
+        return self._contexts.get(name)
 
     def price(self, provider: str, model: str) -> ModelPrice:
         """The price of `model` at `provider`; ConfigError if the table has none."""
