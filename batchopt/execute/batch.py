@@ -87,11 +87,12 @@ class BatchExecutor:
             await self._adopt()
             statuses = await self._collect(known, outcome)
             todo = self._to_send(outcome)
-            if todo:
-                await self._submit(todo)
+            rejected = await self._submit(todo) if todo else False
             open_ = self.state.submissions(OPEN_STATES)
             if self.on_poll is not None:
                 self.on_poll(self.state.submissions(), statuses)
+            if rejected:  # at once: a refused create leaves its rows neither open nor answered
+                continue
             if not open_ or not self.settings.wait:
                 outcome.pending = open_
                 return outcome
@@ -116,16 +117,21 @@ class BatchExecutor:
         statuses: dict[str, BatchStatus] = {}
         for sub in self.state.submissions(("pending",)):
             assert sub.batch_id is not None
-            status = await self.provider.poll_batch(sub.batch_id)
-            statuses[sub.batch_id] = status
-            if not status.done:
-                if status.raw_status != sub.raw_status:
-                    self.state.set_raw_status(sub.tag, status.raw_status)
+            try:
+                status = await self.provider.poll_batch(sub.batch_id)
+                statuses[sub.batch_id] = status
+                if not status.done:
+                    if status.raw_status != sub.raw_status:
+                        self.state.set_raw_status(sub.tag, status.raw_status)
+                    continue
+                if status.state == "failed":
+                    self.state.mark_failed(sub.tag, status.raw_status, status.error)
+                    continue
+                await self._read_results(sub, status, known, outcome)
+            except TransientProviderError:
+                # A poll or a results download that broke off: the batch stays pending and is
+                # read again, from the top, on the next pass (what was persisted stays put).
                 continue
-            if status.state == "failed":
-                self.state.mark_failed(sub.tag, status.raw_status, status.error)
-                continue
-            await self._read_results(sub, status, known, outcome)
         return statuses
 
     async def _read_results(
@@ -205,7 +211,9 @@ class BatchExecutor:
                 todo.append(request)
         return todo
 
-    async def _submit(self, requests: list[Request]) -> None:
+    async def _submit(self, requests: list[Request]) -> bool:
+        """Create batches for `requests`; whether the provider refused any create outright."""
+        rejected = False
         round_ = self.state.next_round()
         chunks = split_for_limits(
             requests, self.provider.batch_limits, self.provider.batch_line_bytes
@@ -219,12 +227,14 @@ class BatchExecutor:
                 batch_id = await self.provider.submit_batch(chunk, self._tag(tag))
             except TerminalProviderError as exc:
                 self.state.mark_failed(tag, "rejected", str(exc))
+                rejected = True
                 continue
             except TransientProviderError:
                 # The batch may exist or not: the submission stays 'submitting' and the next
                 # pass looks for it by its tag before anything is sent again.
                 continue
             self.state.record_batch_id(tag, batch_id)
+        return rejected
 
     # ---- helpers ----------------------------------------------------------------------------
 
