@@ -71,9 +71,18 @@ def request_cost(plan: Plan, request: Request, *, batch: bool = False, first: bo
                  ) -> float:
     """What `request` should cost on its tier (the batch price with `batch`)."""
     usage = expected_usage(plan.history, request, first=first)
-    seconds = usage.input_tokens / LOCAL_PROMPT_TOK_S + usage.output_tokens / LOCAL_GEN_TOK_S
     return plan.prices.cost(plan.tier_of(request).price, usage, batch=batch,
-                            latency_ms=seconds * 1000.0)
+                            latency_ms=expected_latency_ms(plan.history, request, usage))
+
+
+def expected_latency_ms(history: History, request: Request, usage: Usage) -> float:
+    """How long a time-priced (local) model should take: the mean of the pipeline's past calls
+    to it where the ledger has them (they were measured under that machine's real load), else
+    from the throughput measured on a quiet 2-core machine."""
+    past = history.latency_ms.get((request.provider, request.model))
+    if past is not None:
+        return past[0]
+    return (usage.input_tokens / LOCAL_PROMPT_TOK_S + usage.output_tokens / LOCAL_GEN_TOK_S) * 1e3
 
 
 @dataclass
@@ -204,8 +213,8 @@ def _add(plan: Plan, row: TierEstimate, requests: list[Request], escalated: bool
         row.output_tokens += usage.output_tokens
         row.output_source = expected_output(plan.history, request)[1]
         row.token_counter = request.token_counter or row.token_counter
-        seconds = usage.input_tokens / LOCAL_PROMPT_TOK_S + usage.output_tokens / LOCAL_GEN_TOK_S
-        row.online_usd += plan.prices.cost(tier.price, usage, latency_ms=seconds * 1000.0)
+        latency = expected_latency_ms(plan.history, request, usage)
+        row.online_usd += plan.prices.cost(tier.price, usage, latency_ms=latency)
         if has_batch:
             row.batch_usd = (row.batch_usd or 0.0) + plan.prices.cost(tier.price, usage,
                                                                       batch=True)

@@ -97,3 +97,16 @@ def test_self_hosted_comparison_by_hand():
     assert cost.break_even_rows == pytest.approx(146_000)
     # 7.2 s of busy time per row; 730 h at 50% use.
     assert cost.capacity_rows == pytest.approx(730 * 3600 * 0.5 / 7.2)
+
+
+def test_local_time_comes_from_past_calls_when_the_ledger_has_them():
+    from batchopt.estimate import LOCAL_GEN_TOK_S, LOCAL_PROMPT_TOK_S, expected_latency_ms
+    from batchopt.ledger.history import History
+    from batchopt.records import Request, Usage
+
+    request = Request(key="k", provider="local", model="m", system="", user="u", max_tokens=10)
+    usage = Usage(input_tokens=295, output_tokens=100)
+    quiet = (295 / LOCAL_PROMPT_TOK_S + 100 / LOCAL_GEN_TOK_S) * 1000
+    assert expected_latency_ms(History.empty(), request, usage) == pytest.approx(quiet)
+    measured = History({}, {}, None, latency_ms={("local", "m"): (5150.0, 40)})
+    assert expected_latency_ms(measured, request, usage) == 5150.0

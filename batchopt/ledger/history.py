@@ -7,7 +7,7 @@ existed reads it as null.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -25,6 +25,7 @@ _SCHEMA = {
     "escalated": pl.Boolean,
     "dedup": pl.String,
     "output_tokens": pl.Int64,
+    "latency_ms": pl.Float64,
     "estimated_cost_usd": pl.Float64,
     "cost_usd": pl.Float64,
     "earlier_attempts_usd": pl.Float64,
@@ -47,12 +48,13 @@ class LastRun:
 
 @dataclass(frozen=True)
 class History:
-    """Per (provider, model): mean output tokens and the rows behind it; the escalated share of
-    the rows a cascade routed, by first tier; the last run."""
+    """Per (provider, model): mean output tokens and mean latency, each with the rows behind it;
+    the escalated share of the rows a cascade routed; the last run."""
 
     output_tokens: dict[tuple[str, str], tuple[float, int]]
     escalation: dict[str, tuple[float, int]]
     last_run: LastRun | None
+    latency_ms: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
 
     @staticmethod
     def empty() -> History:
@@ -72,13 +74,17 @@ def read_history(ledger_dir: Path, pipeline: str) -> History:
         for f in files
     ]).collect()
     paid = frame.filter(pl.col("mode").is_in(("online", "batch")) & (pl.col("status") == "ok"))
-    outputs = {
-        (p, m): (float(mean), int(n))
-        for p, m, mean, n in paid.group_by("provider", "model")
-        .agg(pl.col("output_tokens").mean(), pl.len())
-        .iter_rows()
-        if p is not None and m is not None and mean is not None
-    }
+    means = paid.group_by("provider", "model").agg(
+        pl.col("output_tokens").mean(), pl.col("latency_ms").mean(), pl.len()
+    )
+    outputs, latency = {}, {}
+    for p, m, tokens, ms, n in means.iter_rows():
+        if p is None or m is None:
+            continue
+        if tokens is not None:
+            outputs[(p, m)] = (float(tokens), int(n))
+        if ms:
+            latency[(p, m)] = (float(ms), int(n))
     # A row a cascade escalated ends on a later tier; its first tier is not in the ledger, so
     # the share is per final tier of the escalated rows over all routed representatives.
     reps = frame.filter((pl.col("dedup") == "none") & pl.col("escalated").is_not_null())
@@ -86,7 +92,7 @@ def read_history(ledger_dir: Path, pipeline: str) -> History:
     if reps.height:
         share = float(reps["escalated"].cast(pl.Float64).mean() or 0.0)
         escalation["*"] = (share, reps.height)
-    return History(outputs, escalation, _last_run(frame))
+    return History(outputs, escalation, _last_run(frame), latency)
 
 
 def _last_run(frame: pl.DataFrame) -> LastRun | None:
