@@ -27,6 +27,7 @@ def group_results(
     routes: dict[str, tuple[str, str]] | None = None,
     tried_first: dict[str, float] | None = None,
     escalated: set[str] | None = None,
+    overflow: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """One row per group: its answer, how it was obtained, and what it was billed.
 
@@ -34,9 +35,10 @@ def group_results(
     request key to the earlier run's answer it reused (a `PastAnswer`: row_id, run_id,
     similarity), for the ledger to name; `routes` a group to its (tier, route reason);
     `tried_first` a group to what its other calls cost (cheaper tiers a cascade asked first,
-    judge calls); `escalated` the groups a cascade sent up a tier."""
+    judge calls); `escalated` the groups a cascade sent up a tier; `overflow` the groups whose
+    prompt was too long for the context ("skipped" or "truncated")."""
     past, routes, tried_first = past or {}, routes or {}, tried_first or {}
-    escalated = escalated or set()
+    escalated, overflow = escalated or set(), overflow or {}
     records = []
     for group_id, request in requests.items():
         result = results[request.key]
@@ -76,6 +78,7 @@ def group_results(
             ),
             "past_row_id": earlier.row_id if earlier else None,
             "past_similarity": earlier.similarity if earlier else None,
+            "overflow": overflow.get(group_id),
         })
     return pl.DataFrame(records, schema_overrides={
         "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
@@ -84,7 +87,7 @@ def group_results(
         "escalated": pl.Boolean, "earlier_attempts_usd": pl.Float64,
         "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
         "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
-        "estimated_input_tokens": pl.Int64, "token_counter": pl.String,
+        "estimated_input_tokens": pl.Int64, "token_counter": pl.String, "overflow": pl.String,
     })
 
 

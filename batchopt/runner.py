@@ -28,16 +28,18 @@ from batchopt.errors import (
     EXIT_FAILED_ROWS,
     EXIT_OK,
     ConfigError,
+    InputError,
 )
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
 from batchopt.fanout import group_results, ledger_facts, output_table
-from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
+from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, list_input_files, read_rows
 from batchopt.io.writer import write_parquet_atomic
 from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
+from batchopt.prompts.requests import build_requests
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
@@ -122,6 +124,11 @@ class Plan:
     routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (tier, reason)
     key_tier: dict[str, str] = field(default_factory=dict)  # request key -> tier name
     history: History = field(default_factory=History.empty)  # the pipeline's past runs
+    compression: dict[str, int] = field(default_factory=dict)  # tokens removed, by step
+    # prompts too long for their tier's context: group -> "skipped" | "truncated"; the skipped
+    # ones are not in `requests` (group -> (request, why)) and are never sent
+    overflow: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -155,6 +162,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     tiers: dict[str, int] = field(default_factory=dict)  # paid rows by tier that answered
     escalated: int = 0  # rows a cascade sent one tier up (or more)
+    compression: dict[str, int] = field(default_factory=dict)  # tokens removed, by step
 
     @property
     def saving_usd(self) -> float:
@@ -241,6 +249,9 @@ def prepare(
         "ledger": options.ledger or loaded.resolve(cfg.ledger.path),
         "cache": options.cache_dir or loaded.resolve(cfg.cache.path),
     }
+    if loaded.confined_to is not None and options.input is None:
+        for file in list_input_files(paths["input"]):  # a symlink may point out of the folder
+            loaded.check_confined(file, "input.path")
 
     observer.stage("read")
     renderer = PromptRenderer(cfg.prompt.template)
@@ -267,8 +278,13 @@ def prepare(
         observer.stage("compress")
         rows, report = compress_rows(rows, cfg.compress, renderer.variables, profile.model)
         rows = rows.with_columns(report[SAVED_COLUMN].alias("compression_tokens_saved"))
+        compression = {
+            name.removeprefix("compress_").removesuffix("_tokens"): int(report[name].sum())
+            for name in report.columns if name != SAVED_COLUMN
+        }
     else:
         rows = rows.with_columns(pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"))
+        compression = {}
     observer.stage("render")
     rows = render_prompts(rows, renderer, cfg.input.id_column)
     observer.stage("dedup")
@@ -311,6 +327,7 @@ def prepare(
     tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
+    requests, overflow, skipped = _fit_context(rows, tiers, routes, requests, prices)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
@@ -335,7 +352,85 @@ def prepare(
         routes=routes,
         key_tier={r.key: routes[g][0] for g, r in requests.items()},
         history=read_history(paths["ledger"], cfg.name),
+        compression=compression,
+        overflow=overflow,
+        skipped=skipped,
     )
+
+
+def _context_of(tier: Tier, prices: PriceTable) -> int | None:
+    profile = tier.profile
+    if profile.context_tokens is not None:
+        return profile.context_tokens
+    if profile.provider == "local":
+        return profile.n_ctx
+    return prices.context_tokens(profile.provider, profile.model)
+
+
+def _fit_context(
+    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]],
+    requests: dict[str, Request], prices: PriceTable,
+) -> tuple[dict[str, Request], dict[str, str], dict[str, tuple[Request, str]]]:
+    """Check each request (prompt plus max_tokens) against its tier's context before anything
+    is sent and do what the tier's `on_context_overflow` says: fail naming the row (exit 2),
+    skip the row, or cut the middle of its user message to fit. Returns (the requests to send,
+    "skipped" | "truncated" by group, the skipped requests and why by group)."""
+    over = []
+    for group, request in requests.items():
+        tier = tiers[routes[group][0]]
+        limit = _context_of(tier, prices)
+        if limit is not None and request.estimated_input_tokens + request.max_tokens > limit:
+            over.append((group, request, tier, limit))
+    failing = [o for o in over if o[2].profile.on_context_overflow == "fail"]
+    if failing:
+        group, request, tier, limit = failing[0]
+        rep = rows.filter((pl.col("group_id") == group) & (pl.col("dedup") == "none")).row(
+            0, named=True)
+        raise InputError(
+            f"{rep[FILE_COLUMN]}: row {rep[ROW_COLUMN]}: {_too_long(request, tier, limit)}; set "
+            f"profiles.{tier.name}.on_context_overflow to skip or truncate "
+            f"({len(failing)} row(s) in all)"
+        )
+    kept, overflow, skipped = dict(requests), {}, {}
+    for group, request, tier, limit in over:
+        truncate = tier.profile.on_context_overflow == "truncate"
+        cut = _truncated(group, request, tier, limit) if truncate else None
+        if cut is not None:
+            kept[group], overflow[group] = cut, "truncated"
+            continue
+        del kept[group]
+        overflow[group] = "skipped"
+        why = "skipped (too long to truncate)" if truncate else "skipped"
+        skipped[group] = (request, f"{why}: {_too_long(request, tier, limit)} "
+                                   f"(profiles.{tier.name}.on_context_overflow)")
+    return kept, overflow, skipped
+
+
+def _too_long(request: Request, tier: Tier, limit: int) -> str:
+    return (f"prompt of {request.estimated_input_tokens:,} tokens plus max_tokens "
+            f"{request.max_tokens:,} exceeds the context of {limit:,} tokens of "
+            f"{tier.profile.model}")
+
+
+def _truncated(group: str, request: Request, tier: Tier, limit: int) -> Request | None:
+    """`request` with the middle of its user message cut (`cut_to_budget`) until it fits, or
+    None when even an empty user message would not."""
+    from batchopt.prompts.compress import cut_to_budget
+
+    counter = tier.spec.counter
+    user_tokens = counter.count(request.user) if counter else request.estimated_input_tokens
+    budget = limit - request.max_tokens - (request.estimated_input_tokens - user_tokens)
+    for _ in range(4):  # the cut counts with the model's tokenizer, the check with the counter
+        if budget <= 0:
+            return None
+        text = cut_to_budget(request.user, budget, tier.profile.model)
+        frame = pl.DataFrame({"group_id": [group], "dedup": ["none"], "prompt_user": [text]})
+        cut = build_requests(frame, tier.spec)[group]
+        excess = cut.estimated_input_tokens + cut.max_tokens - limit
+        if excess <= 0:
+            return cut
+        budget -= excess
+    return None
 
 
 def plan_run(
@@ -398,9 +493,13 @@ def _with_model_path(settings: ProviderSettings, model_path: str) -> ProviderSet
 def finish(plan: Plan, answers: Answers) -> RunSummary:
     """Fan answers out to every row; write the outputs and the ledger atomically."""
     cfg = plan.pipeline.config
-    results = answers.results
+    results = dict(answers.results)
     final = {group: chain[-1] for group, chain in answers.chain.items()}
     routes, earlier, escalated = {}, {}, set()
+    for group, (request, why) in plan.skipped.items():  # too long for the context: never sent
+        final[group], routes[group] = request, plan.routes[group]
+        results[request.key] = Result(key=request.key, text=None, status="failed", attempts=0,
+                                      error=why)
     for group, chain in answers.chain.items():
         tier, reason = plan.routes[group]
         if len(chain) > 1:
@@ -414,10 +513,12 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         if spent:
             earlier[group] = spent
         routes[group] = (tier, reason)
+    unsent = {request.key for request, _ in plan.skipped.values()}
     groups = group_results(
-        final, results, lambda request: estimated_cost(plan, request, batch=plan.mode == "batch"),
+        final, results, lambda request: 0.0 if request.key in unsent else estimated_cost(
+            plan, request, batch=plan.mode == "batch"),
         answers.past,
-        routes, earlier, escalated,
+        routes, earlier, escalated, plan.overflow,
     )
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC)}
     facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)
@@ -465,6 +566,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         notes=notes,
         tiers=dict(ledger.filter(pl.col("dedup") == "none").group_by("tier").len().iter_rows()),
         escalated=int(ledger["escalated"].sum()),
+        compression=plan.compression,
     )
 
 

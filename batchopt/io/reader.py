@@ -115,21 +115,25 @@ def _where(frame: pl.DataFrame, index: int) -> str:
 
 
 def _check_text(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Binary columns the prompt uses decoded as UTF-8; NUL characters refused."""
+    """Binary columns the prompt uses decoded as UTF-8; NUL characters refused (the first row
+    that holds one is named)."""
+    masks: dict[str, pl.Series] = {}
     for column in columns:
         if frame.schema[column] == pl.Binary:
             decoded = []
             for i, value in enumerate(frame[column].to_list()):
                 decoded.append(None if value is None else _decode(value, frame, i, column))
             frame = frame.with_columns(pl.Series(column, decoded, dtype=pl.String))
-        if frame.schema[column] != pl.String:
-            continue
-        nul = frame[column].str.contains("\x00", literal=True).fill_null(False)
-        if nul.any():
-            first = int(nul.arg_max() or 0)
+        if frame.schema[column] == pl.String:
+            masks[column] = frame[column].str.contains("\x00", literal=True).fill_null(False)
+    if masks:
+        any_nul = pl.DataFrame(masks).select(pl.any_horizontal(pl.all())).to_series()
+        if any_nul.any():
+            first = int(any_nul.arg_max() or 0)
+            column = next(c for c, mask in masks.items() if mask[first])
             raise InputError(
                 f"{_where(frame, first)}: column '{column}' holds a NUL character (\\x00); "
-                f"remove it before sending ({int(nul.sum())} row(s) in all)"
+                f"remove it before sending ({int(any_nul.sum())} row(s) in all)"
             )
     return frame
 

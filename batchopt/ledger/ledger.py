@@ -70,6 +70,12 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     # calls (already priced)
     "earlier_attempts_usd": pl.Float64(),
 }
+# Facts a caller may leave out (read as null): columns added after ledgers were first written.
+OPTIONAL_FACTS: dict[str, pl.DataType] = {
+    # "skipped" | "truncated": the prompt was too long for the model's context (a profile's
+    # on_context_overflow); null when it fitted
+    "overflow": pl.String(),
+}
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",
     "saved_semantic_usd",
@@ -81,6 +87,7 @@ LEVER_COLUMNS: tuple[str, ...] = (
 )
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     **FACT_SCHEMA,
+    **OPTIONAL_FACTS,
     "cost_usd": pl.Float64(),
     "baseline_cost_usd": pl.Float64(),
     **{name: pl.Float64() for name in LEVER_COLUMNS},
@@ -119,9 +126,13 @@ def _prepare(facts: pl.DataFrame) -> pl.DataFrame:
     missing = [name for name in FACT_SCHEMA if name not in facts.columns]
     if missing:
         raise ValueError(f"facts: missing column(s) {', '.join(missing)}")
+    absent = [pl.lit(None, dtype).alias(n) for n, dtype in OPTIONAL_FACTS.items()
+              if n not in facts.columns]
+    facts = facts.with_columns(absent) if absent else facts
+    schema = {**FACT_SCHEMA, **OPTIONAL_FACTS}
     try:
         # One contiguous chunk: a frame concatenated from many small ones prices far slower.
-        df = facts.select(list(FACT_SCHEMA)).rechunk().cast(FACT_SCHEMA)
+        df = facts.select(list(schema)).rechunk().cast(schema)
     except pl.exceptions.PolarsError as exc:
         raise ValueError(f"facts: a column has the wrong type ({exc})") from exc
     df = df.with_columns(
