@@ -116,6 +116,9 @@ def print_summary(summary: RunSummary) -> None:
                   f"{summary.cache_hits:,} · failed rows {summary.failed_rows:,}")
     console.print(f"tokens             input {summary.input_tokens:,} (cached "
                   f"{summary.cached_input_tokens:,}) · output {summary.output_tokens:,}")
+    if summary.compression:
+        steps = " · ".join(f"{name} {n:,}" for name, n in summary.compression.items())
+        console.print(f"compression        {steps} (prompt tokens removed, all rows)")
     console.print(f"cost               {_usd(summary.cost_usd)} · baseline "
                   f"{_usd(summary.baseline_cost_usd)} · saved {_usd(summary.saving_usd)} "
                   f"({share:.1%})")

@@ -22,6 +22,8 @@ def test_compressed_prompts_are_sent_and_the_ledger_counts_the_saving(fake, tmp_
     pl.DataFrame(rows).write_parquet(tmp_path / "data" / "tickets.parquet")
     summary = run_pipeline(load_pipeline(path), RunOptions(run_id="z1"), env=fake_env(fake))
     assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    assert list(summary.compression) == ["whitespace", "boilerplate"]
+    assert summary.compression["boilerplate"] > 20
     ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / "run_id=z1"
                              / "part.parquet").sort("row_id")
     quoted, plain = ledger.row(by_predicate=pl.col("row_id") == "Q1", named=True), \
