@@ -328,13 +328,20 @@ def router_train(data: Path, out_path: Path, backend: str, model: Path | None, s
 
 
 @main.command("fake-server")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Only 127.0.0.1 (or localhost): the fake server answers any API key")
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)
 @click.option("--batch-seconds", type=float, default=1.0, show_default=True,
               help="A batch ends this long after it is created")
-def fake_server(port: int, latency_ms: float, batch_seconds: float) -> None:
+def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float) -> None:
     """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending."""
+    from batchopt.errors import ConfigError
     from batchopt.providers.fake.server import serve
+
+    if host not in ("127.0.0.1", "localhost"):
+        raise ConfigError(f"fake-server --host {host}: refused; the fake server answers any API "
+                          "key, so it listens on 127.0.0.1 only")
 
     serve(port=port, latency_ms=latency_ms, batch_seconds=batch_seconds)
 

@@ -413,7 +413,8 @@ def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
     """
     if isinstance(value, dict):
         return {
-            k: interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+            k: interpolate(v, env, f"{where}.{_key_text(k)}" if where else _key_text(k))
+            for k, v in value.items()
         }
     if isinstance(value, list):
         return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -431,13 +432,20 @@ def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
     return _VAR.sub(substitute, value)
 
 
+def _key_text(key: Any) -> str:
+    """A key as an error message shows it: quoted if it is blank or holds a control character,
+    so the message stays on one line."""
+    text = str(key)
+    return text if text.strip() and text.isprintable() else repr(text)
+
+
 def _format_location(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
-            parts.append(("." if parts else "") + str(item))
+            parts.append(("." if parts else "") + _key_text(item))
     return "".join(parts) or "(top level)"
 
 
