@@ -111,14 +111,14 @@ def test_a_body_cut_midway_is_retried_and_paid_again_unavoidably(fake, tmp_path,
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("billed", [True, False], ids=["after-the-model", "before-the-model"])
 def test_read_timeouts_are_retried(fake, tmp_path, provider, billed):
-    """Answers held past the client's 1 s timeout. Held after the model ran (`kind: timeout`),
+    """Answers held past the client's 2 s timeout. Held after the model ran (`kind: timeout`),
     they were billed and are paid again by the retry; held before it (a bare delay), the
     server drops them when the client hangs up and nothing is paid twice."""
-    fault = {"delay_ms": 1500, "count": 2}
+    fault = {"delay_ms": 2500, "count": 2}
     if billed:
         fault["kind"] = "timeout"
     fake.set_faults([fault])
-    path = make_pipeline(tmp_path, provider, timeout_s=1)
+    path = make_pipeline(tmp_path, provider, timeout_s=2)  # 2 s: room for a loaded machine
     summary = run(path, fake, "slow")
     check(fake, tmp_path, summary, "slow", fault=f"read timeout billed={billed}", retries=2,
           unavoidable=2 if billed else 0)
@@ -259,8 +259,8 @@ def test_a_batch_row_error_in_every_round_fails_and_says_why(bfake, tmp_path, pr
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_an_upload_that_times_out_leaves_nothing_and_is_sent_again(bfake, tmp_path, provider):
-    bfake.set_faults([{"batch": "upload_delay", "delay_ms": 1500}])
-    summary = run(_batch(tmp_path, provider, timeout_s=1), bfake, "up")
+    bfake.set_faults([{"batch": "upload_delay", "delay_ms": 2500}])
+    summary = run(_batch(tmp_path, provider, timeout_s=2), bfake, "up")
     check(bfake, tmp_path, summary, "up", fault="upload timed out")
     assert bfake.stats()["batches_created"] == 1
 
@@ -271,8 +271,8 @@ def test_a_create_whose_answer_times_out(bfake, tmp_path, provider):
     so the next pass adopts it; an Anthropic message batch carries none, so its rows go out
     again and the orphan batch runs and is billed too: every row paid twice (a limitation of
     what Anthropic's API lets a client find, counted here as the in-flight case)."""
-    bfake.set_faults([{"batch": "ack_delay", "delay_ms": 1500}])
-    summary = run(_batch(tmp_path, provider, timeout_s=1), bfake, "ack")
+    bfake.set_faults([{"batch": "ack_delay", "delay_ms": 2500}])
+    summary = run(_batch(tmp_path, provider, timeout_s=2), bfake, "ack")
     orphaned = provider == "anthropic"
     check(bfake, tmp_path, summary, "ack", fault="batch create answer timed out",
           unavoidable=8 if orphaned else 0)

@@ -37,6 +37,11 @@ inherits the fault) or an Anthropic batch create. `batch` is one effect or a lis
     {"batch": "truncate_results", "times": 1}  the first `times` result downloads break off
                                              midway (half the bytes, then the connection drops)
     {"batch": "shuffle"}                     results come out of submission order
+
+What is billed: a batch's succeeded rows, once, when it is settled; never an errored, expired
+or cancelled row, nor a batch that failed validation or whose upload never arrived. Results
+downloaded again (after a `truncate_results` break) bill nothing more. An `ack_delay` batch is
+created and runs: a client that timed out and never learnt its id pays for it all the same.
 """
 
 from __future__ import annotations
