@@ -3,8 +3,14 @@
 Each call of `BatchExecutor.run` moves the run forward from where its `RunState` says it
 stands, in this order:
 
-1. adopt: a submission recorded but without a batch id (the process died inside the create
-   call) is looked up at the provider by its tag; found, it is adopted, else marked lost;
+1. adopt: a submission recorded but without a batch id (the create call timed out, or the
+   process died inside it) is looked up at the provider: by its tag where batches carry
+   metadata (OpenAI), else by what the batch holds (Anthropic: its requests' custom_ids, created
+   when the submission began). Found, the oldest such batch not already this run's is adopted;
+   not found, the submission is marked lost and its rows are sent again. A batch that may be it
+   but is still running (so what it holds cannot be read) is waited for: the submission stays
+   open, nothing is sent again, and the next pass looks again; only once
+   `ADOPT_PATIENCE_SECONDS` have passed (a batch ends within 24 h) is it given up as lost;
 2. collect: every batch still with the provider is polled; an ended, expired or cancelled one
    has its rows read, each answer persisted (response cache) before its outcome is recorded;
 3. submit: requests that are neither answered nor in an open batch go out in new batches
@@ -21,17 +27,26 @@ an open batch is waited for, not resubmitted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from batchopt.errors import TerminalProviderError, TransientProviderError
 from batchopt.execute.state import OPEN_STATES, RunState, Submission
 from batchopt.execute.structured import check_structured
-from batchopt.providers.batching import BatchProvider, BatchStatus, split_for_limits
+from batchopt.providers.batching import (
+    BatchesUnverified,
+    BatchProvider,
+    BatchStatus,
+    split_for_limits,
+)
 from batchopt.records import Request, Result
 
 _PERSIST_EVERY = 500  # rows read from a batch's results per transaction
 _MISSING_OUTCOME = {"expired": "expired", "cancelled": "canceled"}
+# How long a submission whose batch may exist but cannot be checked yet is waited for: a batch
+# ends (or expires) within 24 h of its creation, after which what it holds can be read.
+ADOPT_PATIENCE_SECONDS = 25 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -101,14 +116,36 @@ class BatchExecutor:
     # ---- steps ------------------------------------------------------------------------------
 
     async def _adopt(self) -> None:
-        for sub in self.state.submissions(("submitting",)):
-            found = await self.provider.find_batches(self._tag(sub.tag))
-            if found:
-                self.state.record_batch_id(sub.tag, found[0])
+        submitting = self.state.submissions(("submitting",))
+        if not submitting:
+            return
+        taken = {s.batch_id for s in self.state.submissions() if s.batch_id}
+        for sub in submitting:
+            try:
+                found = await self.provider.find_batches(
+                    self._tag(sub.tag), keys=self.state.keys_of(sub.tag), since=sub.created_at
+                )
+            except BatchesUnverified as exc:
+                if time.time() - sub.created_at < ADOPT_PATIENCE_SECONDS:
+                    # A batch that may be this one is still running. Waiting is cheaper than
+                    # paying twice: the submission stays 'submitting' (its rows are neither
+                    # sent again nor given up) and the next pass looks again.
+                    continue
+                found = exc.verified  # past any batch's lifetime: still running is not ours
+            except TransientProviderError:
+                continue  # the lookup broke off: the next pass looks again, nothing is sent
+            # Newest first: adopt the oldest not already recorded by this run. Two batches
+            # holding the same requests mean the same keys went out twice; the other is left
+            # for the submission that sent it, whose reading keeps its (paid) answers too.
+            fresh = [batch_id for batch_id in found if batch_id not in taken]
+            if fresh:
+                self.state.record_batch_id(sub.tag, fresh[-1])
+                taken.add(fresh[-1])
             else:
                 self.state.mark_lost(
                     sub.tag,
-                    "the create call did not finish and the provider has no batch with this tag",
+                    "the create call did not finish and the provider has no batch created then "
+                    "with this tag or these requests",
                 )
 
     async def _collect(
@@ -231,7 +268,7 @@ class BatchExecutor:
                 continue
             except TransientProviderError:
                 # The batch may exist or not: the submission stays 'submitting' and the next
-                # pass looks for it by its tag before anything is sent again.
+                # pass looks for it (by its tag or its requests) before anything is sent again.
                 continue
             self.state.record_batch_id(tag, batch_id)
         return rejected

@@ -22,8 +22,12 @@ reads, `cache_write_tokens` = cache writes.
 
 Message Batches: one create call carries every request as `{"custom_id", "params"}`, where
 `params` is exactly the online Messages body. A message batch has no metadata, nor any other
-field a caller can set and read back while it runs, so `find_batches` cannot recognise a tag
-and finds nothing: a caller must record the id `submit_batch` returns.
+field a caller can set and read back while it runs, so `find_batches` recognises a batch by
+what it holds instead: it lists the batches created around the time the submission began
+(newest first, `ADOPT_CLOCK_SLACK_S` either side for clocks that disagree, up to the longest a
+create call can take), keeps those with one request per key, and reads an ended one's results
+to check that its custom_ids are exactly the keys'. One still running cannot be read yet:
+`BatchesUnverified` says so, and the caller waits rather than create the batch a second time.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import aclosing
 from functools import lru_cache
 from types import ModuleType
 from typing import Any
@@ -39,6 +44,7 @@ from batchopt.errors import ConfigError, TerminalProviderError
 from batchopt.providers.base import Capabilities, ProviderSettings
 from batchopt.providers.batching import (
     ANTHROPIC_LIMITS,
+    BatchesUnverified,
     BatchRow,
     BatchStatus,
     RowMapper,
@@ -65,6 +71,9 @@ _CACHE_MINIMUMS = (
     ("claude-3-haiku", 2048),
 )
 _DEFAULT_CACHE_MINIMUM = 1024
+# find_batches: how far this machine's clock and the API's may disagree about a batch's creation.
+ADOPT_CLOCK_SLACK_S = 120.0
+_LIST_PAGE = 100
 
 
 def cache_min_tokens(model: str) -> int:
@@ -236,9 +245,7 @@ class AnthropicProvider(SDKBatchProvider):
             state = "expired"
         else:
             state = "ended"
-        total = (
-            counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-        )
+        total = _request_total(counts)
         return BatchStatus(
             batch_id=batch.id,
             state=state,  # type: ignore[arg-type]
@@ -263,9 +270,59 @@ class AnthropicProvider(SDKBatchProvider):
             yield self._batch_row(rows, line.to_dict(mode="json"))
         self._check_count("results", seen, status.total)
 
-    async def find_batches(self, tag: dict[str, str]) -> list[str]:
-        """Always []: a message batch carries no tag to match (see the module docstring)."""
-        return []
+    async def find_batches(
+        self, tag: dict[str, str], *, keys: Sequence[str] = (), since: float | None = None
+    ) -> list[str]:
+        """Ids of the ended batches, created from `since` on, that hold exactly one request per
+        key of `keys` (newest first); [] without `keys` and `since` (`tag` is not sent: see the
+        module docstring). BatchesUnverified if a batch of that many requests created then is
+        still running (what it holds cannot be read until it ends)."""
+        if not keys or since is None:
+            return []
+        wanted = {custom_id_for(key) for key in keys}
+        earliest = since - ADOPT_CLOCK_SLACK_S
+        # the create call was sent at `since` at the earliest and gave up after its timeout
+        latest = since + self._upload_timeout(self.batch_limits.max_bytes) + ADOPT_CLOCK_SLACK_S
+        verified: list[str] = []
+        running: list[str] = []
+        client = self._client_for_running_loop()
+        listing = self._guarded(
+            aiter(client.messages.batches.list(limit=_LIST_PAGE)), "batch list"
+        )
+        async with aclosing(listing):
+            async for batch in listing:  # newest first: stop at the first one older than needed
+                created = batch.created_at.timestamp()
+                if created < earliest:
+                    break
+                if created > latest or _request_total(batch.request_counts) != len(keys):
+                    continue
+                if batch.processing_status != "ended":
+                    running.append(str(batch.id))
+                elif await self._holds_exactly(str(batch.id), wanted):
+                    verified.append(str(batch.id))
+        if running:
+            raise BatchesUnverified(self.name, verified, running)
+        return verified
+
+    async def _holds_exactly(self, batch_id: str, wanted: set[str]) -> bool:
+        """Whether the ended batch's results carry each custom_id of `wanted` once and nothing
+        else; stops reading at the first that does not belong. TransientProviderError if the
+        download breaks off or comes back short."""
+        client = self._client_for_running_loop()
+        lines = await self._batch_call(client.messages.batches.results(batch_id))
+        seen: set[str] = set()
+        try:
+            async with aclosing(self._guarded(aiter(lines), "results download")) as rows:
+                async for line in rows:
+                    custom_id = str(line.custom_id)
+                    if custom_id not in wanted or custom_id in seen:
+                        return False
+                    seen.add(custom_id)
+        finally:
+            await lines.close()
+        # every row seen belongs and the batch counts len(wanted) rows: fewer is a cut download
+        self._check_count("results", len(seen), len(wanted))
+        return True
 
     async def cancel_batch(self, batch_id: str) -> None:
         """Ask the API to cancel; the batch goes `canceling`, then `ended`."""
@@ -285,3 +342,10 @@ class AnthropicProvider(SDKBatchProvider):
         error = error if isinstance(error, dict) else {}
         detail = f"{error.get('type') or 'error'}: {error.get('message') or 'no message'}"
         return rows.failed(custom_id, "errored", self._row_message(detail))
+
+
+def _request_total(counts: Any) -> int:
+    """How many requests a message batch holds, from its `request_counts`."""
+    return int(
+        counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+    )

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from batchopt.errors import TerminalProviderError
+from batchopt.errors import TerminalProviderError, TransientProviderError
 from batchopt.hashing import stable_hash
 from batchopt.records import Request, Result
 
@@ -30,6 +30,21 @@ BatchState = Literal["pending", "ended", "failed", "expired", "cancelled"]
 RowKind = Literal["succeeded", "errored", "expired", "canceled"]
 RESULT_STATES: frozenset[str] = frozenset({"ended", "expired", "cancelled"})
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+class BatchesUnverified(TransientProviderError):
+    """`find_batches` saw batches that may be the one looked for but cannot tell yet (they are
+    still running, so what they hold cannot be read): neither adopt nor give the submission
+    up; look again later. `verified` holds the ids it could confirm meanwhile (newest first),
+    `unverified` those it could not."""
+
+    def __init__(self, provider: str, verified: Sequence[str], unverified: Sequence[str]) -> None:
+        super().__init__(
+            f"{provider} batch: {len(unverified)} running batch(es) may hold these requests "
+            f"({', '.join(unverified)}); they can be checked once they end"
+        )
+        self.verified = list(verified)
+        self.unverified = list(unverified)
 
 
 @dataclass(frozen=True)
@@ -115,8 +130,18 @@ class BatchProvider(ABC):
         """
 
     @abstractmethod
-    async def find_batches(self, tag: dict[str, str]) -> list[str]:
-        """Ids of batches created with every item of `tag` (newest first)."""
+    async def find_batches(
+        self, tag: dict[str, str], *, keys: Sequence[str] = (), since: float | None = None
+    ) -> list[str]:
+        """Ids of the batches `submit_batch(requests, tag)` may have created, newest first.
+
+        A provider whose batches carry metadata matches every item of `tag`; one whose batches
+        carry none (Anthropic) recognises the batch by what it holds: created from `since`
+        (the epoch time the submission began) on, with exactly one request per key of `keys`
+        (the requests' keys; their custom_ids are `custom_id_for(key)`), and finds nothing
+        without them. Raises `BatchesUnverified` when a batch that may be the one cannot be
+        checked yet.
+        """
 
     @abstractmethod
     async def cancel_batch(self, batch_id: str) -> None:

@@ -213,8 +213,11 @@ class OpenAIProvider(SDKBatchProvider):
                 yield self._batch_row(rows, line)
         self._check_count("results", seen, status.succeeded + status.errored)
 
-    async def find_batches(self, tag: dict[str, str]) -> list[str]:
-        """Ids of batches whose metadata holds every item of `tag`, newest first."""
+    async def find_batches(
+        self, tag: dict[str, str], *, keys: Sequence[str] = (), since: float | None = None
+    ) -> list[str]:
+        """Ids of batches whose metadata holds every item of `tag`, newest first (the tag is
+        enough: `keys` and `since` are not needed)."""
         client = self._client_for_running_loop()
         found = []
         async for batch in self._guarded(aiter(client.batches.list(limit=100)), "batch list"):
