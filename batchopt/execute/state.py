@@ -10,12 +10,18 @@ what was never sent.
 
 `RunLock` keeps two processes from advancing the same run at once: an exclusive `flock` on a
 file beside the state, released by the kernel when its holder dies (even by SIGKILL).
+
+A state file found damaged on open (`PRAGMA quick_check` fails, or it is not a database) is
+moved aside to `state.sqlite.corrupt-<time>`, what can still be read of it is copied into a fresh
+one, and a warning says how much was saved. A batch whose record is lost cannot be collected:
+its rows are sent again.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -52,6 +58,59 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_key ON items(key);
 """
 OPEN_STATES = ("submitting", "pending")
+_TABLES = ("meta", "submissions", "items")  # in the order a copy must insert them
+log = logging.getLogger(__name__)
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why the SQLite file at `path` is damaged (`quick_check`'s first complaints, or that it is
+    not a database), or None if it is sound. A locked or unreadable file is not damaged: its
+    OperationalError is raised as it is."""
+    try:
+        db = sqlite3.connect(str(path), timeout=30.0)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if isinstance(exc, sqlite3.OperationalError) and not ("CORRUPT" in name
+                                                             or "NOTADB" in name):
+            raise
+        return str(exc) or type(exc).__name__
+    problems = [" ".join(str(row[0]).replace("*** in database main ***", "").split())
+                for row in rows if row and row[0] != "ok"]
+    if not problems:
+        return None
+    return "; ".join(p for p in problems[:2] if p) or "quick_check failed"
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged SQLite file (and its -wal and -shm) to `<name>.corrupt-<time>`."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def readable_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    """The rows of `query` over a damaged SQLite file, up to the first page that fails."""
+    rows: list[tuple[Any, ...]] = []
+    try:
+        db = sqlite3.connect(str(path), timeout=30.0)
+    except sqlite3.DatabaseError:
+        return rows
+    try:
+        for row in db.execute(query):
+            rows.append(tuple(row))
+    except sqlite3.DatabaseError:
+        pass  # what was read before the broken page is kept
+    finally:
+        db.close()
+    return rows
 
 
 @dataclass(frozen=True)
@@ -82,10 +141,35 @@ class RunState:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        problem = sqlite_problem(path) if path.exists() and path.stat().st_size else None
+        salvaged = {t: readable_rows(path, f"SELECT * FROM {t}") for t in _TABLES} if problem \
+            else {}
+        aside = move_aside(path) if problem else None
         self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a recorded batch id survives power loss
         self._db.executescript(_SCHEMA)
+        if aside is not None:
+            self._restore(salvaged, aside, problem or "")
+
+    def _restore(self, rows: dict[str, list[tuple[Any, ...]]], aside: Path, problem: str) -> None:
+        """Copy what was read of a damaged state into this fresh one, and say so."""
+        tags = {row[0] for row in rows["submissions"] if len(row) == 11}
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                           [r for r in rows["meta"] if len(r) == 2])
+            db.executemany(f"INSERT OR IGNORE INTO submissions VALUES ({', '.join('?' * 11)})",
+                           [r for r in rows["submissions"] if len(r) == 11])
+            db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
+                           [r for r in rows["items"] if len(r) == 4 and r[0] in tags])
+        counts = self._db.execute(
+            "SELECT (SELECT count(*) FROM submissions), (SELECT count(*) FROM items)").fetchone()
+        log.warning(
+            "warning: run state %s is damaged (%s): moved it to %s and kept what could be read "
+            "(%d batch submission(s), %d row record(s)); a batch whose record is lost cannot be "
+            "collected and its rows will be sent again", self.path, problem, aside.name,
+            counts[0], counts[1],
+        )
 
     @classmethod
     def open(cls, directory: Path) -> RunState:
