@@ -463,7 +463,7 @@ def _format_validation_error(source: Path, error: ValidationError) -> str:
     return f"{source}: " + "; ".join(messages)
 
 
-MAX_VALUES = 100_000  # values in a pipeline YAML once its aliases are expanded
+MAX_VALUES = 1_000_000  # values in a pipeline YAML once its aliases are expanded
 
 
 class _StrictLoader(yaml.SafeLoader):
