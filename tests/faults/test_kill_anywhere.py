@@ -10,7 +10,8 @@ the provider creating it and batchopt recording its id (found again by its tag).
 
 Kill points come in two kinds: the child's own SIGKILL at a named point (`child.KillAt`: a
 stage starting, before or after the n-th call of a function), and the test's SIGKILL at a
-moment drawn with a fixed seed (after n billed calls, or t seconds). The default suite tries
+moment drawn with a fixed seed (after n billed calls; t seconds after the start, after the
+first bill or after the batch's creation). The default suite tries
 about 60; `-m slow_faults` adds a wider sweep and the shipped pipelines/summarize.yaml (semantic
 dedup and all) over the 300-row sample.
 """
@@ -37,6 +38,7 @@ _rng = random.Random(SEED)
 
 STATE = "batchopt.execute.state"
 CACHE = "batchopt.execute.cache:ResponseCache.put_many"
+JOURNAL = "batchopt.execute.cache:ResponseCache._append"  # the journal line, before cache.db
 RUNNER = "batchopt.runner"
 OPENAI = "batchopt.providers.openai:OpenAIProvider"
 ANTHROPIC = "batchopt.providers.anthropic:AnthropicProvider"
@@ -44,7 +46,9 @@ DISTINCT, DUPLICATES, CONCURRENCY = 56, 8, 8
 # answers come back in one flush per event-loop turn: a few dozen flushes for 56 requests
 _FLUSHES = sorted(_rng.sample(range(2, 12), 4))
 _ANSWERS = sorted(_rng.sample(range(1, DISTINCT), 10))
-_SECONDS = sorted(round(_rng.uniform(0.3, 1.6), 3) for _ in range(6))
+_SECONDS = sorted(round(_rng.uniform(0.3, 1.3), 3) for _ in range(3))  # from the start
+_SENDING = sorted(round(_rng.uniform(0.0, 0.3), 3) for _ in range(5))  # from the first bill
+_COLLECTING = sorted(round(_rng.uniform(0.0, 0.45), 3) for _ in range(5))  # from the create
 
 # The boundaries of an online run, in the order it crosses them.
 ONLINE_POINTS = {
@@ -58,6 +62,7 @@ ONLINE_POINTS = {
     "first answers saved": KillAt(CACHE, "after"),
     **{f"answers {k} received, not saved": KillAt(CACHE, "before", k) for k in _FLUSHES},
     **{f"answers {k} saved, workers not told": KillAt(CACHE, "after", k) for k in _FLUSHES[:2]},
+    **{f"answers {k} journaled, not in cache.db": KillAt(JOURNAL, "after", k) for k in (1, 3)},
     "answer 30 reported": KillAt("batchopt.progress:RichObserver.answered", "after", 30),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
     "outputs written, no ledger": KillAt(f"{RUNNER}:write_parquet_atomic", "after"),
@@ -128,6 +133,14 @@ def test_online_killed_after_t_seconds(fake, fork_server, kill_tally, online, se
                     trigger=after_seconds(seconds), tally=kill_tally, must_kill=False)
 
 
+@pytest.mark.parametrize("seconds", _SENDING)
+def test_online_killed_t_after_sending_began(fake, fork_server, kill_tally, online, seconds):
+    # sending lasts about 0.3 s here: anywhere in it, or just after
+    kill_and_resume(fake, fork_server, online, f"{seconds} s into sending",
+                    trigger=when(lambda f: f.stats()["requests"] > 0, delay=seconds),
+                    tally=kill_tally, must_kill=False)
+
+
 @pytest.mark.parametrize("point", ["stage send", "answers received, not saved", "after 20 billed"])
 def test_online_anthropic_killed(fake, fork_server, kill_tally, tmp_path, point):
     fake.latency_ms = 25
@@ -142,8 +155,10 @@ def test_online_anthropic_killed(fake, fork_server, kill_tally, tmp_path, point)
 def test_a_fresh_interpreter_dies_and_resumes_the_same_way(fake, kill_tally, online):
     """The fork server saves start-up time only: the same kill in a fresh interpreter (and
     the resume by the `batchopt` console script) gives the same guarantees."""
-    outcome = kill_and_resume(fake, None, online, "fresh: answers received, not saved",
-                              kill=KillAt(CACHE, "before", 4), tally=kill_tally, start=start_fresh)
+    outcome = kill_and_resume(
+        fake, None, online, "fresh: answers received, not saved", kill=KillAt(CACHE, "before", 4),
+        tally=kill_tally, start=start_fresh,
+        resume=lambda *args: start_fresh(*args, console_script=True))
     assert outcome.killed and 0 < outcome.in_flight <= CONCURRENCY
 
 
@@ -203,10 +218,12 @@ def test_batch_killed_during_the_upload_is_sent_once(fake, fork_server, kill_tal
     assert states == ["collected", "lost"]  # the first marked lost, its rows sent again
 
 
-@pytest.mark.parametrize("seconds", sorted(round(_rng.uniform(0.5, 1.6), 3) for _ in range(4)))
-def test_batch_killed_after_t_seconds(fake, fork_server, kill_tally, batch, seconds):
-    kill_and_resume(fake, fork_server, batch, f"batch after {seconds} s",
-                    trigger=after_seconds(seconds), tally=kill_tally, must_kill=False)
+@pytest.mark.parametrize("seconds", _COLLECTING)
+def test_batch_killed_t_after_its_creation(fake, fork_server, kill_tally, batch, seconds):
+    # the batch ends 0.3 s after its creation: polling, download, or writing the outputs
+    kill_and_resume(fake, fork_server, batch, f"batch {seconds} s after creation",
+                    trigger=when(lambda f: f.stats()["batches_created"] > 0, delay=seconds),
+                    tally=kill_tally, must_kill=False)
 
 
 def test_batch_killed_the_moment_it_is_created(fake, fork_server, kill_tally, batch):
@@ -228,10 +245,20 @@ def test_sweep_online_killed_after_n_billed_calls(fake, fork_server, kill_tally,
 
 
 @pytest.mark.slow_faults
-@pytest.mark.parametrize("seconds", sorted(round(_slow.uniform(0.4, 2.0), 3) for _ in range(20)))
-def test_sweep_batch_killed_after_t_seconds(fake, fork_server, kill_tally, batch, seconds):
-    kill_and_resume(fake, fork_server, batch, f"sweep batch after {seconds} s",
-                    trigger=after_seconds(seconds), tally=kill_tally, must_kill=False)
+@pytest.mark.parametrize("seconds", sorted(round(_slow.uniform(0.0, 0.3), 3) for _ in range(10)))
+def test_sweep_online_killed_t_after_sending_began(fake, fork_server, kill_tally, online,
+                                                  seconds):
+    kill_and_resume(fake, fork_server, online, f"sweep {seconds} s into sending",
+                    trigger=when(lambda f: f.stats()["requests"] > 0, delay=seconds),
+                    tally=kill_tally, must_kill=False)
+
+
+@pytest.mark.slow_faults
+@pytest.mark.parametrize("seconds", sorted(round(_slow.uniform(0.0, 0.45), 3) for _ in range(20)))
+def test_sweep_batch_killed_t_after_its_creation(fake, fork_server, kill_tally, batch, seconds):
+    kill_and_resume(fake, fork_server, batch, f"sweep batch {seconds} s after creation",
+                    trigger=when(lambda f: f.stats()["batches_created"] > 0, delay=seconds),
+                    tally=kill_tally, must_kill=False)
 
 
 SUMMARIZE_POINTS = {
