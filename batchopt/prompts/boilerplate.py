@@ -162,11 +162,13 @@ def _drop_disclaimers(lines: list[str]) -> list[str]:
 
 
 def _drop_greeting(lines: list[str]) -> list[str]:
-    """Without a greeting line ("Hi,", "Dear team,") at the top."""
-    for i, line in enumerate(lines):
-        if line.strip():
-            return lines[:i] + lines[i + 1 :] if _GREETING.match(line) else lines
-    return lines
+    """Without the greeting lines ("Hi,", "Dear team,") at the top, however many are stacked."""
+    out = list(lines)
+    while True:
+        first = next((i for i, line in enumerate(out) if line.strip()), None)
+        if first is None or not _GREETING.match(out[first]):
+            return out
+        del out[first]
 
 
 def _tidy(lines: list[str]) -> str:

@@ -382,9 +382,11 @@ def _compress_text(
         out = fn(text)
         if out != text:
             before = count_tokens(text, model) if known is None else known
-            known = count_tokens(out, model)
-            removed[k] = before - known
-            text = out
+            after = count_tokens(out, model)
+            known = before
+            if after > before:  # e.g. ' LJ' is one token, 'LJ' two: keep the cheaper text
+                continue
+            known, removed[k], text = after, before - after, out
     return text, removed
 
 

@@ -228,6 +228,8 @@ def scrub(text: str, secrets: list[str | None]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
+        if secret and len(secret) >= 16:  # a masked echo ("sk-****...wxyz1234") shows the tail
+            text = re.sub(r"\S*" + re.escape(secret[-8:]), "[redacted]", text)
     return _KEY_LIKE.sub(r"\1...[redacted]", text)
 
 
