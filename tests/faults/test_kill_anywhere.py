@@ -1,19 +1,20 @@
 """Kill anywhere: `batchopt run` is SIGKILLed at every stage boundary and at random points while
 it sends online or collects batches, then run again with the same run id to the end.
 
-After each kill and resume (see `kit.kill_and_resume`): every input row is once in the outputs
-and once in the ledger, answered and on the run's bill; by the fake server's billing log, no
-answer batchopt had saved before the kill is paid for again, and the requests billed but not
-saved at the kill (in flight) are sent again once each, never more than the concurrency; in
-batch mode nothing is billed twice and one batch is created, even when the kill fell between
-the provider creating it and batchopt recording its id (found again by its tag).
+After each kill and resume (see `kill_kit.kill_and_resume`): every input row is once in the
+outputs and once in the ledger, answered and on the run's bill; by the fake server's billing
+log, no answer batchopt had saved before the kill is paid for again, and of the answers billed
+but not saved at the kill (in flight), those not found in the cache's journal are sent again,
+once each and never more than the concurrency; in batch mode nothing is billed twice and one
+batch is created, even when the kill fell between the provider creating it and batchopt
+recording its id (found again by its tag on OpenAI, by its contents on Anthropic).
 
-Kill points come in two kinds: the child's own SIGKILL at a named point (`child.KillAt`: a
+Kill points come in two kinds: the child's own SIGKILL at a named point (`kill_child.KillAt`: a
 stage starting, before or after the n-th call of a function), and the test's SIGKILL at a
 moment drawn with a fixed seed (after n billed calls; t seconds after the start, after the
-first bill or after the batch's creation). The default suite tries
-about 60; `-m slow_faults` adds a wider sweep and the shipped pipelines/summarize.yaml (semantic
-dedup and all) over the 300-row sample.
+first bill or after the batch's creation). The default suite tries about 65; `-m slow_faults`
+adds a wider sweep and the shipped pipelines/summarize.yaml (semantic dedup and all) over the
+300-row sample.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ BATCH_POINTS = {
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
     "ledger written": KillAt(f"{RUNNER}:write_ledger", "after"),
 }
-ANTHROPIC_BATCH_POINTS = {
+ANTHROPIC_BATCH_POINTS = {  # Anthropic batches carry no metadata: found again by contents
+    "batch created, id not recorded": KillAt(f"{STATE}:RunState.record_batch_id", "before"),
     "batch id recorded": KillAt(f"{STATE}:RunState.record_batch_id", "after"),
     "first poll": KillAt(f"{ANTHROPIC}.poll_batch", "after"),
     f"download at row {_ROWS[0]}": KillAt(f"{ANTHROPIC}.fetch_batch_results", nth=_ROWS[0]),
