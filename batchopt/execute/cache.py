@@ -32,6 +32,7 @@ from batchopt.records import Result, Usage
 
 _FORMAT = 1
 JOURNAL = "journal.jsonl"
+OFFSET = "journal.offset"  # how much of the journal the cache was checked against at open
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +62,7 @@ class ResponseCache:
         journal = self.path / JOURNAL
         if problem:
             kept = self._rebuild(salvaged)
+            self._save_offset(journal.stat().st_size if journal.exists() else 0)
             log.warning(
                 "warning: response cache %s is damaged (%s): moved it to %s and rebuilt %d "
                 "answer(s) from %s and the rows still readable; any other answer is asked (and "
@@ -69,6 +71,55 @@ class ResponseCache:
             kept = self._rebuild([])
             log.warning("warning: response cache %s was empty but %s holds answers: rebuilt %d "
                         "answer(s) from it", db, JOURNAL, kept)
+            self._save_offset(journal.stat().st_size)
+        else:
+            self._recover_tail()
+
+    def _recover_tail(self) -> None:
+        """Answers journaled after the last open but missing from cache.db (a process stopped
+        between the two writes) are put in the cache: they were paid for. Only the journal past
+        the offset recorded at the last open is read, so opening stays cheap."""
+        journal = self.path / JOURNAL
+        if not journal.exists():
+            return
+        start = self._offset()
+        size = journal.stat().st_size
+        start = 0 if size < start else start  # a journal replaced since: read it all
+        if size == start:
+            return
+        with open(journal, "rb") as handle:
+            handle.seek(start)
+            tail = handle.read(size - start)
+        complete = tail.rfind(b"\n") + 1  # a line still being written is read next time
+        missing = []
+        for line in tail[:complete].split(b"\n"):
+            try:
+                key, record = json.loads(line)
+            except (ValueError, TypeError):
+                continue  # a torn line, or the empty string after the last newline
+            if isinstance(key, str) and isinstance(record, str) and _parse(record) and (
+                key not in self._cache
+            ):
+                missing.append((key, record))
+        if missing:
+            with self._cache.transact():
+                for key, record in missing:
+                    self._cache.set(key, record)
+            log.warning("warning: response cache %s: %d answer(s) were in %s but not in the "
+                        "cache (a run stopped between the two writes): restored", self.path,
+                        len(missing), JOURNAL)
+        self._save_offset(start + complete)
+
+    def _offset(self) -> int:
+        try:
+            return int((self.path / OFFSET).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return 0
+
+    def _save_offset(self, size: int) -> None:
+        temp = self.path / f"{OFFSET}.{os.getpid()}.tmp"
+        temp.write_text(str(size), encoding="ascii")
+        os.replace(temp, self.path / OFFSET)
 
     def _rebuild(self, salvaged: list[tuple[Any, ...]]) -> int:
         """Fill the (fresh) cache from the old file's readable rows, then the journal."""
