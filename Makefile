@@ -26,6 +26,8 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+	# the long kill-anywhere sweeps (about 8 minutes on 2 cores)
+	$(BIN)/python -m pytest -q -m slow_faults tests/faults
 
 lint: setup
 	$(BIN)/ruff check batchopt tests benchmarks
