@@ -11,7 +11,7 @@ the plan was off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -157,6 +157,8 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
     baseline = _baseline_usd(plan)
     budget = plan.pipeline.config.budget
     notes = []
+    if plan.strategy == "cascade" and not source.startswith("past"):
+        notes.append("no past run: escalations not counted (the cascade's upper tiers may add)")
     job = JobEstimate(
         pipeline=plan.pipeline.config.name, rows=rows.height,
         exact_followers=int(counts.get("exact", 0)),
@@ -168,8 +170,6 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
         notes=notes,
     )
     job.self_hosted = _self_hosted(plan, job)
-    if plan.strategy == "cascade" and not source.startswith("past"):
-        notes.append("no past run: escalations not counted (the cascade's upper tiers may add)")
     return job
 
 
@@ -195,8 +195,6 @@ def _tier_row(tier: Tier) -> TierEstimate:
 
 def _on(tier: Tier, request: Request) -> Request:
     """`request` as it would be asked of `tier` (same prompt, the tier's model and limits)."""
-    from dataclasses import replace
-
     return replace(request, provider=tier.profile.provider, model=tier.profile.model,
                    system=tier.spec.system, max_tokens=tier.profile.max_tokens,
                    key=f"{request.key}@{tier.name}")
@@ -239,10 +237,9 @@ def _baseline_usd(plan: Plan) -> float:
     price = plan.prices.price(provider, model)
     saved = plan.rows["compression_tokens_saved"].sum() if (
         "compression_tokens_saved" in plan.rows.columns) else 0
-    by_group = {g: r for g, r in plan.requests.items()}
     input_tokens, output_tokens = int(saved or 0), 0
     for group in plan.rows["group_id"].to_list():
-        request = by_group.get(group)
+        request = plan.requests.get(group)
         if request is None:
             continue
         input_tokens += request.estimated_input_tokens

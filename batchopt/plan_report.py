@@ -9,10 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from batchopt.estimate import JobEstimate
-
-
-def _usd(value: float) -> str:
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+from batchopt.progress import usd
 
 
 def estimate_json(est: JobEstimate) -> str:
@@ -34,27 +31,27 @@ def print_estimate(est: JobEstimate) -> None:
         f"semantic near-duplicates {est.semantic_followers:,})")
     out(f"to send            {est.to_send:,} (already in the response cache: {est.cached:,})")
     for t in est.tiers:
-        batch = f" · batch {_usd(t.batch_usd)}" if t.batch_usd is not None else ""
+        batch = f" · batch {usd(t.batch_usd)}" if t.batch_usd is not None else ""
         up = f", {t.escalated:,} escalated" if t.escalated else ""
         out(f"tier {t.tier:<13} {t.provider}/{t.model}: {t.requests:,} requests{up} · input "
             f"{t.input_tokens:,} (cached {t.cached_input_tokens:,}) · output "
-            f"{t.output_tokens:,} ({t.output_source}) · online {_usd(t.online_usd)}{batch}")
+            f"{t.output_tokens:,} ({t.output_source}) · online {usd(t.online_usd)}{batch}")
         if t.token_counter:
             out(f"  tokens counted by {t.token_counter}")
     if est.escalation_source != "no cascade":
         out(f"escalation         {est.escalation_share:.1%} ({est.escalation_source})")
     share = 1 - est.cost_usd / est.baseline_usd if est.baseline_usd else 0.0
-    out(f"[bold]estimate           {_usd(est.cost_usd)}[/bold] · baseline "
-        f"{_usd(est.baseline_usd)} ({est.baseline_model}, every row online, uncompressed) · "
+    out(f"[bold]estimate           {usd(est.cost_usd)}[/bold] · baseline "
+        f"{usd(est.baseline_usd)} ({est.baseline_model}, every row online, uncompressed) · "
         f"saving {share:.1%}")
     if est.budget_usd is not None:
         verdict = "within" if est.cost_usd <= est.budget_usd else "OVER"
-        out(f"budget             {_usd(est.budget_usd)}: {verdict}")
+        out(f"budget             {usd(est.budget_usd)}: {verdict}")
     if est.last_run is not None:
         last = est.last_run
         off = f"{last.error_share:+.1%}" if last.error_share is not None else "n/a"
-        out(f"last run           {last.run_id}: estimated {_usd(last.estimated_usd)}, spent "
-            f"{_usd(last.spent_usd)} ({off})")
+        out(f"last run           {last.run_id}: estimated {usd(last.estimated_usd)}, spent "
+            f"{usd(last.spent_usd)} ({off})")
     for c in est.self_hosted:
         be = (f"{c.break_even_jobs:,.0f} such jobs/month ({c.break_even_rows:,.0f} rows)"
               if c.break_even_jobs is not None else "never (the estimate is $0)")
@@ -63,8 +60,8 @@ def print_estimate(est: JobEstimate) -> None:
         out(f"self-hosted {c.setup.name}: {c.setup.gpu}, ${c.setup.usd_per_hour:g}/h "
             f"({c.setup.source})")
         out(f"  this job {c.gpu_hours:,.3f} GPU-hours at {c.utilisation:.0%} use = "
-            f"{_usd(c.job_usd)}; always on {_usd(c.monthly_usd)}/month, which this job's "
-            f"estimate ({_usd(est.cost_usd)}) reaches at {be}{fits}; capacity "
+            f"{usd(c.job_usd)}; always on {usd(c.monthly_usd)}/month, which this job's "
+            f"estimate ({usd(est.cost_usd)}) reaches at {be}{fits}; capacity "
             f"{c.capacity_rows:,.0f} rows/month")
     for note in est.notes:
         out(f"[yellow]{note}[/yellow]")

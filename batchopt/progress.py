@@ -92,13 +92,14 @@ def print_status(report: StatusReport) -> None:
     if report.finished:
         f = report.finished
         console.print(f"  rows {f.get('rows')} · failed {f.get('failed_rows')} · cost "
-                      f"{_usd(float(f.get('cost_usd') or 0.0))}")  # type: ignore[arg-type]
+                      f"{usd(float(f.get('cost_usd') or 0.0))}")  # type: ignore[arg-type]
         console.print(f"  outputs {f.get('output')}")
         console.print(f"  ledger  {f.get('ledger')}")
     console.print(f"  state   {report.state_path}")
 
 
-def _usd(value: float) -> str:
+def usd(value: float) -> str:
+    """Dollars to 4 decimals under $1, else to cents, with thousands separators."""
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
@@ -119,8 +120,8 @@ def print_summary(summary: RunSummary) -> None:
     if summary.compression:
         steps = " · ".join(f"{name} {n:,}" for name, n in summary.compression.items())
         console.print(f"compression        {steps} (prompt tokens removed, all rows)")
-    console.print(f"cost               {_usd(summary.cost_usd)} · baseline "
-                  f"{_usd(summary.baseline_cost_usd)} · saved {_usd(summary.saving_usd)} "
+    console.print(f"cost               {usd(summary.cost_usd)} · baseline "
+                  f"{usd(summary.baseline_cost_usd)} · saved {usd(summary.saving_usd)} "
                   f"({share:.1%})")
     if summary.sent == 0 and summary.failed_rows == 0:
         console.print("spent $0: every request was answered from the cache or by dedup, "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from batchopt import reuse
 from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
+from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
 from batchopt.execute.state import RunState, Submission
@@ -71,7 +72,7 @@ class _Budget:
     def estimate(self, misses: list[Request]) -> float:
         """This invocation's spend so far plus what `misses` are estimated to cost."""
         batch = self._plan.mode == "batch"
-        return self.spent + sum(estimated_cost(self._plan, r, batch=batch) for r in misses)
+        return self.spent + sum(request_cost(self._plan, r, batch=batch) for r in misses)
 
     def check_estimate(self, misses: list[Request]) -> None:
         """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
@@ -328,10 +329,3 @@ def result_cost(plan: Plan, tier: Tier, result: Result) -> float:
         return 0.0
     return plan.prices.cost(tier.price, result.usage, batch=result.mode == "batch",
                             latency_ms=result.latency_ms)
-
-
-def estimated_cost(plan: Plan, request: Request, *, batch: bool = False) -> float:
-    """What `request` should cost on its tier before it is sent (`estimate.request_cost`)."""
-    from batchopt.estimate import request_cost
-
-    return request_cost(plan, request, batch=batch)

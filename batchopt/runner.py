@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from batchopt.config import LoadedPipeline, ModelConfig
+from batchopt.context_fit import fit_context
 from batchopt.dedup.exact import exact_groups
 from batchopt.errors import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
     EXIT_OK,
     ConfigError,
-    InputError,
 )
+from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
 from batchopt.fanout import group_results, ledger_facts, output_table
@@ -39,11 +40,10 @@ from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
-from batchopt.prompts.requests import build_requests
 from batchopt.prompts.template import PromptRenderer, render_prompts
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
-from batchopt.rounds import Answers, RunPending, estimated_cost, execute, result_cost
+from batchopt.rounds import Answers, RunPending, execute, result_cost
 from batchopt.tiers import (
     Tier,
     first_requests,
@@ -327,7 +327,7 @@ def prepare(
     tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
-    requests, overflow, skipped = _fit_context(rows, tiers, routes, requests, prices)
+    requests, overflow, skipped = fit_context(rows, tiers, routes, requests, prices)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
@@ -356,81 +356,6 @@ def prepare(
         overflow=overflow,
         skipped=skipped,
     )
-
-
-def _context_of(tier: Tier, prices: PriceTable) -> int | None:
-    profile = tier.profile
-    if profile.context_tokens is not None:
-        return profile.context_tokens
-    if profile.provider == "local":
-        return profile.n_ctx
-    return prices.context_tokens(profile.provider, profile.model)
-
-
-def _fit_context(
-    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]],
-    requests: dict[str, Request], prices: PriceTable,
-) -> tuple[dict[str, Request], dict[str, str], dict[str, tuple[Request, str]]]:
-    """Check each request (prompt plus max_tokens) against its tier's context before anything
-    is sent and do what the tier's `on_context_overflow` says: fail naming the row (exit 2),
-    skip the row, or cut the middle of its user message to fit. Returns (the requests to send,
-    "skipped" | "truncated" by group, the skipped requests and why by group)."""
-    over = []
-    for group, request in requests.items():
-        tier = tiers[routes[group][0]]
-        limit = _context_of(tier, prices)
-        if limit is not None and request.estimated_input_tokens + request.max_tokens > limit:
-            over.append((group, request, tier, limit))
-    failing = [o for o in over if o[2].profile.on_context_overflow == "fail"]
-    if failing:
-        group, request, tier, limit = failing[0]
-        rep = rows.filter((pl.col("group_id") == group) & (pl.col("dedup") == "none")).row(
-            0, named=True)
-        raise InputError(
-            f"{rep[FILE_COLUMN]}: row {rep[ROW_COLUMN]}: {_too_long(request, tier, limit)}; set "
-            f"profiles.{tier.name}.on_context_overflow to skip or truncate "
-            f"({len(failing)} row(s) in all)"
-        )
-    kept, overflow, skipped = dict(requests), {}, {}
-    for group, request, tier, limit in over:
-        truncate = tier.profile.on_context_overflow == "truncate"
-        cut = _truncated(group, request, tier, limit) if truncate else None
-        if cut is not None:
-            kept[group], overflow[group] = cut, "truncated"
-            continue
-        del kept[group]
-        overflow[group] = "skipped"
-        why = "skipped (too long to truncate)" if truncate else "skipped"
-        skipped[group] = (request, f"{why}: {_too_long(request, tier, limit)} "
-                                   f"(profiles.{tier.name}.on_context_overflow)")
-    return kept, overflow, skipped
-
-
-def _too_long(request: Request, tier: Tier, limit: int) -> str:
-    return (f"prompt of {request.estimated_input_tokens:,} tokens plus max_tokens "
-            f"{request.max_tokens:,} exceeds the context of {limit:,} tokens of "
-            f"{tier.profile.model}")
-
-
-def _truncated(group: str, request: Request, tier: Tier, limit: int) -> Request | None:
-    """`request` with the middle of its user message cut (`cut_to_budget`) until it fits, or
-    None when even an empty user message would not."""
-    from batchopt.prompts.compress import cut_to_budget
-
-    counter = tier.spec.counter
-    user_tokens = counter.count(request.user) if counter else request.estimated_input_tokens
-    budget = limit - request.max_tokens - (request.estimated_input_tokens - user_tokens)
-    for _ in range(4):  # the cut counts with the model's tokenizer, the check with the counter
-        if budget <= 0:
-            return None
-        text = cut_to_budget(request.user, budget, tier.profile.model)
-        frame = pl.DataFrame({"group_id": [group], "dedup": ["none"], "prompt_user": [text]})
-        cut = build_requests(frame, tier.spec)[group]
-        excess = cut.estimated_input_tokens + cut.max_tokens - limit
-        if excess <= 0:
-            return cut
-        budget -= excess
-    return None
 
 
 def plan_run(
@@ -515,7 +440,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         routes[group] = (tier, reason)
     unsent = {request.key for request, _ in plan.skipped.values()}
     groups = group_results(
-        final, results, lambda request: 0.0 if request.key in unsent else estimated_cost(
+        final, results, lambda request: 0.0 if request.key in unsent else request_cost(
             plan, request, batch=plan.mode == "batch"),
         answers.past,
         routes, earlier, escalated, plan.overflow,

@@ -93,7 +93,6 @@ DEFAULT_STEPS: list[dict[str, Any]] = [
 RUN_PROFILES = ("openai", "anthropic")
 RATIO_PROFILE = "anthropic"
 TARGET_RATIO = 0.50
-OPENAI_CACHE_MIN = 1024  # OpenAI's automatic prefix caching starts at 1024 prompt tokens
 
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _SHORT_MONTHS = "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
@@ -420,11 +419,9 @@ def cache_figures(ledger: pl.DataFrame) -> CacheFigures:
 
 
 def cache_minimum(provider: str, model: str) -> int:
-    if provider == "anthropic":
-        from batchopt.providers.anthropic import cache_min_tokens
+    from batchopt.providers.registry import prompt_cache_min_tokens
 
-        return cache_min_tokens(model)
-    return OPENAI_CACHE_MIN
+    return prompt_cache_min_tokens(provider, model) or 0
 
 
 def common_prefix(texts: Sequence[str]) -> str:

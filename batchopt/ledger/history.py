@@ -100,12 +100,11 @@ def _last_run(frame: pl.DataFrame) -> LastRun | None:
         frame.group_by("run_id")
         .agg(pl.col("run_at").max(), pl.col("estimated_cost_usd").fill_null(0).sum(),
              (pl.col("cost_usd").fill_null(0) - pl.col("earlier_attempts_usd").fill_null(0))
-             .sum().alias("spent"),
-             pl.col("earlier_attempts_usd").fill_null(0).sum().alias("earlier"))
+             .sum().alias("spent"))
         .filter(pl.col("spent") > 0)
         .sort("run_at", "run_id", nulls_last=False)
     )
     if not runs.height:
         return None
-    run_id, _, estimated, spent, _ = runs.row(-1)
+    run_id, _, estimated, spent = runs.row(-1)
     return LastRun(str(run_id), float(estimated), float(spent))

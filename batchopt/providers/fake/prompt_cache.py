@@ -33,26 +33,17 @@ from collections.abc import Callable
 from typing import Any
 
 from batchopt.hashing import stable_hash
+from batchopt.providers.anthropic import cache_min_tokens
 from batchopt.providers.fake import answers
+from batchopt.providers.openai import OPENAI_CACHE_MIN_TOKENS
 
 TTL_SECONDS = 300.0
 ANTHROPIC_TTLS = {"5m": 300.0, "1h": 3600.0}
-OPENAI_MIN_TOKENS = 1024
+OPENAI_MIN_TOKENS = OPENAI_CACHE_MIN_TOKENS
 OPENAI_STEP = 128
 MAX_PROMPTS = 64  # remembered OpenAI prompts per model
 MAX_BREAKPOINTS = 4
 _MAX_ANTHROPIC_ENTRIES = 4096
-
-# Minimum cacheable prefix per Anthropic model family (the first matching name prefix wins).
-_ANTHROPIC_MINIMUMS = (
-    ("claude-opus-4-6", 4096),
-    ("claude-opus-4-5", 4096),
-    ("claude-haiku-4-5", 4096),
-    ("claude-sonnet-4-6", 2048),
-    ("claude-3-5-haiku", 2048),
-    ("claude-3-haiku", 2048),
-)
-_ANTHROPIC_DEFAULT_MINIMUM = 1024
 
 Message = tuple[str, str]  # (role, text)
 
@@ -61,13 +52,8 @@ class CacheControlError(ValueError):
     """A `cache_control` the real API would refuse; the message says why."""
 
 
-def anthropic_min_tokens(model: str) -> int:
-    """The fewest prefix tokens Anthropic caches for `model`."""
-    lowered = model.lower()
-    for prefix, minimum in _ANTHROPIC_MINIMUMS:
-        if lowered.startswith(prefix):
-            return minimum
-    return _ANTHROPIC_DEFAULT_MINIMUM
+# Anthropic's documented minimums, one table for the client and the fake (providers/anthropic).
+anthropic_min_tokens = cache_min_tokens
 
 
 class PromptCache:
