@@ -69,6 +69,9 @@ def print_pending(pending: RunPending) -> None:
     for sub in pending.batches:
         console.print(f"  {sub.batch_id or '(being created) ' + sub.tag}  {sub.requests:,} "
                       f"requests · {sub.raw_status or sub.state}")
+    for other, count in pending.waiting.items():
+        console.print(f"  {count:,} requests are in a batch of run {other}, which shares the "
+                      "response cache: their answers are read from it once that run collects")
     console.print(f"run the same command again with --run-id {pending.run_id} to collect; "
                   "nothing already sent will be sent or paid for again")
 

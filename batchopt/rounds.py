@@ -6,6 +6,8 @@ budget. A helper of `runner`, which prepares the plan before and writes outputs 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +16,7 @@ from batchopt import reuse
 from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
 from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
+from batchopt.execute.claims import Claims, Holder, SharedCache, wait_seconds
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
 from batchopt.execute.state import RunState, Submission
 from batchopt.records import Request, Result
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from batchopt.execute.batch import BatchOutcome
     from batchopt.runner import Plan, RunObserver
 
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class RunPending:
@@ -35,6 +38,7 @@ class RunPending:
     batches: list[Submission]
     state_path: Path | None
     exit_code: int = EXIT_PENDING
+    waiting: dict[str, int] = field(default_factory=dict)  # other run -> its batched requests
 
 
 @dataclass
@@ -102,12 +106,19 @@ def execute(
     answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
     budget = _Budget(plan)
     round_ = _Round(plan, cache, observer, state, answers, budget)
-    pending = round_.answer(list(plan.requests.values()), first=True)
-    if plan.strategy == "cascade":
-        pending += _cascade(plan, round_)
-    if pending:
+    try:
+        pending = round_.answer(list(plan.requests.values()), first=True)
+        if plan.strategy == "cascade":
+            pending += _cascade(plan, round_)
+    finally:
+        if round_.claims is not None:
+            round_.claims.close()
+    if pending or round_.waiting:
+        waiting: dict[str, int] = {}
+        for holder in round_.waiting.values():
+            waiting[holder.run_id] = waiting.get(holder.run_id, 0) + 1
         return RunPending(plan.run_id, plan.pipeline.config.name, pending,
-                          state.path if state else None)
+                          state.path if state else None, waiting=waiting)
     return answers
 
 
@@ -178,6 +189,30 @@ class _Round:
         self.index = reuse.answered_index(plan, cache)
         self.reps = reuse.rep_ids(plan) if self.index is not None else {}
         self.sent: dict[str, Request] = {}  # what this invocation asked a provider, by key
+        # runs on other run ids sharing this cache: what one of them is sending, the others wait
+        self.claims = Claims(cache.path, plan.run_id) if cache.enabled else None
+        self.told: set[str] = set()  # holders already named in a waiting message
+        self.waiting: dict[str, Holder] = {}  # in another run's open batch when this one left
+
+    def from_cache(self, key: str) -> Result | None:
+        """The cached answer for `key`: this run's own spend if it paid for it (before a
+        cut-off), else a cache hit."""
+        cached = self.cache.get(key)
+        if cached is not None and cached.paid_run_id == self.plan.run_id:
+            return replace(cached, from_cache=False)
+        return cached
+
+    def tell_waiting(self, held: dict[str, Holder], how: str) -> None:
+        """One line on stderr per other run this one waits for."""
+        by_holder: dict[Holder, int] = {}
+        for holder in held.values():
+            by_holder[holder] = by_holder.get(holder, 0) + 1
+        for holder, count in by_holder.items():
+            if holder.run_id not in self.told:
+                self.told.add(holder.run_id)
+                log.warning("waiting: %d request(s) are being %s by %s, which shares this "
+                            "response cache; their answers are read from it, not paid for again",
+                            count, how, holder.describe())
 
     def persist(self, results: list[Result]) -> None:
         self.cache.put_many(results, self.plan.run_id)
@@ -189,11 +224,9 @@ class _Round:
         for request in {r.key: r for r in requests}.values():
             if request.key in answers.results:
                 continue
-            cached = self.cache.get(request.key)
+            cached = self.from_cache(request.key)
             if cached is None:
                 misses.append(request)
-            elif cached.paid_run_id == plan.run_id:  # this run paid for it before a cut-off
-                answers.results[request.key] = replace(cached, from_cache=False)
             else:
                 answers.results[request.key] = cached
         if first and self.index is not None and misses:
@@ -234,6 +267,7 @@ class _Round:
             for name, outcome in outcomes.items():
                 answers.results.update(outcome.results)
                 pending += outcome.pending
+                self.waiting.update(outcome.waiting)
                 reasons.update(outcome.reasons)
                 if outcome.online:
                     online[name] = outcome.online
@@ -280,11 +314,53 @@ async def _send_online(
             )
             executor.stop(round_.answers.budget_stop)
 
+    claims = round_.claims
+    ttl = 2 * profile.timeout_s * profile.max_attempts + 120.0  # a request's longest retry
+
+    def claim(requests: list[Request]) -> set[str]:
+        assert claims is not None
+        held = claims.take([r.key for r in requests], ttl)
+        round_.tell_waiting(held, "sent")
+        return set(held)
+
+    results: dict[str, Result] = {}
+    executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
+                              claim=claim if claims is not None else None)
     try:
-        executor = OnlineExecutor(provider, online, persist, round_.observer.answered)
-        return await executor.run(misses)
+        todo, waiting = misses, []
+        while todo or waiting:
+            if todo:
+                results.update(await executor.run(todo))
+                waiting += executor.deferred
+                if claims is not None:
+                    claims.release(executor.claimed)
+                    executor.claimed = []
+            todo, waiting = await _await_others(round_, waiting, results)
+        return results
     finally:
         await provider.aclose()
+
+
+async def _await_others(round_: _Round, deferred: list[Request], results: dict[str, Result]
+                        ) -> tuple[list[Request], list[Request]]:
+    """Wait for requests another run is sending, until each is answered (read from the shared
+    cache into `results`) or some claim lapsed or was given up unanswered. Returns those free
+    to send now, and those still waited for."""
+    claims, started = round_.claims, time.monotonic()
+    waiting = {r.key: r for r in deferred}
+    while waiting and claims is not None:
+        for key in list(waiting):
+            cached = round_.from_cache(key)
+            if cached is not None:
+                results[key] = cached
+                round_.observer.answered(cached)
+                del waiting[key]
+        held = claims.holders(waiting)
+        free = [request for key, request in waiting.items() if key not in held]
+        if free or not waiting:
+            return free, [request for key, request in waiting.items() if key in held]
+        await asyncio.sleep(wait_seconds(started))
+    return [], []
 
 
 async def _send_batches(
@@ -313,6 +389,8 @@ async def _send_batches(
                 provider, state, round_.persist, settings,  # type: ignore[arg-type]
                 provider_name=tier.profile.provider, model=tier.profile.model,
                 on_poll=round_.observer.batches,
+                shared=None if round_.claims is None else SharedCache(
+                    round_.claims, round_.from_cache, round_.tell_waiting),
             )
             return await executor.run(misses, known)
         finally:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from batchopt.errors import TerminalProviderError, TransientProviderError
+from batchopt.execute.claims import Holder, SharedCache
 from batchopt.execute.state import OPEN_STATES, RunState, Submission
 from batchopt.execute.structured import check_structured
 from batchopt.providers.batching import (
@@ -68,6 +69,7 @@ class BatchOutcome:
     pending: list[Submission] = field(default_factory=list)  # batches still with the provider
     online: list[Request] = field(default_factory=list)  # auto: send these online now
     reasons: dict[str, str] = field(default_factory=dict)  # why each of those left its batch
+    waiting: dict[str, Holder] = field(default_factory=dict)  # in another run's open batch
 
 
 class BatchExecutor:
@@ -83,7 +85,11 @@ class BatchExecutor:
         provider_name: str,
         model: str,
         on_poll: Callable[[list[Submission], dict[str, BatchStatus]], None] | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
+        """`shared`, when given, keeps runs on other run ids that share the response cache from
+        batching the same requests: each claims what it submits, and waits for (reads from the
+        cache) what another run has in an open batch."""
         self.provider = provider
         self.state = state
         self.persist = persist
@@ -91,7 +97,9 @@ class BatchExecutor:
         self.provider_name = provider_name
         self.model = model
         self.on_poll = on_poll
+        self.shared = shared
         self._misses: dict[str, Request] = {}
+        self._claimed: set[str] = set()
 
     async def run(self, misses: list[Request], known: dict[str, Request]) -> BatchOutcome:
         """Advance the run for `misses` (requests with no answer yet); `known` holds every
@@ -101,14 +109,16 @@ class BatchExecutor:
         while True:
             await self._adopt()
             statuses = await self._collect(known, outcome)
-            todo = self._to_send(outcome)
+            self._settle_waiting(outcome)
+            todo = self._claim(self._to_send(outcome), outcome)
             rejected = await self._submit(todo) if todo else False
             open_ = self.state.submissions(OPEN_STATES)
+            self._release_settled()
             if self.on_poll is not None:
                 self.on_poll(self.state.submissions(), statuses)
             if rejected:  # at once: a refused create leaves its rows neither open nor answered
                 continue
-            if not open_ or not self.settings.wait:
+            if (not open_ and not outcome.waiting) or not self.settings.wait:
                 outcome.pending = open_
                 return outcome
             await asyncio.sleep(self.settings.poll_seconds)
@@ -227,7 +237,8 @@ class BatchExecutor:
         online = {r.key for r in outcome.online}
         todo: list[Request] = []
         for key, request in self._misses.items():
-            if key in outcome.results or key in open_keys or key in online:
+            if (key in outcome.results or key in open_keys or key in online
+                    or key in outcome.waiting):
                 continue
             past = history.get(key, [])
             note = past[-1][1] if past else None
@@ -272,6 +283,42 @@ class BatchExecutor:
                 continue
             self.state.record_batch_id(tag, batch_id)
         return rejected
+
+    # ---- runs sharing the cache --------------------------------------------------------------
+
+    def _claim(self, todo: list[Request], outcome: BatchOutcome) -> list[Request]:
+        """Claim `todo` for this run; what another run holds is waited for, not submitted."""
+        if self.shared is None or not todo:
+            return todo
+        ttl = ADOPT_PATIENCE_SECONDS + 3600.0  # a batch's lifetime, and then some
+        held = self.shared.claims.take([r.key for r in todo], ttl, state=self.state.path)
+        if held:
+            outcome.waiting.update(held)
+            self.shared.on_wait(held, "sent in a batch")
+        mine = [r for r in todo if r.key not in held]
+        self._claimed |= {r.key for r in mine}
+        return mine
+
+    def _settle_waiting(self, outcome: BatchOutcome) -> None:
+        """Requests waited for that another run got answered (read from the cache), and those
+        whose claim lapsed or was given up (sent by this run next)."""
+        if self.shared is None or not outcome.waiting:
+            return
+        for key in list(outcome.waiting):
+            result = self.shared.lookup(key)
+            if result is not None:
+                outcome.results[key] = result
+                del outcome.waiting[key]
+        held = self.shared.claims.holders(outcome.waiting)
+        outcome.waiting = {key: h for key, h in outcome.waiting.items() if key in held}
+
+    def _release_settled(self) -> None:
+        """Give up the claims on requests no longer in an open batch of this run."""
+        if self.shared is None or not self._claimed:
+            return
+        settled = self._claimed - self.state.open_keys()
+        self.shared.claims.release(settled)
+        self._claimed -= settled
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -78,13 +78,21 @@ class OnlineExecutor:
         settings: OnlineSettings,
         persist: Callable[[list[Result]], None],
         on_progress: Callable[[Result], None] | None = None,
+        claim: Callable[[list[Request]], set[str]] | None = None,
     ) -> None:
+        """`claim`, when given, is asked before requests are sent (a few at a time): it claims
+        them for this run and returns the keys another run holds, which are not sent here but
+        left in `deferred` (see `execute.claims`)."""
         self.provider = provider
         self.settings = settings
         self.limiter = RateLimiter(settings.rpm, settings.tpm)
         self._commit = GroupCommit(persist)
         self._on_progress = on_progress
         self._abort: str | None = None
+        self._claim = claim
+        self._ready: list[Request] = []
+        self.deferred: list[Request] = []  # held by another run: not sent by `run`
+        self.claimed: list[str] = []  # keys this executor claimed (to release when done)
 
     def stop(self, reason: str) -> None:
         """Send nothing more: every request not yet started fails with `not sent: reason`."""
@@ -97,12 +105,11 @@ class OnlineExecutor:
         for request in requests:
             queue.put_nowait(request)
 
+        self.deferred = []
+        self._ready = []
+
         async def worker() -> None:
-            while True:
-                try:
-                    request = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
+            while (request := self._next(queue)) is not None:
                 result = await self._one(request)
                 results[request.key] = result
                 if self._on_progress is not None:
@@ -111,13 +118,32 @@ class OnlineExecutor:
         if requests and self.provider.caches_prefix(requests[0]):
             # One request alone first writes the prompt cache; sent side by side, every
             # request of the first wave would pay to write it.
-            first = queue.get_nowait()
-            results[first.key] = await self._one(first)
-            if self._on_progress is not None:
-                self._on_progress(results[first.key])
+            first = self._next(queue, 1)
+            if first is not None:
+                results[first.key] = await self._one(first)
+                if self._on_progress is not None:
+                    self._on_progress(results[first.key])
         workers = max(1, min(self.settings.concurrency, queue.qsize()))
         await asyncio.gather(*(worker() for _ in range(workers)))
         return results
+
+    def _next(self, queue: asyncio.Queue[Request], chunk: int | None = None) -> Request | None:
+        """The next request this run may send; claims them a few at a time (one transaction
+        for as many requests as there are workers) when other runs share the cache."""
+        while not self._ready:
+            taken: list[Request] = []
+            while len(taken) < (chunk or self.settings.concurrency) and not queue.empty():
+                taken.append(queue.get_nowait())
+            if not taken:
+                return None
+            if self._claim is None or self._abort is not None:
+                self._ready = taken
+                break
+            held = self._claim(taken)
+            self.deferred += [r for r in taken if r.key in held]
+            self._ready = [r for r in taken if r.key not in held]
+            self.claimed += [r.key for r in self._ready]
+        return self._ready.pop(0)
 
     async def _one(self, request: Request) -> Result:
         if self._abort is not None:

@@ -377,7 +377,7 @@ class Tally:
             lines.append(
                 f"overlapping run ids sharing a cache: runs {total(shared, 'runs')}, rows "
                 f"checked {total(shared, 'rows')}, requests paid by two runs "
-                f"{total(shared, 'paid_twice')} (no cross-run claim yet: see test_schedulers)"
+                f"{total(shared, 'paid_twice')}"
             )
         return lines
 
