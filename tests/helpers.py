@@ -67,3 +67,16 @@ def fake_env(fake: Any, openai_key: str = "sk-test-0001", anthropic_key: str = "
                 "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
                 "ANTHROPIC_API_KEY": anthropic_key, **extra})
     return env
+
+
+def file_contents(path: Path) -> bytes:
+    """What a file holds, readable: a Parquet file's pages are compressed (zstd), so a key in
+    them is not in its bytes; its rows and metadata are decoded and added."""
+    raw = path.read_bytes()
+    if path.suffix != ".parquet":
+        return raw
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    return raw + repr(table.to_pylist()).encode() + repr(meta).encode()

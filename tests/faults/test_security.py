@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from faults import tally
 from faults.bad_input_helpers import assert_refused, cli_env, invoke
-from helpers import fake_env, pipeline_dict, write_pipeline, write_tickets
+from helpers import fake_env, file_contents, pipeline_dict, write_pipeline, write_tickets
 
 from batchopt.config import load_pipeline
 from batchopt.runner import RunOptions, prepare
@@ -104,22 +104,9 @@ def _leaks(blob: bytes | str) -> list[str]:
     return [s for s in SECRETS if s.encode() in data]
 
 
-def _contents(path: Path) -> bytes:
-    """What a file holds, readable: a Parquet file's pages are compressed (zstd), so a key in
-    them is not in its bytes; its rows and metadata are decoded and added."""
-    raw = path.read_bytes()
-    if path.suffix != ".parquet":
-        return raw
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    return raw + repr(table.to_pylist()).encode() + repr(meta).encode()
-
-
 def _leaking_files(folder: Path) -> list[tuple[str, list[str]]]:
-    return [(str(p), _leaks(_contents(p))) for p in folder.rglob("*")
-            if p.is_file() and _leaks(_contents(p))]
+    return [(str(p), _leaks(file_contents(p))) for p in folder.rglob("*")
+            if p.is_file() and _leaks(file_contents(p))]
 
 
 def test_a_key_in_a_compressed_parquet_file_is_found(tmp_path):
