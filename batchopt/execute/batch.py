@@ -27,6 +27,7 @@ an open batch is waited for, not resubmitted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,10 @@ from batchopt.providers.batching import (
 from batchopt.records import Request, Result
 
 _PERSIST_EVERY = 500  # rows read from a batch's results per transaction
+# Results downloads of one batch that may break off in a row before a waiting run stops
+# waiting (exit 75, run again later) rather than loop on a provider that cannot serve them.
+READ_TRIES = 8
+log = logging.getLogger(__name__)
 _MISSING_OUTCOME = {"expired": "expired", "cancelled": "canceled"}
 # How long a submission whose batch may exist but cannot be checked yet is waited for: a batch
 # ends (or expires) within 24 h of its creation, after which what it holds can be read.
@@ -100,6 +105,7 @@ class BatchExecutor:
         self.shared = shared
         self._misses: dict[str, Request] = {}
         self._claimed: set[str] = set()
+        self._broken: dict[str, int] = {}  # batch id -> results downloads broken off in a row
 
     async def run(self, misses: list[Request], known: dict[str, Request]) -> BatchOutcome:
         """Advance the run for `misses` (requests with no answer yet); `known` holds every
@@ -118,7 +124,7 @@ class BatchExecutor:
                 self.on_poll(self.state.submissions(), statuses)
             if rejected:  # at once: a refused create leaves its rows neither open nor answered
                 continue
-            if (not open_ and not outcome.waiting) or not self.settings.wait:
+            if (not open_ and not outcome.waiting) or not self.settings.wait or self._stalled():
                 outcome.pending = open_
                 return outcome
             await asyncio.sleep(self.settings.poll_seconds)
@@ -175,9 +181,17 @@ class BatchExecutor:
                     self.state.mark_failed(sub.tag, status.raw_status, status.error)
                     continue
                 await self._read_results(sub, status, known, outcome)
-            except TransientProviderError:
+                self._broken.pop(sub.batch_id, None)
+            except TransientProviderError as exc:
                 # A poll or a results download that broke off: the batch stays pending and is
                 # read again, from the top, on the next pass (what was persisted stays put).
+                self._broken[sub.batch_id] = self._broken.get(sub.batch_id, 0) + 1
+                if self._broken[sub.batch_id] == READ_TRIES:
+                    log.warning(
+                        "warning: batch %s: %d polls or results downloads in a row broke off "
+                        "(last: %s); stopped waiting for it. What was read is kept; run again "
+                        "with --run-id %s later", sub.batch_id, READ_TRIES, exc,
+                        self.settings.run_id)
                 continue
         return statuses
 
@@ -283,6 +297,9 @@ class BatchExecutor:
                 continue
             self.state.record_batch_id(tag, batch_id)
         return rejected
+
+    def _stalled(self) -> bool:
+        return any(count >= READ_TRIES for count in self._broken.values())
 
     # ---- runs sharing the cache --------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from helpers import fake_env
 from batchopt.cli import main
 from batchopt.errors import EXIT_FAILED_ROWS
 from batchopt.providers.sdk_common import USAGE_MISSING
+from batchopt.rounds import RunPending
 
 PROVIDERS = ["openai", "anthropic"]
 
@@ -246,6 +247,24 @@ def test_a_results_file_that_breaks_off_is_read_again(bfake, tmp_path, provider,
     bfake.set_faults([{"batch": ["truncate_results", "shuffle"], "times": times}])
     summary = run(_batch(tmp_path, provider), bfake, "brk")
     check(bfake, tmp_path, summary, "brk", fault=f"results broke off x{times}")
+    assert bfake.stats()["batches_created"] == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_results_file_that_always_breaks_off_stops_the_wait(bfake, tmp_path, provider, caplog):
+    """A waiting run does not loop for ever on results it cannot download: after READ_TRIES
+    broken reads in a row it leaves the batch pending (exit 75) and says so; run again once
+    the provider serves the file, it reads it and pays for nothing twice."""
+    from batchopt.execute.batch import READ_TRIES
+
+    # the fault goes with the batch: its first READ_TRIES downloads break off, later ones do not
+    bfake.set_faults([{"batch": "truncate_results", "times": READ_TRIES}])
+    pending = run(_batch(tmp_path, provider, poll_seconds=0.01), bfake, "stuck")
+    assert isinstance(pending, RunPending) and len(pending.batches) == 1
+    assert f"{READ_TRIES} polls or results downloads in a row broke off" in caplog.text
+    assert "--run-id stuck" in caplog.text
+    summary = run(_batch(tmp_path, provider), bfake, "stuck")
+    check(bfake, tmp_path, summary, "stuck", fault="results broke off every time")
     assert bfake.stats()["batches_created"] == 1
 
 
