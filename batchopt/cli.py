@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ def main() -> None:
 _path = click.Path(path_type=Path)
 
 
+def engine_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--engine and --ray-address, shared by `run` and `plan`."""
+    command = click.option("--ray-address", help="engine ray: the cluster to join "
+                           "(default: execution.ray_address, else a local Ray)")(command)
+    return click.option("--engine", type=click.Choice(["local", "ray"]),
+                        help="Override execution.engine: where the row-local stages run")(command)
+
+
 @main.command()
 @click.argument("pipeline", type=_path)
 @click.option("--profile", help="Model set-up from the YAML's profiles (default: default_profile)")
@@ -53,6 +62,7 @@ _path = click.Path(path_type=Path)
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="batch: block until every batch is collected, or exit 75 while any is out")
 @click.option("--quiet", is_flag=True, help="No progress bar")
+@engine_options
 def run(
     pipeline: Path,
     profile: str | None,
@@ -64,6 +74,8 @@ def run(
     mode: str | None,
     wait: bool,
     quiet: bool,
+    engine: str | None,
+    ray_address: str | None,
 ) -> None:
     """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger.
 
@@ -77,7 +89,8 @@ def run(
     loaded = load_pipeline(pipeline)
     options = RunOptions(
         profile=profile, run_id=run_id, input=input_path, output=output_path,
-        ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait,
+        ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait, engine=engine,
+        ray_address=ray_address,
     )
     observer = RichObserver(enabled=not quiet)
     try:
@@ -146,6 +159,7 @@ def status(
 @click.option("--mode", type=click.Choice(["online", "batch", "auto"]),
               help="Override execution.mode")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON")
+@engine_options
 def plan(
     pipeline: Path,
     profile: str | None,
@@ -154,6 +168,8 @@ def plan(
     cache_dir: Path | None,
     mode: str | None,
     as_json: bool,
+    engine: str | None,
+    ray_address: str | None,
 ) -> None:
     """Estimate what running PIPELINE will cost, without sending a request.
 
@@ -165,7 +181,8 @@ def plan(
     from batchopt.runner import RunOptions, plan_run
 
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
-                         cache_dir=cache_dir, mode=mode)
+                         cache_dir=cache_dir, mode=mode, engine=engine,
+                         ray_address=ray_address)
     estimate = plan_run(load_pipeline(pipeline), options)
     if as_json:
         click.echo(estimate_json(estimate))

@@ -285,6 +285,14 @@ class ExecutionConfig(StrictModel):
         description="Batches a request may go through (expired, errored and cancelled rows are "
         "sent again) before it counts as failed",
     )
+    engine: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the row-local stages run: this process, or a Ray cluster "
+        "(pip install 'batchopt[ray]'); grouping, batches and the run state stay in the driver",
+    )
+    ray_address: str | None = Field(
+        default=None, description="engine ray: the cluster to join (default: a local Ray)"
+    )
 
 
 class PathsConfig(StrictModel):

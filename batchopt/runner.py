@@ -24,6 +24,7 @@ import polars as pl
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.context_fit import fit_context
 from batchopt.dedup.exact import exact_groups
+from batchopt.engines import get_engine
 from batchopt.errors import (
     EXIT_BUDGET,
     EXIT_FAILED_ROWS,
@@ -40,10 +41,11 @@ from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
-from batchopt.prompts.template import PromptRenderer, render_prompts
+from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
 from batchopt.rounds import Answers, RunPending, execute, result_cost
+from batchopt.row_stages import RenderStep, take_report
 from batchopt.tiers import (
     Tier,
     first_requests,
@@ -79,6 +81,8 @@ class RunOptions:
     cache_dir: Path | None = None
     mode: str | None = None  # online | batch | auto; default: the YAML's execution.mode
     wait: bool = True  # batch: block until every batch is collected; else RunPending
+    engine: str | None = None  # local | ray; default: the YAML's execution.engine
+    ray_address: str | None = None  # default: the YAML's execution.ray_address
 
 
 class RunObserver:
@@ -272,21 +276,14 @@ def prepare(
             f"prompt.output_column: '{cfg.prompt.output_column}' is already an input column"
         )
 
-    if cfg.compress is not None:
-        from batchopt.prompts.compress import SAVED_COLUMN, compress_rows
-
-        observer.stage("compress")
-        rows, report = compress_rows(rows, cfg.compress, renderer.variables, profile.model)
-        rows = rows.with_columns(report[SAVED_COLUMN].alias("compression_tokens_saved"))
-        compression = {
-            name.removeprefix("compress_").removesuffix("_tokens"): int(report[name].sum())
-            for name in report.columns if name != SAVED_COLUMN
-        }
-    else:
-        rows = rows.with_columns(pl.lit(0, dtype=pl.Int64).alias("compression_tokens_saved"))
-        compression = {}
-    observer.stage("render")
-    rows = render_prompts(rows, renderer, cfg.input.id_column)
+    observer.stage("compress" if cfg.compress is not None else "render")
+    step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model)
+    engine = get_engine(options.engine or cfg.execution.engine,
+                        options.ray_address or cfg.execution.ray_address)
+    try:
+        rows, compression = take_report(engine.map_rows(rows, step))
+    finally:
+        engine.close()
     observer.stage("dedup")
     rows = exact_groups(
         rows,
