@@ -30,6 +30,17 @@ def test_file_folder_glob_and_hive(tmp_path: Path) -> None:
     assert sorted(globbed["x"].to_list()) == [1, 2, 3]
 
 
+def test_a_folder_with_other_files_beside_its_parquet_is_read(tmp_path: Path) -> None:
+    """A README or a _SUCCESS marker beside the data does not stop the read (polars refuses a
+    folder of mixed files); hive folders still become columns."""
+    _write(tmp_path / "d" / "day=1" / "a.parquet", pl.DataFrame({"id": ["a", "b"], "x": [1, 2]}))
+    _write(tmp_path / "d" / "day=2" / "b.parquet", pl.DataFrame({"id": ["c"], "x": [3]}))
+    (tmp_path / "d" / "README.md").write_text("nightly export")
+    (tmp_path / "d" / "day=2" / "_SUCCESS").write_text("")
+    rows = read_rows(tmp_path / "d", "id", ["x"]).sort("id")
+    assert rows["id"].to_list() == ["a", "b", "c"] and rows["day"].to_list() == [1, 1, 2]
+
+
 def test_missing_column_names_it_and_the_available_ones(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.parquet", pl.DataFrame({"id": ["a"], "body": ["x"]}))
     with pytest.raises(InputError, match=r"missing column\(s\) 'subject' \(columns: id, body\)"):

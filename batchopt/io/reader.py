@@ -63,6 +63,12 @@ def read_rows(
     files = list_input_files(path)
     _check_readable(files)
     hive_root = path if path.is_dir() else None
+    if hive_root is not None and any(p.is_file() and p.suffix != ".parquet"
+                                     for p in hive_root.rglob("*")):
+        # polars refuses a folder that holds other files (a README, a _SUCCESS marker): the
+        # Parquet files are read as a list, their key=value folders still read as columns
+        hive_root = None
+        hive_partitioning = True if hive_partitioning is None else hive_partitioning
     try:
         lazy = pl.scan_parquet(
             files if hive_root is None else hive_root,
@@ -87,7 +93,8 @@ def read_rows(
     try:
         frame = (
             lazy.select(*columns, FILE_COLUMN)
-            .with_columns(pl.int_range(pl.len()).over(FILE_COLUMN).alias(ROW_COLUMN))
+            .with_columns(pl.int_range(pl.len()).over(FILE_COLUMN).alias(ROW_COLUMN),
+                          pl.col(FILE_COLUMN).cast(pl.Categorical))  # not a path per row
             .collect()
         )
     except pl.exceptions.PolarsError as exc:
