@@ -9,8 +9,10 @@ functions run in both, so the local path is never a toy the distributed one repl
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 
 from batchopt.errors import ConfigError
@@ -26,6 +28,13 @@ class Engine(Protocol):
 
     def map_rows(self, rows: pl.DataFrame, step: RowStep) -> pl.DataFrame:
         """`step` applied to every chunk of `rows`, the chunks back in their order."""
+        ...
+
+    def embed(self, texts: list[str], backend: str = "sentence-transformers",
+              model: str | Path | None = None) -> np.ndarray:
+        """`texts` embedded with the `dedup.semantic` backend and model (as
+        `batchopt.dedup.embed.load_embedder` loads them): float32, shape (len(texts), dim), unit
+        rows in the order of `texts`; the same vectors (np.allclose) whatever the engine."""
         ...
 
     def close(self) -> None: ...

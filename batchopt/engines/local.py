@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import polars as pl
 
 from batchopt.engines import RowStep
@@ -14,6 +18,7 @@ class LocalEngine:
 
     def __init__(self, chunk_rows: int = CHUNK_ROWS) -> None:
         self.chunk_rows = chunk_rows
+        self._embedders: dict[tuple[str, str | None], Any] = {}
 
     def map_rows(self, rows: pl.DataFrame, step: RowStep) -> pl.DataFrame:
         if rows.height <= self.chunk_rows:
@@ -21,5 +26,17 @@ class LocalEngine:
         return pl.concat([step(chunk) for chunk in rows.iter_slices(self.chunk_rows)],
                          how="vertical", rechunk=True)
 
+    def embed(self, texts: list[str], backend: str = "sentence-transformers",
+              model: str | Path | None = None) -> np.ndarray:
+        """Embed `texts` in this process with the `dedup.semantic` `backend` and `model` (see
+        `batchopt.dedup.embed.load_embedder`; the model is loaded once per engine): a float32
+        array of shape (len(texts), dim), unit rows, row i the vector of texts[i]."""
+        key = (backend, None if model is None else str(model))
+        if key not in self._embedders:
+            from batchopt.dedup.embed import load_embedder
+
+            self._embedders[key] = load_embedder(backend, model)
+        return self._embedders[key].embed(list(texts))
+
     def close(self) -> None:
-        pass
+        self._embedders.clear()
