@@ -24,6 +24,7 @@ from batchopt.tiers import Tier
 
 if TYPE_CHECKING:
     from batchopt.dedup.crossrun import PastAnswer
+    from batchopt.engines.ray_send import RaySender
     from batchopt.execute.batch import BatchOutcome
     from batchopt.runner import Plan, RunObserver
 
@@ -303,7 +304,10 @@ async def _send_online(
         timeout_s=profile.timeout_s,
         max_attempts=profile.max_attempts,
     )
-    provider = create_provider(tier.settings)
+    execution = plan.pipeline.config.execution
+    # engine ray: API calls go out from Ray workers; an in-process model stays in the driver
+    on_ray = execution.engine == "ray" and profile.provider != "local"
+    provider = None if on_ray else create_provider(tier.settings)
     budget = round_.budget
 
     def persist(results: list[Result]) -> None:
@@ -324,8 +328,19 @@ async def _send_online(
         return set(held)
 
     results: dict[str, Result] = {}
-    executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
-                              claim=claim if claims is not None else None)
+    executor: OnlineExecutor | RaySender
+    if provider is None:  # engine ray: the workers send, this process persists
+        try:
+            from batchopt.engines.ray_send import RaySender
+        except ImportError as exc:
+            raise ConfigError(f"execution.engine ray: Ray is not installed ({exc}); "
+                              "pip install 'batchopt[ray]'") from exc
+        executor = RaySender(tier.settings, online, persist, round_.observer.answered,
+                             claim=claim if claims is not None else None,
+                             address=execution.ray_address)
+    else:
+        executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
+                                  claim=claim if claims is not None else None)
     try:
         todo, waiting = misses, []
         while todo or waiting:
@@ -338,7 +353,10 @@ async def _send_online(
             todo, waiting = await _await_others(round_, waiting, results)
         return results
     finally:
-        await provider.aclose()
+        if provider is not None:
+            await provider.aclose()
+        elif not isinstance(executor, OnlineExecutor):
+            await executor.close()
 
 
 async def _await_others(round_: _Round, deferred: list[Request], results: dict[str, Result]

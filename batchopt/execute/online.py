@@ -79,13 +79,16 @@ class OnlineExecutor:
         persist: Callable[[list[Result]], None],
         on_progress: Callable[[Result], None] | None = None,
         claim: Callable[[list[Request]], set[str]] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         """`claim`, when given, is asked before requests are sent (a few at a time): it claims
         them for this run and returns the keys another run holds, which are not sent here but
-        left in `deferred` (see `execute.claims`)."""
+        left in `deferred` (see `execute.claims`). `limiter`, when given, paces the calls
+        instead of one of `settings.rpm` / `settings.tpm` of the executor's own (a limit shared
+        with other executors: see `engines.ray_send`)."""
         self.provider = provider
         self.settings = settings
-        self.limiter = RateLimiter(settings.rpm, settings.tpm)
+        self.limiter = limiter if limiter is not None else RateLimiter(settings.rpm, settings.tpm)
         self._commit = GroupCommit(persist)
         self._on_progress = on_progress
         self._abort: str | None = None
