@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from batchopt.prompts.requests import CallSpec, build_requests
 
@@ -34,3 +35,18 @@ def test_key_changes_with_everything_that_decides_the_answer() -> None:
                    {"params": {"top_p": 0.9}}, {"json_schema": {"type": "object"}},
                    {"provider": "anthropic"}):
         assert build_requests(_rows(), _spec(**change))["g1"].key != key, change
+
+
+@pytest.mark.parametrize("user", ["", "plain", 'quotes " and \\ backslash', "naïve ünïcode 日本",
+                                  "control \x00\x1f chars\n\ttabs", "emoji 🙂 and \u2028"])
+def test_the_fast_request_key_is_the_canonical_hash(user):
+    """Request keys key the response cache: the one-pass key must equal stable_hash of the
+    whole request, or every cache built before would miss (and be paid again)."""
+    from batchopt.hashing import keyed_by_last_field, stable_hash
+
+    fields = {"provider": "openai", "endpoint": "chat", "model": "m", "system": "sÿs \"x\"",
+              "max_tokens": 64, "temperature": 0.0, "json_schema": {"b": 1, "a": [1, "é"]},
+              "params": {"top_p": 0.5}}
+    assert keyed_by_last_field(fields, "user")(user) == stable_hash({**fields, "user": user})
+    with pytest.raises(ValueError):
+        keyed_by_last_field({"zebra": 1}, "user")

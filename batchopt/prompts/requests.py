@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from batchopt.hashing import stable_hash
+from batchopt.hashing import keyed_by_last_field
 from batchopt.records import Request
 from batchopt.token_counters import Calibration, TokenCounter, counter_for
 
@@ -58,17 +58,18 @@ def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "promp
     representatives = rows.filter(pl.col("dedup") == "none")
     system_tokens = counter.count(spec.system)
     requests: dict[str, Request] = {}
+    key_of = keyed_by_last_field({  # = stable_hash of these fields and "user"
+        "provider": spec.provider, "endpoint": spec.endpoint, "model": spec.model,
+        "system": spec.system, "max_tokens": spec.max_tokens,
+        "temperature": spec.temperature, "json_schema": spec.json_schema,
+        "params": spec.params,
+    }, "user")
+    params = dict(spec.params)  # one copy, shared by the requests (frozen, never mutated)
     for group_id, user in representatives.select("group_id", user_column).iter_rows():
-        key = stable_hash({
-            "provider": spec.provider, "endpoint": spec.endpoint, "model": spec.model,
-            "system": spec.system, "user": user, "max_tokens": spec.max_tokens,
-            "temperature": spec.temperature, "json_schema": spec.json_schema,
-            "params": spec.params,
-        })
         requests[group_id] = Request(
-            key=key, provider=spec.provider, model=spec.model, system=spec.system, user=user,
-            max_tokens=spec.max_tokens, temperature=spec.temperature,
-            json_schema=spec.json_schema, params=dict(spec.params),
+            key=key_of(user), provider=spec.provider, model=spec.model, system=spec.system,
+            user=user, max_tokens=spec.max_tokens, temperature=spec.temperature,
+            json_schema=spec.json_schema, params=params,
             estimated_input_tokens=system_tokens + counter.count(user),
             token_counter=counter.name,
         )
