@@ -38,14 +38,16 @@ EMBED_BLOCK_ROWS = 20_000  # texts per embedding block: several per actor on a b
 class RayEngine:
     """Row-local steps and embedding over Ray: a local Ray started on demand, or the cluster at
     `address`. `workers` (default: the cluster's CPUs) sets how many blocks a table is cut into
-    at least, and how many embedding actors run."""
+    at least, and how many embedding actors run; `chunk_rows` and `embed_rows` cap a block's rows
+    for `map_rows` and `embed`."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, workers: int | None = None,
-                 chunk_rows: int = CHUNK_ROWS) -> None:
+                 chunk_rows: int = CHUNK_ROWS, embed_rows: int = EMBED_BLOCK_ROWS) -> None:
         self.address = address
         self.chunk_rows = chunk_rows
+        self.embed_rows = embed_rows
         self._workers = workers
 
     def _ray(self) -> Any:
@@ -90,7 +92,7 @@ class RayEngine:
         ray = self._ray()
         workers = self.workers()
         table = pa.table({"text": pa.array(texts, type=pa.large_string())})
-        blocks = _slices(table, self._block_rows(len(texts), EMBED_BLOCK_ROWS))
+        blocks = _slices(table, self._block_rows(len(texts), self.embed_rows))
         with _ray_data() as data:
             dataset = data.from_arrow(blocks).map_batches(
                 _EmbedWorker, fn_constructor_args=(backend, None if model is None else str(model)),
