@@ -304,9 +304,8 @@ async def _send_online(
         timeout_s=profile.timeout_s,
         max_attempts=profile.max_attempts,
     )
-    execution = plan.pipeline.config.execution
     # engine ray: API calls go out from Ray workers; an in-process model stays in the driver
-    on_ray = execution.engine == "ray" and profile.provider != "local"
+    on_ray = plan.engine == "ray" and profile.provider != "local"
     provider = None if on_ray else create_provider(tier.settings)
     budget = round_.budget
 
@@ -337,7 +336,7 @@ async def _send_online(
                               "pip install 'batchopt[ray]'") from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
-                             address=execution.ray_address)
+                             address=plan.ray_address)
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
                                   claim=claim if claims is not None else None)

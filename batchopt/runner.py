@@ -133,6 +133,8 @@ class Plan:
     # ones are not in `requests` (group -> (request, why)) and are never sent
     overflow: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
+    engine: str = "local"  # where row stages ran and API calls go out: local | ray
+    ray_address: str | None = None
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -278,8 +280,9 @@ def prepare(
 
     observer.stage("compress" if cfg.compress is not None else "render")
     step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model)
-    engine = get_engine(options.engine or cfg.execution.engine,
-                        options.ray_address or cfg.execution.ray_address)
+    engine_name = options.engine or cfg.execution.engine
+    ray_address = options.ray_address or cfg.execution.ray_address
+    engine = get_engine(engine_name, ray_address)
     try:
         rows, compression = take_report(engine.map_rows(rows, step))
     finally:
@@ -352,6 +355,8 @@ def prepare(
         compression=compression,
         overflow=overflow,
         skipped=skipped,
+        engine=engine_name,
+        ray_address=ray_address,
     )
 
 
