@@ -99,9 +99,11 @@ def test_overlapping_runs_on_one_run_id(fake, kill_tally, tmp_path, mode, runs):
 
 
 def _shared_cache_runs(fake, tmp_path, mode: str, runs: int) -> tuple[Job, Counter, list]:
-    """`runs` run ids over the same rows and the same cache folder, all at once."""
-    fake.latency_ms = 100
-    fake.batch_seconds = 1.0
+    """`runs` run ids over the same rows and the same cache folder, all at once (as cron lines
+    would start them). The sending lasts seconds, so on a loaded machine the later processes
+    (a few seconds of imports each) still start while the first one holds its claims."""
+    fake.latency_ms = 600  # 40 requests at concurrency 4: about 6 s of sending
+    fake.batch_seconds = 8.0
     job = _job(tmp_path, mode)
     run_ids = [f"r{i}" for i in range(runs)]
     children = _start_all(job, fake, run_ids)
