@@ -165,3 +165,20 @@ def test_killed_while_ray_workers_send_resumes_without_paying_again(ray_cluster,
     outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
     assert sorted(outputs["ticket_id"].to_list()) == [f"T{i:04d}" for i in range(n)]
     assert outputs["summary"].null_count() == 0
+
+
+def test_the_key_never_reaches_the_ray_session_files(ray_cluster, fake, tmp_path):
+    """Secrets never reach logs: the Ray session's files (worker logs, spilled objects, events)
+    are grepped for the key an engine-ray run was given, as test_security does a run's files."""
+    from batchopt.config import load_pipeline
+    from batchopt.runner import RunOptions, run_pipeline
+
+    key = "sk-live-RAYSECRET-5150"
+    path = _job(tmp_path, _tickets(12), "ray", concurrency=2)
+    run_pipeline(load_pipeline(path), RunOptions(run_id="keys"),
+                 env=fake_env(fake, openai_key=key))
+    session = Path(ray_cluster._private.worker._global_node.get_session_dir_path())
+    files = [p for p in session.rglob("*") if p.is_file() and not p.is_socket()]
+    assert files, session
+    leaking = [str(p) for p in files if key.encode() in p.read_bytes()]
+    assert leaking == []
