@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py                              # 100k and 1M rows
     python benchmarks/bench_scale.py --rows 10000000 --keep-data  # one size; data kept
+    python benchmarks/bench_scale.py --rows 100000 --engine local,ray  # both engines, a ratio
 
 For each size the script generates short support tickets as Parquet in a temporary folder (in
 its own child process), writes a pipeline YAML beside them (openai profile, so no local model;
@@ -10,6 +11,14 @@ cache in a fresh folder, so embeddings are computed cold as on a night of new da
 what `batchopt plan` runs (`runner.prepare` without keys, then `estimate.estimate_job`: read,
 compress, render, exact and semantic dedup, tiers, routing, requests with their token counts,
 context check, estimate; nothing is sent) in a fresh child process, so peaks do not mix.
+
+`--engine local,ray` runs each size once per engine (`--engine` of `batchopt run`; each run in
+its own child with its own cold embedding cache) and prints each engine's total and the ratio
+ray/local, over the whole plan and over the row-local stages the engine runs (compress and render;
+on Ray that includes starting a local Ray with one worker per core, charged to its own line).
+Only the row-local stages move to Ray; the other stages run in the driver either way. On Ray,
+compress and render run in worker processes: their time shows as `engine.map_rows` and their
+memory is not in the driver's RSS columns.
 
 The data: 28% of rows are drawn as exact copies of an earlier ticket (30% of those with extra
 spaces or line breaks that normalisation folds), 14% reword an earlier ticket with the same facts
@@ -50,6 +59,9 @@ from typing import Any
 
 CHUNK_ROWS = 500_000  # rows per generated Parquet file
 POOL_SIZE = 200_000  # recent tickets that copies, rewordings and number changes draw from
+ROW_LOCAL = "row-local: engine.map_rows (own)"
+RAY_START = "row-local: start local Ray (ray.init)"
+ROW_LOCAL_STAGES = (ROW_LOCAL, RAY_START, "compress (+ token counts)", "render (jinja)")
 
 PRODUCTS = [
     "PulseBand 2 fitness tracker", "Summit Shell jacket", "HearthTemp smart thermostat",
@@ -306,16 +318,27 @@ def _instrument(clock: StageClock) -> None:
     import batchopt.dedup.step as step
     import batchopt.estimate as estimate
     import batchopt.prompts.compress as compress
+    import batchopt.row_stages as row_stages
     import batchopt.runner as runner
     import batchopt.tiers as tiers
     import batchopt.token_counters as token_counters
     from batchopt.dedup.embed_cache import EmbeddingCache
+    from batchopt.engines.local import LocalEngine
+
+    try:
+        import batchopt.engines.ray_engine as ray_engine
+        from batchopt.engines.ray_engine import RayEngine
+    except ImportError:  # no Ray installed: only the local engine can run
+        ray_engine = RayEngine = None
 
     for owner, attribute, name in [
         (runner, "prepare", "prepare (glue)"),
         (runner, "read_rows", "read parquet + checks"),
+        (LocalEngine, "map_rows", ROW_LOCAL),
+        (RayEngine, "map_rows", ROW_LOCAL),
+        (ray_engine, "ensure_ray", RAY_START),
         (compress, "compress_rows", "compress (+ token counts)"),
-        (runner, "render_prompts", "render (jinja)"),
+        (row_stages, "render_prompts", "render (jinja)"),
         (runner, "exact_groups", "exact dedup"),
         (step, "semantic_dedup", "semantic: glue (dicts of vectors/texts)"),
         (embed, "load_embedder", "semantic: load embedder"),
@@ -334,7 +357,8 @@ def _instrument(clock: StageClock) -> None:
         (runner, "read_history", "read history (ledger)"),
         (estimate, "estimate_job", "estimate"),
     ]:
-        clock.wrap(owner, attribute, name)
+        if owner is not None:
+            clock.wrap(owner, attribute, name)
 
 
 def _holders(plan: Any) -> dict[str, float]:
@@ -380,9 +404,11 @@ def _holders(plan: Any) -> dict[str, float]:
     return out
 
 
-def run_one(data: Path, work: Path) -> dict[str, Any]:
-    """The plan path on `data`, instrumented; called in a fresh child process."""
+def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
+    """The plan path on `data` with `engine`, instrumented; called in a fresh child process."""
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if engine == "ray":  # a local Ray, quiet and offline, its files beside the run's
+        os.environ.setdefault("BATCHOPT_RAY_TMPDIR", str(work / "ray"))
     import batchopt.runner as runner
     from batchopt.config import load_pipeline
 
@@ -394,12 +420,15 @@ def run_one(data: Path, work: Path) -> dict[str, Any]:
     import batchopt.estimate as estimate
 
     start_kb = _status_kb("VmRSS")
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    plan = runner.prepare(loaded, runner.RunOptions(), {}, require_keys=False)
+    plan = runner.prepare(loaded, runner.RunOptions(engine=engine), {}, require_keys=False)
     job = estimate.estimate_job(plan, None)  # what plan_run does when the response cache is empty
     total = time.perf_counter() - started
     holders = _holders(plan)
     return {
+        "engine": engine,
+        "load": (load_before, os.getloadavg()[0]),  # other work on the machine skews the ratio
         "rows": plan.rows.height,
         "total_s": total,
         "start_rss_mb": start_kb / 1024,
@@ -424,7 +453,8 @@ def run_one(data: Path, work: Path) -> dict[str, Any]:
 
 def _print(result: dict[str, Any], kinds: dict[str, int], gen_s: float) -> None:
     rows = result["rows"]
-    print(f"\n=== {rows:,} rows  (generated in {gen_s:.0f} s: {kinds})")
+    print(f"\n=== {rows:,} rows, engine {result['engine']}  (generated in {gen_s:.0f} s: "
+          f"{kinds})")
     print(f"plan: {result['total_s']:.1f} s = {rows / result['total_s']:,.0f} rows/s; "
           f"peak RSS {result['peak_rss_mb']:,.0f} MB (after imports "
           f"{result['start_rss_mb']:,.0f} MB, at end {result['end_rss_mb']:,.0f} MB); "
@@ -443,6 +473,34 @@ def _print(result: dict[str, Any], kinds: dict[str, int], gen_s: float) -> None:
     print("held by the Plan when prepare returns (MB, Python objects sized on a sample):")
     for name, mb in result["holders_mb"].items():
         print(f"  {name:58s} {mb:10,.0f}")
+    sys.stdout.flush()
+
+
+def _compare(results: dict[str, dict[str, Any]]) -> None:
+    """Each engine's total and row-local seconds on the same rows, and the ratio to local."""
+    def row_local(result: dict[str, Any], *, start: bool = True) -> float:
+        return sum(s["seconds"] for s in result["stages"] if s["stage"] in ROW_LOCAL_STAGES
+                   and (start or s["stage"] != RAY_START))
+
+    base = results.get("local")
+    rows = next(iter(results.values()))["rows"]
+    print(f"\n--- engines on the same {rows:,} rows ({os.cpu_count()} cores)")
+    print(f"{'engine':8s} {'plan total s':>13s} {'row-local s':>12s} {'(w/o Ray start)':>16s} "
+          f"{'total ratio':>12s} {'row-local ratio':>16s} {'(w/o start)':>12s} "
+          f"{'load avg before/after':>22s}")
+    for engine, result in results.items():
+        ratios = ("", "", "")
+        if base is not None:
+            ratios = (f"{result['total_s'] / base['total_s']:.2f}x",
+                      f"{row_local(result) / row_local(base):.2f}x",
+                      f"{row_local(result, start=False) / row_local(base, start=False):.2f}x")
+        print(f"{engine:8s} {result['total_s']:13.1f} {row_local(result):12.1f} "
+              f"{row_local(result, start=False):16.1f} {ratios[0]:>12s} {ratios[1]:>16s} "
+              f"{ratios[2]:>12s} {result['load'][0]:>14.1f} / {result['load'][1]:<5.1f}")
+    same = {(r["rows"], r["exact"], r["semantic"], r["distinct"], r["input_tokens"])
+            for r in results.values()}
+    print("same plan on every engine (rows, followers, distinct requests, input tokens): "
+          f"{'yes' if len(same) == 1 else 'NO: ' + repr(same)}")
     sys.stdout.flush()
 
 
@@ -483,16 +541,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout-min", type=float, default=25.0,
                         help="kill a size's child after this long (default 25)")
     parser.add_argument("--generate", nargs=2, metavar=("ROWS", "DIR"), help=argparse.SUPPRESS)
-    parser.add_argument("--one", nargs=2, metavar=("DATA", "WORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="local",
+                        help="comma-separated engines to run each size on: local, ray "
+                             "(default local; local,ray prints the ratio ray/local)")
+    parser.add_argument("--one", nargs=3, metavar=("DATA", "WORK", "ENGINE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generate:
         print(json.dumps(generate(int(args.generate[0]), Path(args.generate[1]))))
         return
     if args.one:
-        print(json.dumps(run_one(Path(args.one[0]), Path(args.one[1]))))
+        print(json.dumps(run_one(Path(args.one[0]), Path(args.one[1]), args.one[2])))
         return
 
     sizes = [int(s.replace("_", "")) for s in args.rows.split(",") if s.strip()]
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if not engines or any(e not in ("local", "ray") for e in engines):
+        parser.error(f"--engine {args.engine}: choose from local, ray")
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     timeout = args.timeout_min * 60
     print(f"data and caches under {root}; {os.cpu_count()} cores")
@@ -509,11 +574,16 @@ def main(argv: list[str] | None = None) -> None:
                                           args.max_rss_gb, timeout))
                 marker.write_text(json.dumps(kinds))
             gen_s = time.perf_counter() - started
-            shutil.rmtree(work, ignore_errors=True)  # a cold embedding cache every time
-            work.mkdir(parents=True)
-            result = json.loads(_child(["--one", str(data), str(work)], args.max_rss_gb,
-                                       timeout))
-            _print(result, kinds, gen_s)
+            results = {}
+            for engine in engines:
+                run_work = work if engine == "local" else work.with_name(f"{work.name}_{engine}")
+                shutil.rmtree(run_work, ignore_errors=True)  # a cold embedding cache every time
+                run_work.mkdir(parents=True)
+                results[engine] = json.loads(_child(
+                    ["--one", str(data), str(run_work), engine], args.max_rss_gb, timeout))
+                _print(results[engine], kinds, gen_s)
+            if len(results) > 1:
+                _compare(results)
     finally:
         if not args.keep_data and args.data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
