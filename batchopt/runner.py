@@ -278,7 +278,9 @@ def prepare(
             f"prompt.output_column: '{cfg.prompt.output_column}' is already an input column"
         )
 
-    observer.stage("compress" if cfg.compress is not None else "render")
+    if cfg.compress is not None:
+        observer.stage("compress")
+    observer.stage("render")  # one pass over each chunk: compress, then render
     step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model)
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address

@@ -124,7 +124,8 @@ def test_run_ids_sharing_a_cache_pay_each_request_once(fake, kill_tally, tmp_pat
                                   "rows": runs * len(job.ids)})
     assert len(billed) == job.distinct
     assert twice <= (job.concurrency if mode == "online" else 0), (
-        f"{twice} of {job.distinct} requests paid by two runs")
+        f"{twice} of {job.distinct} requests paid by two runs",
+        [(c.pid, c.output()[-1500:]) for c in children], fake.log()[:3])
     if mode == "batch":
         assert fake.stats()["batches_created"] == 1
     for i in range(runs):
