@@ -238,10 +238,10 @@ def _baseline_usd(plan: Plan) -> float:
     saved = plan.rows["compression_tokens_saved"].sum() if (
         "compression_tokens_saved" in plan.rows.columns) else 0
     input_tokens, output_tokens = int(saved or 0), 0
-    for group in plan.rows["group_id"].to_list():
+    for group, rows in plan.rows.group_by("group_id").len().iter_rows():  # once per group
         request = plan.requests.get(group)
         if request is None:
             continue
-        input_tokens += request.estimated_input_tokens
-        output_tokens += expected_output(plan.history, request)[0]
+        input_tokens += rows * request.estimated_input_tokens
+        output_tokens += rows * expected_output(plan.history, request)[0]
     return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
