@@ -4,7 +4,6 @@ the workers send resumes under its run id without paying again for what it had s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from faults.kill_kit import cached_answer_ids
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 pytestmark = pytest.mark.ray
@@ -104,21 +104,6 @@ def test_ray_sends_what_the_local_engine_sends(ray_cluster, fake, tmp_path):
     assert ledgers["ray"]["cost_usd"].sum() > 0
 
 
-def _saved_answer_ids(cache: Path) -> set[str]:
-    """The provider response ids the response cache holds (read after the child died)."""
-    import diskcache
-
-    ids = set()
-    with diskcache.Cache(str(cache), eviction_policy="none", size_limit=2**62) as store:
-        for key in store:
-            raw = store.get(key)
-            if isinstance(raw, str) and raw.startswith("{"):
-                request_id = json.loads(raw).get("request_id")
-                if request_id:
-                    ids.add(request_id)
-    return ids
-
-
 def test_killed_while_ray_workers_send_resumes_without_paying_again(ray_cluster, fake, tmp_path):
     n, concurrency = 200, 4
     path = _job(tmp_path, _tickets(n), "ray", rpm=3000, concurrency=concurrency)
@@ -139,7 +124,7 @@ def test_killed_while_ray_workers_send_resumes_without_paying_again(ray_cluster,
     assert child.wait() == -signal.SIGKILL, (tmp_path / "child.log").read_text()
     time.sleep(1.0)  # the driver's actors are ended by Ray; calls they had out are settled
     before = fake.log()
-    saved = _saved_answer_ids(tmp_path / "out" / "cache" / "tickets")
+    saved = cached_answer_ids(tmp_path / "out" / "cache" / "tickets")
     assert 40 <= len(before) < n
     assert not (tmp_path / "out" / "outputs.parquet").exists()
 
