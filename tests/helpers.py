@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,21 @@ def file_contents(path: Path) -> bytes:
     table = pq.read_table(path)
     meta = table.schema.metadata or {}
     return raw + repr(table.to_pylist()).encode() + repr(meta).encode()
+
+
+def cached_answer_ids(cache: Path) -> set[str]:
+    """The provider response ids of the answers `cache.db` holds: saved for good (read after
+    the child died, before anything else opens the cache)."""
+    if not (cache / "cache.db").exists():
+        return set()
+    import diskcache
+
+    ids = set()
+    with diskcache.Cache(str(cache), eviction_policy="none", size_limit=2**62) as store:
+        for key in store:
+            raw = store.get(key)
+            if isinstance(raw, str) and raw.startswith("{"):
+                request_id = json.loads(raw).get("request_id")
+                if request_id:
+                    ids.add(request_id)
+    return ids

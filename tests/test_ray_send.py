@@ -16,8 +16,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from faults.kill_kit import cached_answer_ids
-from helpers import fake_env, pipeline_dict, write_pipeline
+from helpers import cached_answer_ids, fake_env, pipeline_dict, write_pipeline
 
 pytestmark = pytest.mark.ray
 

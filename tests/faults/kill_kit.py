@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 import yaml
-from helpers import fake_env, pipeline_dict
+from helpers import cached_answer_ids, fake_env, pipeline_dict
 from kill_child import KILL_ENV, KillAt
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -221,24 +221,6 @@ def env_for(fake: Any, job: Job | None = None) -> dict[str, str]:
 
 
 # ---- what a run left ------------------------------------------------------------------------
-
-
-def cached_answer_ids(cache: Path) -> set[str]:
-    """The provider response ids of the answers `cache.db` holds: saved for good (read after
-    the child died, before anything else opens the cache)."""
-    if not (cache / "cache.db").exists():
-        return set()
-    import diskcache
-
-    ids = set()
-    with diskcache.Cache(str(cache), eviction_policy="none", size_limit=2**62) as store:
-        for key in store:
-            raw = store.get(key)
-            if isinstance(raw, str) and raw.startswith("{"):
-                request_id = json.loads(raw).get("request_id")
-                if request_id:
-                    ids.add(request_id)
-    return ids
 
 
 def journaled_answer_ids(cache: Path) -> set[str]:
