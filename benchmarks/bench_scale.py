@@ -407,8 +407,12 @@ def _holders(plan: Any) -> dict[str, float]:
 def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
     """The plan path on `data` with `engine`, instrumented; called in a fresh child process."""
     os.environ["HF_HUB_OFFLINE"] = "1"
-    if engine == "ray":  # a local Ray, quiet and offline, its files beside the run's
-        os.environ.setdefault("BATCHOPT_RAY_TMPDIR", str(work / "ray"))
+    if engine == "ray":  # a local Ray, quiet and offline; a short folder: its sockets' paths
+        # must stay under 107 bytes (AF_UNIX)
+        folder = work.parent / "r"  # removed with the data unless --keep-data or --data-dir
+        if len(str(folder)) > 40:
+            folder = Path(tempfile.mkdtemp(prefix="bo_ray_"))
+        os.environ.setdefault("BATCHOPT_RAY_TMPDIR", str(folder))
     import batchopt.runner as runner
     from batchopt.config import load_pipeline
 
