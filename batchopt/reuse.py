@@ -44,12 +44,11 @@ def reuse_past(
     misses: list[Request], answers: Answers,
 ) -> list[Request]:
     """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
-    import numpy as np
 
     assert plan.semantic is not None and plan.guards is not None
     ids = [rep_ids[r.key] for r in misses]
-    vectors = np.stack([plan.semantic.vectors[i] for i in ids])
-    texts = [plan.semantic.texts[i] for i in ids]
+    vectors = plan.semantic.vectors.take(ids)
+    texts = plan.semantic.texts.take(ids)
     threshold = plan.pipeline.config.dedup.semantic.threshold
     remaining = []
     for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
@@ -66,13 +65,12 @@ def reuse_past(
 def remember(
     plan: Plan, index: AnsweredIndex, rep_ids: dict[str, str], answered: list[Request]
 ) -> None:
-    import numpy as np
 
     if not answered:
         return
     assert plan.semantic is not None
     ids = [rep_ids[r.key] for r in answered]
     index.add(
-        ids, plan.run_id, [r.key for r in answered], [plan.semantic.texts[i] for i in ids],
-        np.stack([plan.semantic.vectors[i] for i in ids]),
+        ids, plan.run_id, [r.key for r in answered], plan.semantic.texts.take(ids),
+        plan.semantic.vectors.take(ids),
     )

@@ -30,6 +30,8 @@ __all__ = [
     "default_minilm_path",
     "default_model2vec_path",
     "distill_model2vec",
+    "embedder_name",
+    "engine_embedder",
     "load_embedder",
 ]
 
@@ -85,9 +87,60 @@ def load_embedder(
     (default: the packaged all-MiniLM-L6-v2), a model2vec static model for "model2vec"
     (default: `default_model2vec_path()`, built by `distill_model2vec()`).
     """
+    folder = _resolve_model(backend, model)
     if backend == "sentence-transformers":
-        folder = default_minilm_path() if model is None else _model_folder(model, "modules.json")
         return _SentenceTransformerEmbedder(folder)
+    return _Model2VecEmbedder(folder)
+
+
+def embedder_name(backend: str = "sentence-transformers", model: str | Path | None = None) -> str:
+    """The `name` of `load_embedder(backend, model)`, without loading the model (its files are
+    hashed); the same settings errors for an unknown backend or a missing folder."""
+    return _name(backend, _resolve_model(backend, model))
+
+
+def engine_embedder(
+    embed: Callable[[list[str], str, str | None], np.ndarray],
+    backend: str = "sentence-transformers",
+    model: str | Path | None = None,
+) -> Embedder:
+    """An `Embedder` whose vectors come from `embed(texts, backend, model)` (an engine's
+    `embed`, e.g. `LocalEngine.embed` or `RayEngine.embed`), named as `load_embedder(backend,
+    model)` is, so the embedding cache and the cross-run index are shared with in-process runs.
+    Its `dim` is known after the first call (or taken from the embedding cache's shards)."""
+    name = _name(backend, _resolve_model(backend, model))
+    return _CallEmbedder(embed, backend, None if model is None else str(model), name)
+
+
+class _CallEmbedder:
+    """Vectors from a callable with `Engine.embed`'s signature; see `engine_embedder`."""
+
+    def __init__(
+        self,
+        call: Callable[[list[str], str, str | None], np.ndarray],
+        backend: str,
+        model: str | None,
+        name: str,
+    ) -> None:
+        self._call, self._backend, self._model = call, backend, model
+        self.name = name
+        self.dim: int | None = None  # learnt from the first vectors
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        vectors = np.asarray(self._call(list(texts), self._backend, self._model), dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ValueError(
+                f"embedder {self.name} returned shape {vectors.shape} for {len(texts)} texts"
+            )
+        if len(texts) and self.dim is None:
+            self.dim = int(vectors.shape[1])
+        return vectors
+
+
+def _resolve_model(backend: str, model: str | Path | None) -> Path:
+    """The model folder `load_embedder` loads for these settings (nothing is loaded here)."""
+    if backend == "sentence-transformers":
+        return default_minilm_path() if model is None else _model_folder(model, "modules.json")
     if backend == "model2vec":
         if model is None:
             folder = default_model2vec_path()
@@ -97,12 +150,16 @@ def load_embedder(
                     "`python -c 'from batchopt.dedup.embed import distill_model2vec; "
                     "distill_model2vec()'` (about 30 s, offline)"
                 )
-        else:
-            folder = _model_folder(model, "config.json")
-        return _Model2VecEmbedder(folder)
+            return folder
+        return _model_folder(model, "config.json")
     raise ConfigError(
         f"dedup.semantic.backend: unknown backend {backend!r} (choose one of {', '.join(BACKENDS)})"
     )
+
+
+def _name(backend: str, folder: Path) -> str:
+    prefix = "st" if backend == "sentence-transformers" else "m2v"
+    return f"{prefix}:{_model_label(folder)}@{model_hash(folder)}"
 
 
 def distill_model2vec(
@@ -164,7 +221,7 @@ class _SentenceTransformerEmbedder:
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         self.dim = int(self._model.get_embedding_dimension() or 0)
-        self.name = f"st:{_model_label(folder)}@{model_hash(folder)}"
+        self.name = _name("sentence-transformers", folder)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit float32 rows, one per text."""
@@ -211,7 +268,7 @@ class _Model2VecEmbedder:
         max_length = static.max_length
         self._max_chars = max_length * static.median_token_length if max_length else None
         self.dim = int(self._table.shape[1])
-        self.name = f"m2v:{_model_label(folder)}@{model_hash(folder)}"
+        self.name = _name("model2vec", folder)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit float32 rows, one per text (zero for a text without any known token)."""

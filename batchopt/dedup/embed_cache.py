@@ -77,32 +77,42 @@ class EmbeddingCache:
         self._index_keys = np.empty(0, dtype=_KEY)  # sorted
         self._index_loc = np.empty((0, 2), dtype=np.int64)  # (shard number, row)
         self._stale = True
+        self._seen_dim: int | None = None
 
     def embed(self, texts: list[str], batch_size: int = 4096) -> np.ndarray:
         """Like `Embedder.embed`: cached rows read from disk, the rest computed once per
         distinct text in batches of `batch_size`, each batch stored as it is done."""
-        dim = self.embedder.dim
         if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
         keys = hash_texts(texts)
-        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, first, source = _distinct(keys)
+        del keys
+        self._refresh()  # an embedder that learns its dim from its vectors learns it here
         # Each distinct text is written to its first row, then copied to its repeats.
-        out = np.empty((len(texts), dim), dtype=np.float32)
-        found = self._read(unique, out, first)
+        out = None if self.dim is None else np.empty((len(texts), self.dim), dtype=np.float32)
+        found = np.zeros(len(unique), dtype=bool) if out is None else self._read(unique, out, first)
         missing = np.flatnonzero(~found)
         for start in range(0, len(missing), max(1, batch_size)):
             part = missing[start : start + max(1, batch_size)]
             computed = self._compute([texts[i] for i in first[part]])
+            if out is None:  # nothing was on disk, so nothing was read
+                out = np.empty((len(texts), computed.shape[1]), dtype=np.float32)
             out[first[part]] = computed
             self._write(unique[part], computed)
-        source = first[inverse.reshape(-1)]
-        repeats = np.flatnonzero(source != np.arange(len(texts)))
-        if len(repeats):
+        assert out is not None
+        if source is not None:
+            repeats = np.flatnonzero(source != np.arange(len(texts)))
             out[repeats] = out[source[repeats]]
         self.hits += int(found.sum())
         self.misses += len(missing)
         self._maybe_compact()
         return out
+
+    @property
+    def dim(self) -> int | None:
+        """The embedder's dim; for one that knows it only from its first vectors, the dim of
+        the shards on disk until then (None while neither is known)."""
+        return getattr(self.embedder, "dim", None) or self._seen_dim
 
     def compact(self) -> None:
         """Merge small shards into shards of up to 16,384 rows (skipped while another process
@@ -178,7 +188,7 @@ class EmbeddingCache:
 
     def _vectors(self, shard: _Shard) -> np.ndarray:
         if shard.vectors is None:
-            dim = self.embedder.dim
+            dim = self.dim
             table = np.memmap(
                 shard.path,
                 dtype="<f4",
@@ -224,13 +234,15 @@ class EmbeddingCache:
             self._reindex()
 
     def _open(self, path: Path) -> _Shard:
-        dim = self.embedder.dim
+        dim = self.dim
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             header = handle.read(_HEADER_SIZE)
             if len(header) < _HEADER_SIZE:
                 raise _CorruptShard("truncated header")
             magic, shard_dim, rows, name_hash, crc_keys, crc_vectors = _HEADER.unpack_from(header)
+            if dim is None and magic == _MAGIC and name_hash == self._name_hash and shard_dim:
+                dim = shard_dim  # checked below; adopted once the shard proves whole
             if magic != _MAGIC or shard_dim != dim or name_hash != self._name_hash:
                 raise _CorruptShard("foreign or damaged header")
             if size != _HEADER_SIZE + rows * (_KEY.itemsize + 4 * dim):
@@ -238,6 +250,8 @@ class EmbeddingCache:
             raw = handle.read(rows * _KEY.itemsize)
         if zlib.crc32(raw) != crc_keys:
             raise _CorruptShard("key checksum mismatch")
+        if self.dim is None:
+            self._seen_dim = dim
         return _Shard(path, rows, np.frombuffer(raw, dtype=_KEY), crc_vectors)
 
     def _forget(self, name: str, delete: bool = False) -> None:
@@ -269,7 +283,8 @@ class EmbeddingCache:
 
     def _compute(self, texts: list[str]) -> np.ndarray:
         vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
-        if vectors.shape != (len(texts), self.embedder.dim) or not np.isfinite(vectors).all():
+        dim = self.dim or (vectors.shape[-1] if vectors.ndim == 2 else None)
+        if vectors.shape != (len(texts), dim) or not np.isfinite(vectors).all():
             raise ValueError(
                 f"embedder {self.embedder.name} returned shape {vectors.shape} or non-finite "
                 f"values for {len(texts)} texts"
@@ -282,7 +297,7 @@ class EmbeddingCache:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         header = _HEADER.pack(
             _MAGIC,
-            self.embedder.dim,
+            vectors.shape[1],
             len(keys),
             self._name_hash,
             zlib.crc32(keys),
@@ -309,7 +324,7 @@ class EmbeddingCache:
             small = sum(
                 1
                 for e in os.scandir(self.folder)
-                if e.name.endswith(_SUFFIX) and e.stat().st_size < _small_bytes(self.embedder.dim)
+                if e.name.endswith(_SUFFIX) and e.stat().st_size < _small_bytes(self.dim or 0)
             )
             if small >= _COMPACT_AT:
                 self.compact()
@@ -332,8 +347,30 @@ class EmbeddingCache:
 def hash_texts(texts: list[str]) -> np.ndarray:
     """16-byte blake2b digests of the UTF-8 texts, as an S16 array."""
     blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts])
+    digests = bytearray(16 * len(texts))
+    view = memoryview(digests)
+    for i, text in enumerate(texts):
+        view[16 * i : 16 * i + 16] = blake2b(text.encode("utf-8"), digest_size=16).digest()
     return np.frombuffer(digests, dtype=_KEY)
+
+
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`np.unique(keys, return_index=True)` for S16 keys (sorted as two big-endian 64-bit
+    words, byte order), and `source`: for every row the row of its key's first occurrence, or
+    None when no key repeats (the usual case: the texts are exact representatives)."""
+    words = keys.view(">u8").reshape(-1, 2)
+    order = np.lexsort((words[:, 1], words[:, 0]))  # stable: first occurrences first
+    ranked = words[order]
+    new = np.ones(len(keys), dtype=bool)
+    np.any(ranked[1:] != ranked[:-1], axis=1, out=new[1:])
+    del ranked
+    first = order[new]
+    unique = keys[first]
+    if new.all():
+        return unique, first, None
+    source = np.empty(len(keys), dtype=np.int64)
+    source[order] = first[np.cumsum(new) - 1]
+    return unique, first, source
 
 
 def _small_bytes(dim: int) -> int:

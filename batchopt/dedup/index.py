@@ -38,6 +38,7 @@ TOP_PROBE = 4  # first-level clusters a row looks into when choosing its lists
 NPROBE = 2  # lists a row is compared against
 TRAIN_PER_LIST = 64  # k-means training sample per list
 BLOCK = 2048  # rows per matrix product
+_BEST_BLOCK = 4_000_000  # pair entries sorted at once when cutting to the k best
 SEED = 1234
 THREADS = min(8, os.cpu_count() or 1)  # Python threads over independent blocks and lists
 
@@ -50,7 +51,7 @@ def index_kind(n: int) -> str:
 def neighbours(vectors: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """For every row, up to k most similar OTHER rows with inner product >= threshold.
 
-    `vectors` are L2-normalised rows (float32, shape (n, dim)). Returns `ids` (int64, (n, k),
+    `vectors` are L2-normalised rows (float32, shape (n, dim)). Returns `ids` (int32, (n, k),
     best first, -1 where there are fewer than k) and `sims` (float32, (n, k), 0 where ids is -1).
     Exact up to `FLAT_MAX_ROWS` rows, approximate (IVF) above.
     """
@@ -60,14 +61,13 @@ def neighbours(vectors: np.ndarray, k: int, threshold: float) -> tuple[np.ndarra
     n = len(x)
     k = max(0, int(k))
     if n < 2 or k == 0:
-        return np.full((n, k), -1, np.int64), np.zeros((n, k), np.float32)
+        return np.full((n, k), -1, np.int32), np.zeros((n, k), np.float32)
+    if n >= 2**31 - 1:
+        raise ValueError(f"{n} rows: the index keeps row ids as int32")
     with _one_blas_thread():
         if index_kind(n) == "flat":
-            q, m, s = _flat_pairs(x, k, threshold)
-        else:
-            q, m, s = _ivf_pairs(x, k, threshold)
-            q, m, s = np.concatenate([q, m]), np.concatenate([m, q]), np.concatenate([s, s])
-        return _best_k(q, m, s, n, k)
+            return _best_k(*_flat_pairs(x, k, threshold), n, k, symmetric=False)
+        return _best_k(*_ivf_pairs(x, k, threshold), n, k, symmetric=True)
 
 
 @contextmanager
@@ -119,32 +119,72 @@ def _above(
         mask[rows[:, None], top] = sims[rows[:, None], top] >= threshold
     r, c = np.nonzero(mask)
     members = c if member_ids is None else member_ids[c]
-    return query_ids[r].astype(np.int64), members.astype(np.int64), sims[r, c]
+    return query_ids[r].astype(np.int32), members.astype(np.int32), sims[r, c]
 
 
 def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
     if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
+    out = []
+    for i in range(3):  # one column at a time, each part's copy freed as soon as it is joined
+        out.append(np.concatenate([p[i] for p in parts]))
+        for j, p in enumerate(parts):
+            parts[j] = (*p[:i], None, *p[i + 1 :])  # type: ignore[assignment]
+    return tuple(out)
 
 
 def _best_k(
-    q: np.ndarray, m: np.ndarray, s: np.ndarray, n: int, k: int
+    q: np.ndarray, m: np.ndarray, s: np.ndarray, n: int, k: int, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    keep = q != m
-    q, m, s = q[keep], m[keep], s[keep].astype(np.float32)
-    # a pair found from both sides is kept once
-    _, first = np.unique(q * n + m, return_index=True)
-    q, m, s = q[first], m[first], s[first]
-    # by row, then best first (ties by member id, already ascending): one stable float sort
-    order = np.argsort(q + (1.0 - s.astype(np.float64)) / 8.0, kind="stable")
-    q, m, s = q[order], m[order], s[order]
-    rank = np.arange(len(q)) - np.searchsorted(q, q, side="left")
-    keep = rank < k
-    ids = np.full((n, k), -1, np.int64)
+    """The k best members of every query row, best first (ties by member id), as (n, k) tables.
+
+    With `symmetric`, every found pair (q, m, s) also counts as (m, q, s); a pair found from
+    both sides keeps the similarity its own query row computed (the first copy in the order
+    "found pairs, then their mirrors"). Rows are handled in blocks of about `_BEST_BLOCK`
+    entries, so the sorts never hold more than one block.
+    """
+    ids = np.full((n, k), -1, np.int32)
     sims = np.zeros((n, k), np.float32)
-    ids[q[keep], rank[keep]] = m[keep]
-    sims[q[keep], rank[keep]] = s[keep]
+    if not len(q):
+        return ids, sims
+    # entries per row, both directions: the blocks of rows are cut where these add up
+    per_row = np.bincount(q, minlength=n)
+    if symmetric:
+        per_row += np.bincount(m, minlength=n)
+    bounds = np.searchsorted(np.cumsum(per_row), np.arange(_BEST_BLOCK, per_row.sum(), _BEST_BLOCK))
+    del per_row
+    starts = np.unique(np.concatenate([[0], bounds + 1]))
+    starts = starts[starts < n]
+    for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+        mine = np.flatnonzero((q >= lo) & (q < hi))
+        rq, rm, rs = q[mine], m[mine], s[mine]
+        if symmetric:
+            back = np.flatnonzero((m >= lo) & (m < hi))
+            rq, rm, rs = (
+                np.concatenate([rq, m[back]]), np.concatenate([rm, q[back]]),
+                np.concatenate([rs, s[back]]),
+            )  # fmt: skip
+            del back
+        del mine
+        keep = rq != rm
+        rq, rm, rs = rq[keep], rm[keep], rs[keep]
+        # a pair found from both sides is kept once: its first copy
+        key = (rq.astype(np.int64) - lo) * n + rm
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.ones(len(key), bool)
+        np.not_equal(key[1:], key[:-1], out=first[1:])
+        order = order[first]
+        del key, first
+        rq, rm, rs = rq[order], rm[order], rs[order]
+        # by row, then best first (ties by member id, already ascending): one stable float sort
+        order = np.argsort((rq - lo) + (1.0 - rs.astype(np.float64)) / 8.0, kind="stable")
+        rq, rm, rs = rq[order], rm[order], rs[order]
+        del order
+        rank = np.arange(len(rq)) - np.searchsorted(rq, rq, side="left")
+        keep = rank < k
+        ids[rq[keep], rank[keep]] = rm[keep]
+        sims[rq[keep], rank[keep]] = rs[keep]
     return ids, sims
 
 
@@ -227,14 +267,16 @@ def _ivf_pairs(x: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, ...
     top, lists = _train(x)
     probes = _probe(x, top, lists)
     n_lists = sum(len(c) for c in lists)
+    nprobe = probes.shape[1]
     home = probes[:, 0]  # each vector is stored in its nearest list
-    stored = np.argsort(home, kind="stable")
+    stored = np.argsort(home, kind="stable").astype(np.int32)
     stored_start = np.searchsorted(home[stored], np.arange(n_lists + 1))
-    ordered = x[stored]
     flat_lists = probes.ravel()
+    del probes, home
     by_list = np.argsort(flat_lists, kind="stable")
-    askers = (by_list // probes.shape[1]).astype(np.int64)
     ask_start = np.searchsorted(flat_lists[by_list], np.arange(n_lists + 1))
+    askers = (by_list // nprobe).astype(np.int32)
+    del by_list, flat_lists
 
     def scan(chunk: range) -> list[tuple[np.ndarray, ...]]:
         parts = []
@@ -242,7 +284,8 @@ def _ivf_pairs(x: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, ...
             lo, hi = stored_start[lst], stored_start[lst + 1]
             if hi == lo:
                 continue
-            members, member_ids = ordered[lo:hi], stored[lo:hi]
+            member_ids = stored[lo:hi]
+            members = x[member_ids]  # one list's vectors, not a reordered copy of all of them
             queries = askers[ask_start[lst] : ask_start[lst + 1]]
             for start in range(0, len(queries), BLOCK):
                 rows = queries[start : start + BLOCK]

@@ -14,6 +14,8 @@ raised recall from 0.54 to 0.65 at 0.75 over input order, with the same precisio
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 
@@ -75,7 +77,7 @@ def semantic_groups(
         )
     ids = frame[id_column].cast(pl.String)
     leader, sims, vetoed_by, vetoed_guard = _cluster(
-        _unit(vectors), frame[text_column].gather(positions).to_list(), threshold, guards, k
+        _unit(vectors), frame[text_column].gather(positions), threshold, guards, k
     )
     follower = np.flatnonzero(leader != np.arange(len(leader)))
     rows, lead_rows = positions[follower], positions[leader[follower]]
@@ -139,8 +141,16 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)[:, None]
 
 
+FACTS_CHUNK = 32_768  # texts whose facts are extracted at once (extract_many's peak is per call)
+LOOP_CHUNK = 65_536  # rows of the clustering loop turned into Python lists at once
+
+
 def _cluster(
-    vectors: np.ndarray, texts: list[str], threshold: float, guards: GuardConfig, k: int
+    vectors: np.ndarray,
+    texts: pl.Series | list[str],
+    threshold: float,
+    guards: GuardConfig,
+    k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
     """Greedy leader clustering over the guard-approved neighbour lists.
 
@@ -160,11 +170,13 @@ def _cluster(
     row, slot = np.nonzero(nbr_ids >= 0)
     if not len(row):
         return leader, sims, vetoed_by, vetoed_guard
-    other = nbr_ids[row, slot]
-    involved = np.unique(np.concatenate([row, other]))
+    other = nbr_ids[row, slot].astype(np.int64)
+    # facts only for rows with a candidate pair (either side)
+    involved = np.flatnonzero(np.bincount(row, minlength=n) + np.bincount(other, minlength=n))
     local = np.full(n, -1, np.int64)
     local[involved] = np.arange(len(involved))
-    facts = extract_many([texts[i] for i in involved.tolist()], guards)
+    facts = _facts_of(texts, involved, guards)
+    del involved
     refused = veto_many(facts, local[row], local[other], guards)
     # the first refused neighbour of each row is its most similar one: lists are best first
     vetoed = refused >= 0
@@ -173,35 +185,69 @@ def _cluster(
     vetoed_by[vetoed_rows] = other[vetoed][first]
     for i, code in zip(vetoed_rows.tolist(), refused[vetoed][first].tolist(), strict=True):
         vetoed_guard[i] = GUARD_ORDER[code]
-    approved = np.full(nbr_ids.shape, -1, np.int64)
+    approved = np.full(nbr_ids.shape, -1, np.int32)
     approved[row[~vetoed], slot[~vetoed]] = other[~vetoed]
+    del row, slot, other, refused, vetoed, nbr_ids
     degree = (approved >= 0).sum(axis=1)
     order = np.argsort(-degree, kind="stable")
     order = order[degree[order] > 0]  # rows without an approved neighbour stay alone
+    del degree
     is_leader = bytearray(n)  # set once a row has been visited as a representative
     fact_of = local.tolist()
+    del local
     groups: dict[int, _Group] = {}
     with gc_paused():
-        for i, cands, cand_sims in zip(
-            order.tolist(), approved[order].tolist(), nbr_sims[order].tolist(), strict=True
-        ):
-            for j, s in zip(cands, cand_sims, strict=True):
-                if j < 0 or not is_leader[j]:
-                    continue
-                mine = facts[fact_of[i]]
-                group = groups.get(j)
-                if group is None:
-                    group = groups[j] = _Group(facts[fact_of[j]])
-                refused = group.refuses(mine, guards)
-                if refused is None:
-                    group.add(mine)
-                    leader[i], sims[i] = j, s
-                    break
-                if vetoed_by[i] < 0:
-                    vetoed_by[i], vetoed_guard[i] = j, refused
-            else:
-                is_leader[i] = 1
+        for start in range(0, len(order), LOOP_CHUNK):
+            part = order[start : start + LOOP_CHUNK]
+            for i, cands, cand_sims in zip(
+                part.tolist(), approved[part].tolist(), nbr_sims[part].tolist(), strict=True
+            ):
+                for j, s in zip(cands, cand_sims, strict=True):
+                    if j < 0 or not is_leader[j]:
+                        continue
+                    mine = facts[fact_of[i]]
+                    group = groups.get(j)
+                    if group is None:
+                        group = groups[j] = _Group(facts[fact_of[j]])
+                    refused = group.refuses(mine, guards)
+                    if refused is None:
+                        group.add(mine)
+                        leader[i], sims[i] = j, s
+                        break
+                    if vetoed_by[i] < 0:
+                        vetoed_by[i], vetoed_guard[i] = j, refused
+                else:
+                    is_leader[i] = 1
     return leader, sims, vetoed_by, vetoed_guard
+
+
+def _facts_of(texts: pl.Series | list[str], rows: np.ndarray, guards: GuardConfig) -> list[Facts]:
+    """`extract_many` of texts[rows], a chunk at a time, with equal field values shared.
+
+    Most facts repeat across rows (no amount, the same action, the same product name): each
+    distinct frozenset is kept once, so a row costs its own `Facts`, its words and the sets
+    unique to it (its order number) instead of a fresh set per field (about 2.2 KB a row
+    before, 0.5 KB after, on the bench_scale tickets). Values are equal either way, so every
+    guard decides the same.
+    """
+    series = texts if isinstance(texts, pl.Series) else pl.Series(texts, dtype=pl.String)
+    series = series.cast(pl.String).fill_null("")
+    names = [f.name for f in dataclasses.fields(Facts)]
+    shared: dict[object, object] = {}
+    out: list[Facts] = []
+    for start in range(0, len(rows), FACTS_CHUNK):
+        chunk = extract_many(series.gather(rows[start : start + FACTS_CHUNK]).to_list(), guards)
+        with gc_paused():
+            for facts in chunk:
+                for name in names:
+                    value = getattr(facts, name)
+                    if isinstance(value, frozenset):
+                        same = shared.setdefault(value, value)
+                        if same is not value:
+                            object.__setattr__(facts, name, same)  # equal value, one copy
+        out.extend(chunk)
+        del chunk
+    return out
 
 
 class _Group:

@@ -3,6 +3,7 @@ find guarded near-duplicates among them, and keep their vectors for the cross-ru
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import numpy as np
 import polars as pl
 
 from batchopt.dedup.guards import GuardConfig
+
+EmbedCall = Callable[[list[str], str, "str | None"], np.ndarray]
+"""`Engine.embed`'s signature: (texts, backend, model) -> float32 (len(texts), dim) unit rows."""
 
 
 @dataclass(frozen=True)
@@ -23,14 +27,105 @@ class SemanticSettings:
     guards: GuardConfig = field(default_factory=GuardConfig)
 
 
+class _RowIndex:
+    """Row ids -> their position, for ids given as a polars Series: batch lookups by a join,
+    single lookups through a dict built on the first one (only callers that ask one id at a
+    time pay for it)."""
+
+    def __init__(self, ids: pl.Series) -> None:
+        self.ids = ids.cast(pl.String).rename("id")
+        self._dict: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, key: object) -> int | None:
+        if self._dict is None:
+            self._dict = {k: i for i, k in enumerate(self.ids.to_list())}
+        return self._dict.get(key) if isinstance(key, str) else None
+
+    def rows(self, ids: Iterable[str]) -> np.ndarray:
+        """Positions of `ids` (int64; -1 for an id not indexed)."""
+        query = pl.DataFrame({"id": pl.Series(list(ids), dtype=pl.String)})
+        if self._dict is not None:
+            return np.fromiter((self._dict.get(i, -1) for i in query["id"]), np.int64, query.height)
+        table = pl.DataFrame({"id": self.ids, "row": pl.int_range(len(self.ids), eager=True)})
+        table = table.unique("id", keep="last", maintain_order=True)  # as a dict would
+        found = query.join(table, on="id", how="left", maintain_order="left")
+        return found["row"].fill_null(-1).to_numpy().astype(np.int64)
+
+
+class RowVectors(Mapping[str, np.ndarray]):
+    """The vector of every embedded row by its id: one (rows, dim) float32 array and an index
+    (a dict of per-row views cost about 150 bytes a row on top of the array)."""
+
+    def __init__(self, index: _RowIndex, array: np.ndarray) -> None:
+        self._index, self.array = index, array
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        row = self._index.get(key)
+        if row is None:
+            raise KeyError(key)
+        return self.array[row]
+
+    def __contains__(self, key: object) -> bool:
+        return self._index.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index.ids)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def take(self, ids: Iterable[str]) -> np.ndarray:
+        """The vectors of `ids`, stacked (float32, (len(ids), dim)); KeyError for an unknown id."""
+        rows = self._index.rows(ids)
+        if (rows < 0).any():
+            raise KeyError(f"{int((rows < 0).sum())} ids have no vector")
+        return self.array[rows]
+
+
+class RowTexts(Mapping[str, str]):
+    """The embedded text of every embedded row by its id, read from the outcome's rows (no
+    second copy of the texts)."""
+
+    def __init__(self, index: _RowIndex, texts: pl.Series, positions: np.ndarray) -> None:
+        self._index, self._texts, self._positions = index, texts, positions
+
+    def __getitem__(self, key: str) -> str:
+        row = self._index.get(key)
+        if row is None:
+            raise KeyError(key)
+        return self._texts[int(self._positions[row])] or ""
+
+    def __contains__(self, key: object) -> bool:
+        return self._index.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index.ids)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def take(self, ids: Iterable[str]) -> list[str]:
+        """The texts of `ids`, in order; KeyError for an unknown id."""
+        rows = self._index.rows(ids)
+        if (rows < 0).any():
+            raise KeyError(f"{int((rows < 0).sum())} ids have no text")
+        return self._texts.gather(self._positions[rows]).fill_null("").to_list()
+
+
 @dataclass
 class SemanticOutcome:
-    """Rows with semantic groups, and the vector of every embedded row by its id."""
+    """Rows with semantic groups, and the vector and text of every embedded row by its id.
+
+    `vectors` and `texts` are read-only mappings over one array and the rows' own text column
+    (`RowVectors`, `RowTexts`); their `take(ids)` looks many ids up at once."""
 
     rows: pl.DataFrame
     embedder_name: str
-    vectors: dict[str, np.ndarray]
-    texts: dict[str, str]
+    vectors: RowVectors
+    texts: RowTexts
 
 
 def semantic_dedup(
@@ -39,19 +134,28 @@ def semantic_dedup(
     text_column: str,
     settings: SemanticSettings,
     cache_dir: Path | None,
+    embed: EmbedCall | None = None,
 ) -> SemanticOutcome:
-    """Collapse guarded near-duplicates among the exact representatives of `rows`."""
-    from batchopt.dedup.embed import EmbeddingCache, load_embedder
+    """Collapse guarded near-duplicates among the exact representatives of `rows`.
+
+    `embed` (optional) computes vectors instead of an embedder loaded in this process, called
+    as `embed(texts, settings.backend, settings.model)`: `Engine.embed` fits (pass
+    `engine.embed`). With `cache_dir`, only texts missing from the embedding cache reach it.
+    """
+    from batchopt.dedup.embed import EmbeddingCache, engine_embedder, load_embedder
     from batchopt.dedup.semantic import semantic_groups
 
-    embedder = load_embedder(settings.backend, settings.model)
-    representatives = rows.filter(pl.col("dedup") == "none")
-    texts = representatives[text_column].cast(pl.String).fill_null("").to_list()
-    ids = representatives[id_column].cast(pl.String).to_list()
+    if embed is None:
+        embedder = load_embedder(settings.backend, settings.model)
+    else:
+        embedder = engine_embedder(embed, settings.backend, settings.model)
+    positions = np.flatnonzero(rows["dedup"].to_numpy() == "none")  # as semantic_groups
+    texts = rows[text_column].cast(pl.String).gather(positions).fill_null("").to_list()
     if cache_dir is not None:
         vectors = EmbeddingCache(cache_dir, embedder).embed(texts)
     else:
         vectors = embedder.embed(texts)
+    del texts
     grouped = semantic_groups(
         rows,
         vectors,
@@ -61,11 +165,12 @@ def semantic_dedup(
         guards=settings.guards,
         k=settings.neighbours,
     )
+    index = _RowIndex(grouped[id_column].gather(positions))
     return SemanticOutcome(
         rows=grouped,
         embedder_name=embedder.name,
-        vectors=dict(zip(ids, vectors, strict=True)),
-        texts=dict(zip(ids, texts, strict=True)),
+        vectors=RowVectors(index, vectors),
+        texts=RowTexts(index, grouped[text_column].cast(pl.String), positions),
     )
 
 
