@@ -3,6 +3,10 @@ find guarded near-duplicates among them, and keep their vectors for the cross-ru
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,7 @@ import polars as pl
 
 from batchopt.dedup.guards import GuardConfig
 
+log = logging.getLogger(__name__)
 EmbedCall = Callable[[list[str], str, "str | None"], np.ndarray]
 """`Engine.embed`'s signature: (texts, backend, model) -> float32 (len(texts), dim) unit rows."""
 
@@ -152,7 +157,7 @@ def semantic_dedup(
     positions = np.flatnonzero(rows["dedup"].to_numpy() == "none")  # as semantic_groups
     texts = rows[text_column].cast(pl.String).gather(positions).fill_null("").to_list()
     if cache_dir is not None:
-        vectors = EmbeddingCache(cache_dir, embedder).embed(texts)
+        vectors = _spill(EmbeddingCache(cache_dir, embedder).embed(texts), cache_dir)
     else:
         vectors = embedder.embed(texts)
     del texts
@@ -172,6 +177,28 @@ def semantic_dedup(
         vectors=RowVectors(index, vectors),
         texts=RowTexts(index, grouped[text_column].cast(pl.String), positions),
     )
+
+
+def _spill(vectors: np.ndarray, folder: Path) -> np.ndarray:
+    """`vectors` memory-mapped from a file in `folder` (unlinked at once: the mapping stays,
+    nothing is left on disk), so the RAM copy is freed and pages read back only when touched;
+    the search drops its pages once done (`semantic._drop_pages`). On any error, `vectors`."""
+    if not vectors.size:
+        return vectors
+    path = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=".vectors-", suffix=".f32", dir=folder)
+        with os.fdopen(fd, "wb") as handle:
+            np.ascontiguousarray(vectors, dtype=np.float32).tofile(handle)
+        return np.memmap(path, dtype=np.float32, mode="r", shape=vectors.shape)
+    except (OSError, ValueError) as exc:
+        log.warning("semantic dedup: keeping the vectors in memory (%s)", exc)
+        return vectors
+    finally:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 GROUP_COLUMNS = ["group_id", "representative_id", "dedup", "similarity", "veto_guard", "veto_id"]
