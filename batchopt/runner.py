@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,42 +286,41 @@ def prepare(
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address
     engine = get_engine(engine_name, ray_address)
-    try:
+    with closing(engine):  # row stages and embedding run on the engine
         rows, compression = take_report(engine.map_rows(rows, step))
-    finally:
-        engine.close()
-    observer.stage("dedup")
-    rows = exact_groups(
-        rows,
-        cfg.input.id_column,
-        "prompt_user",
-        enabled=cfg.dedup.exact,
-        ignore_case=cfg.dedup.ignore_case,
-    )
-    semantic, guards = None, None
-    if sem.enabled:
-        from batchopt.dedup.guards import GuardConfig
-        from batchopt.dedup.step import SemanticSettings, semantic_dedup
+        observer.stage("dedup")
+        rows = exact_groups(
+            rows,
+            cfg.input.id_column,
+            "prompt_user",
+            enabled=cfg.dedup.exact,
+            ignore_case=cfg.dedup.ignore_case,
+        )
+        semantic, guards = None, None
+        if sem.enabled:
+            from batchopt.dedup.guards import GuardConfig
+            from batchopt.dedup.step import SemanticSettings, semantic_dedup
 
-        observer.stage("semantic dedup")
-        guards = GuardConfig(
-            **{**sem.guards.model_dump(), "vocabulary": tuple(sem.guards.vocabulary)}
-        )
-        settings_sem = SemanticSettings(
-            threshold=sem.threshold, backend=sem.backend,
-            model=str(loaded.resolve(sem.model)) if sem.model else None,
-            neighbours=sem.neighbours, guards=guards,
-        )
-        cache_dir = paths["cache"] / cfg.name / "embeddings" if cfg.cache.enabled else None
-        semantic = semantic_dedup(
-            rows, cfg.input.id_column, sem.column or "prompt_user", settings_sem, cache_dir
-        )
-        rows = semantic.rows
-    else:
-        rows = rows.with_columns(
-            pl.lit(None, dtype=pl.String).alias("veto_guard"),
-            pl.lit(None, dtype=pl.String).alias("veto_id"),
-        )
+            observer.stage("semantic dedup")
+            guards = GuardConfig(
+                **{**sem.guards.model_dump(), "vocabulary": tuple(sem.guards.vocabulary)}
+            )
+            settings_sem = SemanticSettings(
+                threshold=sem.threshold, backend=sem.backend,
+                model=str(loaded.resolve(sem.model)) if sem.model else None,
+                neighbours=sem.neighbours, guards=guards,
+            )
+            cache_dir = paths["cache"] / cfg.name / "embeddings" if cfg.cache.enabled else None
+            semantic = semantic_dedup(
+                rows, cfg.input.id_column, sem.column or "prompt_user", settings_sem, cache_dir,
+                embed=engine.embed if engine.name == "ray" else None,  # Ray: an actor pool
+            )
+            rows = semantic.rows
+        else:
+            rows = rows.with_columns(
+                pl.lit(None, dtype=pl.String).alias("veto_guard"),
+                pl.lit(None, dtype=pl.String).alias("veto_id"),
+            )
     from batchopt.prompts.requests import with_counter
     from batchopt.token_counters import calibrate
 

@@ -207,3 +207,35 @@ def test_the_same_run_on_either_engine(fake, tmp_path, mode):
     assert mode in set(local_ledger["mode"])
     assert_frame_equal(ray_ledger.drop(TIMING_COLUMNS, strict=False),
                        local_ledger.drop(TIMING_COLUMNS, strict=False))
+
+
+def test_semantic_dedup_embeds_on_ray_and_groups_as_local(tmp_path, monkeypatch):
+    """With engine ray the embedding runs in Ray's actor pool (engine.embed); the groups it
+    gives are the local engine's, on the labelled paraphrase set."""
+    from batchopt.runner import prepare
+
+    rows = pl.read_parquet(Path(__file__).parent / "data" / "dedup_labelled.parquet")
+    rows = rows.select(pl.col("id").alias("ticket_id"), pl.lit("Ticket").alias("subject"),
+                       pl.col("text").alias("body")).head(200)
+    data = pipeline_dict(dedup={"semantic": {"enabled": True}})
+    path = write_pipeline(tmp_path, data)
+    rows.write_parquet(tmp_path / "data" / "tickets.parquet")
+    calls: list[int] = []
+    ray_embed = RayEngine.embed
+
+    def counted(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return ray_embed(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(RayEngine, "embed", counted)
+    plans = {}
+    for engine in ("local", "ray"):
+        plans[engine] = prepare(load_pipeline(path), RunOptions(
+            engine=engine, cache_dir=tmp_path / engine / "cache"), require_keys=False)
+    local, ray = (plans[e].rows.sort("ticket_id") for e in ("local", "ray"))
+    assert sum(calls) > 0  # the Ray run's vectors came from its actor pool
+    assert (local["dedup"] == "semantic").sum() > 0  # the paraphrases did collapse
+    for column in ("group_id", "dedup", "representative_id"):
+        assert ray[column].equals(local[column]), column
+    assert np.allclose(ray["similarity"].fill_null(0).to_numpy(),
+                       local["similarity"].fill_null(0).to_numpy(), atol=1e-5)
