@@ -12,6 +12,8 @@ from batchopt.dedup.guards import (
     GuardConfig,
     extract,
     extract_many,
+    same_word,
+    swapped,
     veto,
     veto_many,
 )
@@ -47,10 +49,37 @@ VETOED = [
     ("Please cancel order 5", "Where is the refund for order 5?", "actions"),
     ("Please cnacel order 5", "Please track order 5", "actions"),  # typo
     ("I was charged $15, is that the right price?", "A duplicate charge of $15", "actions"),
-    ("My Lumen lamp is broken", "My AeroBlend blender is broken", "entities"),
+    ("My Lumen lamp is broken", "My AeroBlend lamp is broken", "entities"),
     ("Is the store in Denver open?", "Is the store in Austin open?", "entities"),
     ("Do you ship to Canada?", "Do you ship to Mexico?", "entities"),
-]
+    # wrong merges bench_semhash found at 100k rows (model2vec, 0.80), one per kind:
+    # "not" added to a sentence that already has "never" / "cannot": the count differs
+    ("Brandon determining luxurious fair never decree scrambled bathed fisted famously.",
+     "Brandon determining luxurious fair never decree scrambled bathed fisted not famously. "
+     "Thank you.", "negation"),
+    ("Governments petit underlying graz rivera dutch sponsoring cannot vest animal magnet?",
+     "Governments petit underlying graz rivera dutch sponsoring cannot vest animal not magnet? "
+     "Cheers", "negation"),
+    # one part, plan or place swapped for another in the same sentence (lower-case words)
+    ("The new strap is not compatible with my Lumen desk lamp, it doesn't fit. Thanks in advance.",
+     "The new spare filter is not compatible with my Lumen desk lamp, it doesn't fit. Thanks in "
+     "advance.", "swaps"),
+    ("Hello, The starp you sent fits my Summit jacket, thanks. Please help.",
+     "Hi team, The wall bracket you sent fits my Summit jacket, thanks. Please help.", "swaps"),
+    ("Hello, The wall brcaket for the Nomad backpack arrived and it fits well. Cheers",
+     "Hello, The starp for the Nomad backpack arrived and it fits well. Cheers", "swaps"),
+    ("hi, the charigng cable for the nomad backpack arrived and it fits well. thank you.",
+     "Hello, The starp for the Nomad backpack arrived and it fits well. Cheers", "swaps"),
+    ("can you downgrade my cloudvault acocunt to business?",
+     "can you downgrade my cloudvault acocunt to family?", "swaps"),
+    ("are you open on tuesday at the austin lcoation? thanks!",
+     "are you open on tuesday at the phoenix lcoation? cheers", "swaps"),
+    # a request that reports against one that waits; "twice" typed "twcie"
+    ("Got the money back for order #13999, all good. Thanks",
+     "When will I get my money back for order #13999?", "actions"),
+    ("hello, i was charged usd 120 twcie for the vortex vacuum. thank you.",
+     "Hello, Why was I charged 120 USD for my Vortex vacuum? Thanks", "numbers"),
+]  # fmt: skip
 
 # Same facts in other words, formats and cases: no guard may object.
 MERGEABLE = [
@@ -71,7 +100,21 @@ MERGEABLE = [
     # one side names an action the other leaves implicit: no contrast, no veto
     ("Cancel order 5", "Order 5 by mistake, please cancel it and refund me"),
     ("Ship order 5 to Austin", "I moved to Austin, redirect order 5 to my new address"),
-]
+    # typos, greetings, sign-offs, a word more and reworded sentences pass the `swaps` guard
+    ("Hi, The strap you sent fits my Nomad backpack, thanks.",
+     "Good mornnig, The starp you sent fits my nomad backpack. Thanks in advance"),
+    ("Hi team, Beethoven luarel aggressively decide adventist.",
+     "Beethoven lauerl aggressively decide adventist"),  # two typos of one word
+    ("Dear spuport, Coated zeke annals genres object hopefully?",
+     "Coated zeke annals genres object hopefully? Cheers"),
+    ("Please add gift wrapping to order #52873.", "Hi, Can you add gift wrap to my order 52873?"),
+    ("The Lumen desk lamp is too big", "the lumen lamp is too big"),
+    ("The PulseBand tracker is working again after the update, close the case please.",
+     "My PulseBand tracker turns on again after the update, you can close the ticket."),
+    ("The refund for order #82567 has arrived in my account.",
+     "I have received the refund for order 82567, thanks."),
+    ("The part does not fit", "The part does not fit, sorry"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("a", "b", "guard"), VETOED)
@@ -104,8 +147,12 @@ def test_vocabulary_terms_must_match_case_insensitively() -> None:
     gold = extract("please move me to the gold plan", config)
     assert veto(gold, extract("please move me to the silver plan", config), config) == "entities"
     assert veto(gold, extract("Please move me to the Gold  Plan", config), config) is None
-    plain = extract("please move me to the gold plan")  # no vocabulary: lower-case words pass
-    assert veto(plain, extract("please move me to the silver plan")) is None
+    # no vocabulary: the swapped lower-case word is still seen, by the `swaps` guard
+    plain = extract("please move me to the gold plan")
+    assert veto(plain, extract("please move me to the silver plan")) == "swaps"
+    off = GuardConfig(swaps=False)
+    gold = extract("please move me to the gold plan", off)
+    assert veto(gold, extract("please move me to the silver plan", off), off) is None
 
 
 def test_sentence_start_and_greetings_are_not_names() -> None:
@@ -161,3 +208,34 @@ def test_identical_text_is_never_vetoed_even_when_tokens_split_oddly() -> None:
     for text in ("£0B", "Order 12AB from Oslo", "the KX-2 fits"):
         facts = extract(text)
         assert veto(facts, facts) is None, text
+
+
+def test_swaps_names_the_swapped_words_either_way_round() -> None:
+    a = extract("The new strap is not compatible with my lamp, it doesn't fit.")
+    b = extract("Hi, The new spare filter is not compatible with my lamp, it doesn't fit. Thanks")
+    assert swapped(a, b) == ("strap", "spare filter")
+    assert swapped(b, a) == ("spare filter", "strap")
+    # a word only one side has is no swap; two swaps are a rewording
+    longer = extract("The new strap is not compatible with my desk lamp, it doesn't fit")
+    assert swapped(a, longer) is None
+    reworded = extract("The new cable is not compatible with my blender, it doesn't fit.")
+    assert swapped(a, reworded) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [("strap", "starp", True), ("srtap", "starp", True), ("wrap", "wrapping", True),
+     ("purchase", "purchased", True), ("replacement", "replacmeent", True),
+     ("strap", "spare", False), ("austin", "boston", False), ("family", "plus", False),
+     ("business", "busy", False)],
+)  # fmt: skip
+def test_same_word_tells_typos_and_stems_from_other_words(a: str, b: str, same: bool) -> None:
+    assert same_word(a, b) is same
+    assert same_word(b, a) is same
+
+
+def test_negations_are_counted_and_short_action_stems_take_no_typos() -> None:
+    assert extract("It never worked, not once").negations == 2
+    assert extract("I can't log in").negations == extract("I cannot log in").negations == 1
+    assert extract("How do I clean the vacuum filter?").actions == frozenset()  # not "fit"
+    assert extract("Please cnacel order 5").actions == {"cancel"}
