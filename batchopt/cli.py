@@ -39,6 +39,9 @@ def main() -> None:
 
 
 _path = click.Path(path_type=Path)
+# the guards of batchopt.dedup.guards.GUARD_ORDER (not imported here: --help stays fast)
+GUARD_NAMES = ("numbers", "amounts", "codes", "dates", "negation", "opposites", "actions",
+               "entities", "swaps")
 
 
 def engine_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -283,7 +286,7 @@ def report(run_id: str, ledger_path: Path, pipeline: str | None, outputs_path: P
 @click.option("--model", help="Embedding model folder (default: the packaged all-MiniLM-L6-v2)")
 @click.option("--no-semantic", is_flag=True, help="Exact dedup only")
 @click.option("--guard-off", multiple=True,
-              type=click.Choice(["numbers", "amounts", "codes", "dates", "negation", "entities"]),
+              type=click.Choice(list(GUARD_NAMES)),
               help="Switch a guard off (repeatable)")
 @click.option("--out", "out_path", type=_path, required=True, help="groups.parquet to write")
 @click.option("--sample", type=int, default=5, show_default=True, help="Largest groups to show")

@@ -126,6 +126,10 @@ class GuardsConfig(StrictModel):
         "pick up vs deliver)",
     )
     entities: bool = Field(default=True, description="Differing named products or places")
+    swaps: bool = Field(
+        default=True,
+        description="The same wording with one ordinary word swapped (strap vs spare filter)",
+    )
     vocabulary: list[str] = Field(
         default_factory=list, description="Extra terms (product names...) that must match"
     )
