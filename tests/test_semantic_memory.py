@@ -59,6 +59,7 @@ def tickets(n: int = 400) -> pl.DataFrame:
     asks = [
         "refund order #{o}",
         "where is order #{o}",
+        "where is the order #{o}",  # one more word: a near-duplicate the guards let merge
         "cancel order #{o} please",
         "order #{o} arrived broken",
         "please refund my order #{o}",

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -60,63 +61,67 @@ class _RowIndex:
         return found["row"].fill_null(-1).to_numpy().astype(np.int64)
 
 
-class RowVectors(Mapping[str, np.ndarray]):
+T = TypeVar("T")
+
+
+class _ByRowId(Mapping[str, T]):
+    """A read-only mapping from embedded row ids to values kept by row position."""
+
+    def __init__(self, index: _RowIndex) -> None:
+        self._index = index
+
+    def _row(self, key: str) -> int:
+        row = self._index.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def _rows(self, ids: Iterable[str], what: str) -> np.ndarray:
+        rows = self._index.rows(ids)
+        if (rows < 0).any():
+            raise KeyError(f"{int((rows < 0).sum())} ids have no {what}")
+        return rows
+
+    def __contains__(self, key: object) -> bool:
+        return self._index.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index.ids)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class RowVectors(_ByRowId[np.ndarray]):
     """The vector of every embedded row by its id: one (rows, dim) float32 array and an index
     (a dict of per-row views cost about 150 bytes a row on top of the array)."""
 
     def __init__(self, index: _RowIndex, array: np.ndarray) -> None:
-        self._index, self.array = index, array
+        super().__init__(index)
+        self.array = array
 
     def __getitem__(self, key: str) -> np.ndarray:
-        row = self._index.get(key)
-        if row is None:
-            raise KeyError(key)
-        return self.array[row]
-
-    def __contains__(self, key: object) -> bool:
-        return self._index.get(key) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index.ids)
-
-    def __len__(self) -> int:
-        return len(self._index)
+        return self.array[self._row(key)]
 
     def take(self, ids: Iterable[str]) -> np.ndarray:
         """The vectors of `ids`, stacked (float32, (len(ids), dim)); KeyError for an unknown id."""
-        rows = self._index.rows(ids)
-        if (rows < 0).any():
-            raise KeyError(f"{int((rows < 0).sum())} ids have no vector")
-        return self.array[rows]
+        return self.array[self._rows(ids, "vector")]
 
 
-class RowTexts(Mapping[str, str]):
+class RowTexts(_ByRowId[str]):
     """The embedded text of every embedded row by its id, read from the outcome's rows (no
     second copy of the texts)."""
 
     def __init__(self, index: _RowIndex, texts: pl.Series, positions: np.ndarray) -> None:
-        self._index, self._texts, self._positions = index, texts, positions
+        super().__init__(index)
+        self._texts, self._positions = texts, positions
 
     def __getitem__(self, key: str) -> str:
-        row = self._index.get(key)
-        if row is None:
-            raise KeyError(key)
-        return self._texts[int(self._positions[row])] or ""
-
-    def __contains__(self, key: object) -> bool:
-        return self._index.get(key) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index.ids)
-
-    def __len__(self) -> int:
-        return len(self._index)
+        return self._texts[int(self._positions[self._row(key)])] or ""
 
     def take(self, ids: Iterable[str]) -> list[str]:
         """The texts of `ids`, in order; KeyError for an unknown id."""
-        rows = self._index.rows(ids)
-        if (rows < 0).any():
-            raise KeyError(f"{int((rows < 0).sum())} ids have no text")
+        rows = self._rows(ids, "text")
         return self._texts.gather(self._positions[rows]).fill_null("").to_list()
 
 
