@@ -396,11 +396,15 @@ def _holders(plan: Any) -> dict[str, float]:
         f"plan.key_tier ({len(plan.key_tier):,})": sampled(plan.key_tier),
     }
     if plan.semantic is not None:
-        vectors = plan.semantic.vectors
-        base = next(iter(vectors.values())).base if vectors else None
-        out[f"plan.semantic.vectors ({len(vectors):,} numpy row views)"] = (
-            sampled(vectors) + (base.nbytes / 2**20 if base is not None else 0.0))
-        out[f"plan.semantic.texts ({len(plan.semantic.texts):,})"] = sampled(plan.semantic.texts)
+        # one (rows, dim) array (memory-mapped from the cache folder when there is one: its
+        # pages count only while resident) and an id index; texts are read from plan.rows
+        import numpy as np
+
+        array = plan.semantic.vectors.array
+        mapped = isinstance(array, np.memmap) or isinstance(getattr(array, "base", None),
+                                                            np.memmap)
+        out[f"plan.semantic.vectors ({len(array):,} x {array.shape[1]} float32"
+            f"{', memory-mapped' if mapped else ''})"] = array.nbytes / 2**20
     return out
 
 
