@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from batchopt.runner import Plan, RunObserver
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunPending:
@@ -115,11 +117,9 @@ def execute(
         if round_.claims is not None:
             round_.claims.close()
     if pending or round_.waiting:
-        waiting: dict[str, int] = {}
-        for holder in round_.waiting.values():
-            waiting[holder.run_id] = waiting.get(holder.run_id, 0) + 1
+        waiting = Counter(holder.run_id for holder in round_.waiting.values())
         return RunPending(plan.run_id, plan.pipeline.config.name, pending,
-                          state.path if state else None, waiting=waiting)
+                          state.path if state else None, waiting=dict(waiting))
     return answers
 
 
@@ -205,10 +205,7 @@ class _Round:
 
     def tell_waiting(self, held: dict[str, Holder], how: str) -> None:
         """One line on stderr per other run this one waits for."""
-        by_holder: dict[Holder, int] = {}
-        for holder in held.values():
-            by_holder[holder] = by_holder.get(holder, 0) + 1
-        for holder, count in by_holder.items():
+        for holder, count in Counter(held.values()).items():
             if holder.run_id not in self.told:
                 self.told.add(holder.run_id)
                 log.warning("waiting: %d request(s) are being %s by %s, which shares this "
@@ -345,17 +342,16 @@ async def _send_online(
         while todo or waiting:
             if todo:
                 results.update(await executor.run(todo))
-                waiting += executor.deferred
+                waiting += executor.gate.deferred
                 if claims is not None:
-                    claims.release(executor.claimed)
-                    executor.claimed = []
+                    claims.release(executor.gate.take_claimed())
             todo, waiting = await _await_others(round_, waiting, results)
         return results
     finally:
         if provider is not None:
             await provider.aclose()
-        elif not isinstance(executor, OnlineExecutor):
-            await executor.close()
+        else:  # the Ray workers hold the providers
+            await executor.close()  # type: ignore[union-attr]
 
 
 async def _await_others(round_: _Round, deferred: list[Request], results: dict[str, Result]

@@ -9,10 +9,10 @@ from the tier's `ProviderSettings`, and stream each group of answers back as it 
 
 One limit for the cluster: a limiter actor holds the tier's RPM/TPM schedule (the same
 `RateLimiter` the local engine uses, run at `HEADROOM` of the limit) and grants each call its
-start. A worker asks for the
-calls it is about to make in one round trip, however many of its coroutines wait at that
-moment (one call in flight per worker), so a grant costs a round trip only when the worker is
-idle: measured here, about 700 single grants/s from one worker, 15,000/s in groups of 16.
+start. A worker asks for the calls it is about to make in one round trip, however many of its
+coroutines wait at that moment (one call in flight per worker), so a grant costs a round trip
+only when the worker is idle: measured here, about 700 single grants/s from one worker, 15,000/s
+in groups of 16.
 A 429's retry-after pauses every worker (`pause` goes to the actor).
 
 What a kill can cost: the driver keeps at most `concurrency` requests per worker handed out
@@ -31,17 +31,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from batchopt.engines.ray_runtime import ensure_ray
-from batchopt.execute.online import OnlineExecutor, OnlineSettings
+from batchopt.execute.claims import ClaimGate
+from batchopt.execute.online import OnlineExecutor, OnlineSettings, not_sent
 from batchopt.execute.ratelimit import RateLimiter
 from batchopt.providers.base import Provider, ProviderSettings
 from batchopt.records import Request, Result
 
 DEFAULT_WORKERS = 2
-CHUNKS_PER_WORKER = 4
+CHUNKS_PER_WORKER = 4  # a worker's `concurrency` is handed out in about this many chunks
 # The schedule runs this far under the limit: a call reaches the provider some time after its
 # grant (a round trip to the limiter, a worker's first connection: ~0.1 s measured), unevenly,
 # so calls granted at exactly the limit arrive a little over it, measured at the server.
-HEADROOM = 0.98  # a worker's `concurrency` is handed out in about this many chunks
+HEADROOM = 0.98
 
 
 class _LimiterActor:
@@ -190,7 +191,7 @@ def _remote(ray: Any, cls: type) -> Any:
 
 class RaySender:
     """Sends one tier's requests from Ray workers: the driver's side, with `OnlineExecutor`'s
-    interface (`run`, `stop`, `deferred`, `claimed`) so `rounds` uses either alike."""
+    interface (`run`, `stop`, `gate`) so `rounds` uses either alike."""
 
     def __init__(
         self,
@@ -207,11 +208,9 @@ class RaySender:
         self.online = online
         self._persist = persist
         self._on_progress = on_progress
-        self._claim = claim
+        self.gate = ClaimGate(claim)
         self._abort: str | None = None
         self._warmed = False
-        self.deferred: list[Request] = []  # held by another run: not sent by `run`
-        self.claimed: list[str] = []  # keys claimed for this run (to release when done)
         ray = self._ray = ensure_ray(address)
         limited = online.rpm is not None or online.tpm is not None
         self.limiter = (
@@ -235,7 +234,7 @@ class RaySender:
     async def run(self, requests: list[Request]) -> dict[str, Result]:
         """Send every request from the workers, persisting each answer as it arrives."""
         results: dict[str, Result] = {}
-        self.deferred = []
+        self.gate.deferred = []
         queue = deque(requests)
         concurrency = max(1, self.online.concurrency)
         chunk = max(1, -(-concurrency // CHUNKS_PER_WORKER))
@@ -289,15 +288,9 @@ class RaySender:
 
     def _take(self, queue: deque[Request], n: int) -> list[Request]:
         """Up to `n` requests off `queue`, claimed for this run (those another run holds go
-        to `deferred`)."""
+        to `gate.deferred`)."""
         taken = [queue.popleft() for _ in range(min(n, len(queue)))]
-        if self._claim is None or self._abort is not None:
-            return taken
-        held = self._claim(taken)
-        self.deferred += [r for r in taken if r.key in held]
-        ready = [r for r in taken if r.key not in held]
-        self.claimed += [r.key for r in ready]
-        return ready
+        return self.gate.admit(taken, stopped=self._abort is not None)
 
     async def _send(self, worker: int, batch: list[Request], results: dict[str, Result],
                     out: list[int], moved: asyncio.Event) -> None:
@@ -334,9 +327,8 @@ class RaySender:
             out[worker] -= len(batch) - freed
 
     def _not_sent(self, request: Request, results: dict[str, Result]) -> None:
-        result = Result(key=request.key, text=None, status="failed", attempts=0,
-                        error=f"not sent: {self._abort}")
-        results[request.key] = result
+        assert self._abort is not None
+        result = results[request.key] = not_sent(request, self._abort)
         if self._on_progress is not None:
             self._on_progress(result)
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchopt.records import Result
+from batchopt.records import Request, Result
 
 FOLDER = "claims"
 _HOST = socket.gethostname()
@@ -165,3 +165,30 @@ class SharedCache:
     claims: Claims
     lookup: Callable[[str], Result | None]  # the saved answer for a key, whoever paid for it
     on_wait: Callable[[dict[str, Holder], str], None]  # tell the user whom it waits for
+
+
+class ClaimGate:
+    """An executor's side of the claims: `admit` asks `claim` (which claims requests for the
+    run and returns the keys another run holds) about requests about to be sent, keeps those
+    another run holds in `deferred` and the keys this run claimed in `claimed`."""
+
+    def __init__(self, claim: Callable[[list[Request]], set[str]] | None) -> None:
+        self._claim = claim
+        self.deferred: list[Request] = []  # held by another run: not sent
+        self.claimed: list[str] = []  # claimed for this run (to release when done)
+
+    def admit(self, taken: list[Request], *, stopped: bool = False) -> list[Request]:
+        """Of `taken`, those this run may send (all of them without claims, or once stopped:
+        what is not sent then fails, it is not waited for)."""
+        if self._claim is None or stopped:
+            return taken
+        held = self._claim(taken)
+        self.deferred += [r for r in taken if r.key in held]
+        ready = [r for r in taken if r.key not in held]
+        self.claimed += [r.key for r in ready]
+        return ready
+
+    def take_claimed(self) -> list[str]:
+        """The keys claimed so far, forgotten here (the caller releases them)."""
+        claimed, self.claimed = self.claimed, []
+        return claimed

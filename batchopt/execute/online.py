@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
 from batchopt.errors import ProviderError, TerminalProviderError, TransientProviderError
+from batchopt.execute.claims import ClaimGate
 from batchopt.execute.ratelimit import RateLimiter
 from batchopt.execute.retry import first_wait, is_transient, retry_after_hook, wait_for
 from batchopt.execute.structured import check_structured
@@ -69,6 +70,12 @@ class OnlineSettings:
     max_attempts: int = 5
 
 
+def not_sent(request: Request, reason: str) -> Result:
+    """The result of a request an executor stopped before sending."""
+    return Result(key=request.key, text=None, status="failed", attempts=0,
+                  error=f"not sent: {reason}")
+
+
 class OnlineExecutor:
     """Sends requests to one provider and returns one Result per request key."""
 
@@ -83,7 +90,7 @@ class OnlineExecutor:
     ) -> None:
         """`claim`, when given, is asked before requests are sent (a few at a time): it claims
         them for this run and returns the keys another run holds, which are not sent here but
-        left in `deferred` (see `execute.claims`). `limiter`, when given, paces the calls
+        left in `gate.deferred` (see `execute.claims`). `limiter`, when given, paces the calls
         instead of one of `settings.rpm` / `settings.tpm` of the executor's own (a limit shared
         with other executors: see `engines.ray_send`)."""
         self.provider = provider
@@ -92,10 +99,8 @@ class OnlineExecutor:
         self._commit = GroupCommit(persist)
         self._on_progress = on_progress
         self._abort: str | None = None
-        self._claim = claim
+        self.gate = ClaimGate(claim)
         self._ready: list[Request] = []
-        self.deferred: list[Request] = []  # held by another run: not sent by `run`
-        self.claimed: list[str] = []  # keys this executor claimed (to release when done)
 
     def stop(self, reason: str) -> None:
         """Send nothing more: every request not yet started fails with `not sent: reason`."""
@@ -108,7 +113,7 @@ class OnlineExecutor:
         for request in requests:
             queue.put_nowait(request)
 
-        self.deferred = []
+        self.gate.deferred = []
         self._ready = []
 
         async def worker() -> None:
@@ -139,19 +144,12 @@ class OnlineExecutor:
                 taken.append(queue.get_nowait())
             if not taken:
                 return None
-            if self._claim is None or self._abort is not None:
-                self._ready = taken
-                break
-            held = self._claim(taken)
-            self.deferred += [r for r in taken if r.key in held]
-            self._ready = [r for r in taken if r.key not in held]
-            self.claimed += [r.key for r in self._ready]
+            self._ready = self.gate.admit(taken, stopped=self._abort is not None)
         return self._ready.pop(0)
 
     async def _one(self, request: Request) -> Result:
         if self._abort is not None:
-            return Result(key=request.key, text=None, status="failed", attempts=0,
-                          error=f"not sent: {self._abort}")
+            return not_sent(request, self._abort)
         started = time.perf_counter()
         # Fast path: most calls succeed at once, and tenacity's machinery costs about 50 us a
         # request, 5% of a request at a thousand a second. It takes over after a transient error.
