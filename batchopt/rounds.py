@@ -329,8 +329,9 @@ async def _send_online(
         try:
             from batchopt.engines.ray_send import RaySender
         except ImportError as exc:
-            raise ConfigError(f"execution.engine ray: Ray is not installed ({exc}); "
-                              "pip install 'batchopt[ray]'") from exc
+            from batchopt.engines import ray_missing
+
+            raise ray_missing(exc) from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
                              address=plan.ray_address)

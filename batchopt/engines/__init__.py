@@ -50,8 +50,12 @@ def get_engine(name: str, address: str | None = None) -> Engine:
         try:
             from batchopt.engines.ray_engine import RayEngine
         except ImportError as exc:
-            raise ConfigError(
-                f"execution.engine ray: Ray is not installed ({exc}); pip install 'batchopt[ray]'"
-            ) from exc
+            raise ray_missing(exc) from exc
         return RayEngine(address)
     raise ConfigError(f"execution.engine: '{name}' is not one of {', '.join(ENGINES)}")
+
+
+def ray_missing(exc: ImportError) -> ConfigError:
+    """The error for `engine: ray` where Ray cannot be imported."""
+    return ConfigError(
+        f"execution.engine ray: Ray is not installed ({exc}); pip install 'batchopt[ray]'")
