@@ -4,15 +4,17 @@ Endpoints:
     POST /v1/chat/completions   OpenAI chat completions wire format
     POST /v1/messages           Anthropic messages wire format
     OpenAI files and batches, Anthropic message batches: see `batch_routes`
+    OpenAI fine-tuning jobs (and the `ft:` models they make): see `finetune_routes`
     GET  /_fake/stats           paid calls and tokens, in total, `by_wire` and `by_model`;
-                                `batches_created`, `batch_requests`, pending faults; the
+                                `batches_created`, `batch_requests`, pending faults,
+                                `fine_tuning_jobs_created`, `fine_tuned_models`; the
                                 oracle's verdicts on paid answers: `oracle` =
                                 {"right", "wrong", "unmatched"} counts, and `oracle_by_model`
     GET  /_fake/log             every paid call: t, wire, model, tokens, request_hash, id,
                                 oracle (right | wrong | unmatched), cached_tokens,
                                 cache_read_tokens, cache_write_tokens (see `prompt_cache`)
     POST /_fake/reset           zero the stats and the log, drop pending faults, files, batches,
-                                the oracle and the prompt cache
+                                fine-tuning jobs, the oracle and the prompt cache
     POST /_fake/oracle          set the answer oracle (JSON, see `oracle`); 400 if malformed
     GET  /_fake/oracle          a summary of it (`set`, `items`, `by_difficulty`, `models`, ...)
     DELETE /_fake/oracle        drop it
@@ -61,6 +63,7 @@ from aiohttp import web
 from batchopt.providers.fake import wire
 from batchopt.providers.fake.batch_routes import BatchRoutes
 from batchopt.providers.fake.batches import BatchStore
+from batchopt.providers.fake.finetune_routes import FineTuneRoutes
 from batchopt.providers.fake.oracle import Oracle, parse_oracle
 from batchopt.providers.fake.prompt_cache import PromptCache
 from batchopt.providers.fake.state import UNBILLED_KINDS, Fault, ServerState, parse_faults
@@ -91,6 +94,7 @@ class FakeProviderApp:
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
         self.batches = BatchStore(state, self._next_id, batch_seconds)
+        self.finetunes = FineTuneRoutes(self.batches, self._next_id)
 
     @property
     def batch_seconds(self) -> float:
@@ -107,6 +111,7 @@ class FakeProviderApp:
         app.router.add_post("/v1/chat/completions", self.openai)
         app.router.add_post("/v1/messages", self.anthropic)
         BatchRoutes(self.state, self.batches, self._next_id).register(app.router)
+        self.finetunes.register(app.router)
         app.router.add_get("/_fake/stats", self.get_stats)
         app.router.add_get("/_fake/log", self.get_log)
         app.router.add_post("/_fake/reset", self.post_reset)
@@ -121,7 +126,7 @@ class FakeProviderApp:
     def stats(self) -> dict[str, Any]:
         """The stats, after settling every batch that has ended."""
         self.batches.settle_due()
-        return self.state.stats()
+        return {**self.state.stats(), **self.finetunes.stats()}
 
     def log(self) -> list[dict[str, Any]]:
         """The paid-call log, after settling every batch that has ended."""
@@ -129,8 +134,10 @@ class FakeProviderApp:
         return self.state.log()
 
     def reset(self) -> None:
-        """Zero the stats, empty the log, drop pending faults and every file and batch."""
+        """Zero the stats, empty the log, drop pending faults and every file, batch and
+        fine-tuning job."""
         self.batches.clear()
+        self.finetunes.clear()
         self.state.reset()
 
     def _next_id(self) -> str:
@@ -196,7 +203,13 @@ class FakeProviderApp:
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions."""
-        return await self._serve(request, "openai", wire.openai_reply, self._openai_error)
+        return await self._serve(request, "openai", self._openai_reply, self._openai_error)
+
+    def _openai_reply(
+        self, data: dict[str, Any], ident: str, oracle: Oracle | None, cache: PromptCache | None
+    ) -> wire.Reply:
+        self.finetunes.check_model(data.get("model"))  # an `ft:` model must have been made here
+        return wire.openai_reply(data, ident, oracle, cache)
 
     def _openai_error(
         self,

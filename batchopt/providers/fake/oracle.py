@@ -17,6 +17,11 @@ request's model:
 - when wrong, the answer is `wrong[int(hash_unit("wrong", model, match) * len(wrong))]`, or
   "I don't know." when `wrong` is empty.
 
+A fine-tuned model (`ft:<base>:...`, made by the fake's fine-tuning jobs) takes the accuracies
+of `models["ft:<base>"]` when the oracle names that, else of its base (`models[base]`), and draws
+with its base's name: so it is right wherever its base is right, and, with a higher accuracy,
+on more items besides ("like its base, or better"). Its answers are otherwise its own.
+
 Everything is a pure function of (model, match), so the same request gets the same answer every
 time, online and in a batch. `difficulty` may be any label ("easy" when left out). `wrong` may
 hold anything, refusals included; nothing is special about them.
@@ -88,7 +93,11 @@ class Oracle:
 
     def accuracy(self, model: str, difficulty: str) -> float:
         """The chance that `model` answers an item of `difficulty` right."""
-        by_model = self.models.get(model, {})
+        by_model = self.models.get(model)
+        base = fine_tuned_base(model)
+        if by_model is None and base is not None:
+            by_model = self.models.get(f"ft:{base}", self.models.get(base))
+        by_model = by_model or {}
         if difficulty in by_model:
             return by_model[difficulty]
         return self.default_accuracy.get(difficulty, 1.0)
@@ -98,7 +107,8 @@ class Oracle:
         item = self.find(user_text)
         if item is None:
             return NO_MATCH
-        if hash_unit(model, item.match) < self.accuracy(model, item.difficulty):
+        draw = fine_tuned_base(model) or model  # a fine-tuned model draws as its base
+        if hash_unit(draw, item.match) < self.accuracy(model, item.difficulty):
             return Verdict(RIGHT, item.answer, item.match)
         wrong = item.wrong or (DEFAULT_WRONG,)
         pick = min(len(wrong) - 1, int(hash_unit("wrong", model, item.match) * len(wrong)))
@@ -116,6 +126,13 @@ class Oracle:
             "models": self.models,
             "default_accuracy": self.default_accuracy,
         }
+
+
+def fine_tuned_base(model: str) -> str | None:
+    """The base of a fine-tuned model name (`ft:<base>:<org>:<suffix>:<id>`), else None."""
+    if not model.startswith("ft:"):
+        return None
+    return model.split(":")[1] or None
 
 
 class _MatchIndex:
