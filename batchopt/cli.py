@@ -366,5 +366,10 @@ def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float) -
     serve(port=port, latency_ms=latency_ms, batch_seconds=batch_seconds)
 
 
+from batchopt.cli_distill import distill  # noqa: E402 - registered after main is defined
+
+main.add_command(distill)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

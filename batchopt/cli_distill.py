@@ -1,0 +1,72 @@
+"""`batchopt distill`: export a fine-tuning set from past runs, fine-tune a student, evaluate it.
+
+Registered on the main command group by `batchopt.cli`; heavy modules load inside the commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchopt.errors import BatchoptError
+
+_path = click.Path(path_type=Path)
+
+
+class _DistillGroup(click.Group):
+    """Turns BatchoptError into its one-line message and exit code (also when run alone)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchoptError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+
+@click.group(cls=_DistillGroup)
+def distill() -> None:
+    """Teach a cheaper model from the strong tier's past answers."""
+
+
+def _since(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+@distill.command("export")
+@click.argument("pipeline", type=_path)
+@click.option("--out", "out_dir", type=_path, required=True, help="Folder to write the set to")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="Only runs from this UTC day on (YYYY-MM-DD)")
+@click.option("--teacher", help="Tier whose answers teach (default: the strongest routing tier)")
+@click.option("--input", "inputs", type=_path, multiple=True,
+              help="The input the runs read, if not input.path (repeatable: one per partition)")
+@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
+@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--validation-share", type=click.FloatRange(0.0, 0.9), default=0.2,
+              show_default=True, help="Share of examples held out for validation")
+@click.option("--min-examples", type=click.IntRange(1), default=10, show_default=True,
+              help="Refuse with fewer training examples than this")
+def export_command(pipeline: Path, out_dir: Path, since: dt.datetime | None,
+                   teacher: str | None, inputs: tuple[Path, ...], ledger_path: Path | None,
+                   cache_dir: Path | None, validation_share: float, min_examples: int) -> None:
+    """Write PIPELINE's teacher answers from past runs as fine-tuning JSONL and Parquet.
+
+    Only the teacher tier's paid answers that pass the validators, one per distinct request
+    (never a dedup follower or a cache copy). Exit 2, with the counts, when there are too few."""
+    from batchopt.config import load_pipeline
+    from batchopt.distill.export import export
+
+    result = export(load_pipeline(pipeline), out_dir, teacher=teacher, since=_since(since),
+                    inputs=list(inputs) or None, ledger=ledger_path, cache_dir=cache_dir,
+                    validation_share=validation_share, min_examples=min_examples)
+    collection = result.collection
+    click.echo(f"{result.out}: {result.train} training and {result.validation} validation "
+               f"example(s) from tier '{collection.teacher}'")
+    click.echo(f"  {collection.describe()}")
+    for note in collection.notes:
+        click.echo(f"  note: {note}")
