@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchopt.config_compress import CompressConfig
 from batchopt.config_routing import BudgetConfig, RoutingConfig
+from batchopt.config_selfhost import SelfHostedField
 from batchopt.errors import ConfigError
 
 ProviderName = Literal["openai", "anthropic", "local"]
@@ -229,6 +230,10 @@ class ModelConfig(StrictModel):
     )
     examples: list[ExampleConfig] | None = Field(
         default=None, description="This tier's own few-shot examples (default: prompt's; [] none)"
+    )
+    self_hosted: SelfHostedField = Field(
+        default=None, description="A self-hosted tier (openai with a base_url, or local): model "
+        "size, precision, hardware and $/hour, for time-based costs and the quantisation what-if"
     )
 
     @model_validator(mode="after")
