@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batchopt.dedup import index
+from batchopt.dedup import index, semantic
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.semantic import default_threshold, semantic_groups
 
@@ -180,7 +180,7 @@ def pair_scores(out: pl.DataFrame) -> tuple[float, float, list[tuple[str, str]]]
     return precision, (len(merged) - len(wrong)) / true_pairs, wrong
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "buckets"])
 @pytest.mark.parametrize("backend", ["sentence-transformers", "model2vec"])
 def test_labelled_set_precision_is_one(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str, kind: str
@@ -195,7 +195,15 @@ def test_labelled_set_precision_is_one(
         # 553 rows in about 17 lists of 32, each row probing NPROBE of them: approximate
         monkeypatch.setattr(index, "FLAT_MAX_ROWS", 50)
         monkeypatch.setattr(index, "LIST_SIZE", 32)
-    assert index.index_kind(len(vectors)) == kind
+    if kind == "buckets":
+        # 553 rows in 4-5 buckets by coarse centroid, each searched and clustered on its own (as
+        # above semantic.BUCKET_ROWS): pairs split between buckets are lost, never wrongly made
+        monkeypatch.setattr(semantic, "BUCKET_ROWS", 200)
+        monkeypatch.setattr(semantic, "BUCKET_TARGET", 150)
+        monkeypatch.setattr(semantic, "BUCKET_MAX", 250)
+        assert len(semantic._buckets(vectors, np.arange(len(vectors)))) > 2
+    else:
+        assert index.index_kind(len(vectors)) == kind
     threshold = default_threshold(backend)
     frame = exact_groups(labelled, "id", "text")
     assert (frame["dedup"] == "none").all()
@@ -205,7 +213,9 @@ def test_labelled_set_precision_is_one(
     print(f"\nlabelled set, {backend}, {kind} index, {figures}")
     listing = "\n".join(f"  {a!r}  <->  {b!r}" for a, b in wrong)
     assert precision == 1.0, f"{figures}; wrong merges:\n{listing}"
-    assert recall >= RECALL_FLOOR, figures
+    # buckets of ~110 rows lose the pairs they split (recall 0.536 with MiniLM); at 10M they
+    # hold a million rows each
+    assert recall >= (RECALL_FLOOR if kind != "buckets" else 0.5), figures
     hard = out.filter(pl.col("kind") == "hard_negative")
     assert hard["veto_guard"].null_count() < hard.height  # the ledger names the vetoes
 

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batchopt.dedup import embed_cache, index, semantic
+from batchopt.dedup import embed_cache, index, semantic, step
 from batchopt.dedup.embed import EmbeddingCache, embedder_name, engine_embedder
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.guards import GuardConfig, extract_many
@@ -182,3 +182,53 @@ def test_distinct_keys_match_numpy_unique() -> None:
     assert np.array_equal(unique, want) and np.array_equal(first, want_first)
     assert source is not None and np.array_equal(source, want_first[inverse.reshape(-1)])
     assert embed_cache._distinct(embed_cache.hash_texts(["p", "q"]))[2] is None
+
+
+def test_vectors_embedded_in_chunks_equal_one_call(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = tickets()
+    settings = SemanticSettings(threshold=0.7, backend="model2vec", model=str(model_folder))
+    whole = semantic_dedup(frame, "id", "text", settings, tmp_path / "a", embed=FakeEngine().embed)
+    monkeypatch.setattr(step, "EMBED_CHUNK", 7)  # vectors written to the spill file 7 at a time
+    engine = FakeEngine()
+    chunked = semantic_dedup(frame, "id", "text", settings, tmp_path / "b", embed=engine.embed)
+    assert len(engine.calls) > 5
+    assert np.array_equal(np.asarray(whole.vectors.array), np.asarray(chunked.vectors.array))
+    assert isinstance(chunked.vectors.array, np.memmap)
+    assert whole.rows.equals(chunked.rows)
+    assert not list((tmp_path / "b").glob(".vectors-*"))  # unlinked: nothing left on disk
+
+
+def test_spill_keeps_vectors_in_memory_when_the_file_cannot_be_written(tmp_path: Path) -> None:
+    blocks = [np.full((3, 4), i, np.float32) for i in range(3)]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = step._spill(iter(blocks), blocker / "sub")
+    assert not isinstance(out, np.memmap) and np.array_equal(out, np.concatenate(blocks))
+    assert step._spill(iter([]), tmp_path).shape[0] == 0
+
+
+def test_buckets_cluster_like_one_piece_when_clusters_do_not_straddle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four far-apart families of near-identical vectors: bucketed (as above BUCKET_ROWS),
+    every family lands in one bucket, and the groups, similarities and vetoes equal the
+    one-piece result, mapped back to the rows' own positions."""
+    rng = np.random.default_rng(5)
+    centres = np.eye(4, 32, dtype=np.float32)
+    family = rng.integers(4, size=400)
+    x = centres[family] + 0.02 * rng.standard_normal((400, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    texts = pl.Series([f"order #{i % 3} for family {f}" for i, f in enumerate(family)])
+    positions = np.arange(400)
+    one = semantic._cluster_in_buckets(x, texts, positions, 0.9, GuardConfig(), 10)
+    monkeypatch.setattr(semantic, "BUCKET_ROWS", 50)
+    monkeypatch.setattr(semantic, "BUCKET_TARGET", 100)
+    monkeypatch.setattr(semantic, "BUCKET_MAX", 150)
+    buckets = semantic._buckets(x, positions)
+    assert len(buckets) >= 4 and all(len(set(family[b])) == 1 for b in buckets)
+    split = semantic._cluster_in_buckets(x, texts, positions, 0.9, GuardConfig(), 10)
+    assert np.array_equal(one[0], split[0]) and (one[0] != positions).sum() > 150
+    assert np.allclose(one[1], split[1])
+    assert np.array_equal(one[2], split[2]) and one[3] == split[3] and (one[2] >= 0).any()

@@ -24,6 +24,18 @@ def normalise(text: str, ignore_case: bool = False) -> str:
     return folded.casefold() if ignore_case else folded
 
 
+KEY_CHUNK = 100_000  # rows whose texts are Python strings at once (not the whole column)
+
+
+def _keys(values: pl.Series, enabled: bool, ignore_case: bool) -> pl.Series:
+    """The dedup key of each value: its normalised text's hash, or (dedup off) its row id's."""
+    if enabled:
+        keys = [stable_hash(normalise(text, ignore_case)) for text in values.to_list()]
+    else:
+        keys = [stable_hash(str(row_id)) for row_id in values.to_list()]
+    return pl.Series("dedup_key", keys, dtype=pl.String)
+
+
 def exact_groups(
     frame: pl.DataFrame,
     id_column: str,
@@ -37,14 +49,14 @@ def exact_groups(
     The representative of a group is its first row in input order; every other member is marked
     `dedup = "exact"`. With `enabled=False` every row is its own group.
     """
-    texts = frame[text_column].to_list()
-    row_ids = frame[id_column].to_list()
-    keys = [
-        stable_hash(normalise(text, ignore_case)) if enabled else stable_hash(str(row_id))
-        for text, row_id in zip(texts, row_ids, strict=True)
-    ]
+    source = frame[text_column] if enabled else frame[id_column]
+    keys = pl.concat(
+        [_keys(source.slice(start, KEY_CHUNK), enabled, ignore_case)
+         for start in range(0, frame.height, KEY_CHUNK)],
+        rechunk=True,
+    ) if frame.height else pl.Series("dedup_key", [], dtype=pl.String)
     ids = frame[id_column].cast(pl.String)
-    keyed = frame.with_columns(pl.Series("dedup_key", keys, dtype=pl.String), ids.alias("__id"))
+    keyed = frame.with_columns(keys.alias("dedup_key"), ids.alias("__id"))
     first = pl.col("__id").first().over("dedup_key")
     return keyed.with_columns(
         pl.col("dedup_key").alias("group_id"),

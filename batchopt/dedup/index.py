@@ -188,7 +188,8 @@ def _best_k(
     return ids, sims
 
 
-def _kmeans(x: np.ndarray, n_clusters: int) -> np.ndarray:
+def kmeans(x: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Spherical k-means centroids of the unit rows `x` (faiss, 10 iterations, fixed seed)."""
     import faiss
 
     if len(x) <= n_clusters:
@@ -223,13 +224,13 @@ def _train(x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     n_lists = max(1, n // LIST_SIZE)
     rng = np.random.default_rng(SEED)
     sample = x[np.sort(rng.choice(n, min(n, n_lists * TRAIN_PER_LIST), replace=False))]
-    top = _kmeans(sample, min(TOP_LISTS, max(1, n_lists // 4)))
+    top = kmeans(sample, min(TOP_LISTS, max(1, n_lists // 4)))
     owner = _top(sample @ top.T, 1)[:, 0]
 
     def second_level(j: int) -> np.ndarray:
         members = sample[owner == j]
         share = max(1, round(n_lists * len(members) / len(sample)))
-        return _kmeans(members, share) if len(members) else top[j : j + 1].copy()
+        return kmeans(members, share) if len(members) else top[j : j + 1].copy()
 
     return top, _parallel(second_level, range(len(top)))
 

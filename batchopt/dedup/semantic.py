@@ -30,7 +30,7 @@ from batchopt.dedup.guards import (
     opposed,
     veto_many,
 )
-from batchopt.dedup.index import neighbours
+from batchopt.dedup.index import SEED, kmeans, neighbours
 
 DEFAULT_GUARDS = GuardConfig()
 # Measured on tests/data/dedup_labelled.parquet with all-MiniLM-L6-v2 and the default guards:
@@ -78,8 +78,8 @@ def semantic_groups(
             f"with dedup 'none', {len(vectors)} vectors"
         )
     ids = frame[id_column].cast(pl.String)
-    leader, sims, vetoed_by, vetoed_guard = _cluster(
-        _unit(vectors), frame[text_column].gather(positions), threshold, guards, k
+    leader, sims, vetoed_by, vetoed_guard = _cluster_in_buckets(
+        _unit(vectors), frame[text_column], positions, threshold, guards, k
     )
     follower = np.flatnonzero(leader != np.arange(len(leader)))
     rows, lead_rows = positions[follower], positions[leader[follower]]
@@ -142,6 +142,18 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     return x / np.maximum(norms, 1e-12)[:, None]
 
+
+# Above BUCKET_ROWS representatives, rows are split by their nearest coarse centroid into
+# buckets of about BUCKET_TARGET rows (none above BUCKET_MAX), and each bucket is searched and
+# clustered on its own: memory holds one bucket's vectors, pairs and guard facts at a time, not
+# all of them (at 10M rows, 7M vectors of 256 floats are 7 GB). Near-duplicates that fall in two
+# buckets are not merged (recall, never precision: the guards and the anti-chaining rule are the
+# same inside a bucket). Up to BUCKET_ROWS nothing changes.
+BUCKET_ROWS = 1_500_000
+BUCKET_TARGET = 1_000_000
+BUCKET_MAX = 1_500_000
+BUCKET_TRAIN_ROWS = 8_192  # k-means sample per bucket
+ASSIGN_BLOCK = 65_536  # rows assigned to buckets at once
 
 FACTS_CHUNK = 32_768  # texts whose facts are extracted at once (extract_many's peak is per call)
 LOOP_CHUNK = 65_536  # rows of the clustering loop turned into Python lists at once
@@ -222,6 +234,62 @@ def _cluster(
                 else:
                     is_leader[i] = 1
     return leader, sims, vetoed_by, vetoed_guard
+
+
+def _cluster_in_buckets(
+    vectors: np.ndarray,
+    texts: pl.Series,
+    positions: np.ndarray,
+    threshold: float,
+    guards: GuardConfig,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
+    """`_cluster` of vectors against texts[positions]: in one piece up to BUCKET_ROWS rows,
+    else bucket by bucket (see BUCKET_ROWS), with the results in the same form."""
+    n = len(vectors)
+    if n <= BUCKET_ROWS:
+        return _cluster(vectors, texts.gather(positions), threshold, guards, k)
+    leader = np.arange(n)
+    sims = np.zeros(n, np.float32)
+    vetoed_by = np.full(n, -1, np.int64)
+    vetoed_guard: list[str | None] = [None] * n
+    for rows in _buckets(vectors, np.arange(n)):
+        part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        _drop_pages(vectors)
+        lead, close, by, guard = _cluster(part, texts.gather(positions[rows]), threshold,
+                                          guards, k)
+        del part
+        leader[rows], sims[rows] = rows[lead], close
+        hit = np.flatnonzero(by >= 0)
+        vetoed_by[rows[hit]] = rows[by[hit]]
+        for i in hit.tolist():
+            vetoed_guard[int(rows[i])] = guard[i]
+    return leader, sims, vetoed_by, vetoed_guard
+
+
+def _buckets(vectors: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """`rows` (ascending) split by nearest spherical k-means centroid into buckets of at most
+    BUCKET_MAX rows (a crowded bucket is split again; one k-means cannot split is cut in
+    order), each ascending."""
+    if len(rows) <= BUCKET_MAX:
+        return [rows]
+    count = -(-len(rows) // BUCKET_TARGET)
+    rng = np.random.default_rng(SEED)
+    sample = np.sort(rng.choice(len(rows), min(len(rows), count * BUCKET_TRAIN_ROWS),
+                                replace=False))
+    centroids = kmeans(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32), count)
+    nearest = np.empty(len(rows), np.int32)
+    for start in range(0, len(rows), ASSIGN_BLOCK):
+        block = np.ascontiguousarray(vectors[rows[start : start + ASSIGN_BLOCK]],
+                                     dtype=np.float32)
+        nearest[start : start + len(block)] = (block @ centroids.T).argmax(axis=1)
+        _drop_pages(vectors)
+    parts = [rows[nearest == c] for c in range(len(centroids))]
+    parts = [p for p in parts if len(p)]
+    if len(parts) == 1:  # k-means put every row in one bucket: cut it in input order
+        size = -(-len(rows) // count)
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+    return [bucket for part in parts for bucket in _buckets(vectors, part)]
 
 
 def _drop_pages(x: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import polars as pl
 from batchopt.dedup.guards import GuardConfig
 
 log = logging.getLogger(__name__)
+EMBED_CHUNK = 262_144  # texts embedded (and their vectors written to disk) at a time
 EmbedCall = Callable[[list[str], str, "str | None"], np.ndarray]
 """`Engine.embed`'s signature: (texts, backend, model) -> float32 (len(texts), dim) unit rows."""
 
@@ -160,12 +161,17 @@ def semantic_dedup(
     else:
         embedder = engine_embedder(embed, settings.backend, settings.model)
     positions = np.flatnonzero(rows["dedup"].to_numpy() == "none")  # as semantic_groups
-    texts = rows[text_column].cast(pl.String).gather(positions).fill_null("").to_list()
+    column = rows[text_column].cast(pl.String)
     if cache_dir is not None:
-        vectors = _spill(EmbeddingCache(cache_dir, embedder).embed(texts), cache_dir)
+        cache = EmbeddingCache(cache_dir, embedder)
+        vectors = _spill(
+            (cache.embed(column.gather(part).fill_null("").to_list()) for part in
+             (positions[i : i + EMBED_CHUNK] for i in range(0, len(positions), EMBED_CHUNK))),
+            cache_dir,
+        )
     else:
-        vectors = embedder.embed(texts)
-    del texts
+        vectors = embedder.embed(column.gather(positions).fill_null("").to_list())
+    del column
     grouped = semantic_groups(
         rows,
         vectors,
@@ -184,22 +190,31 @@ def semantic_dedup(
     )
 
 
-def _spill(vectors: np.ndarray, folder: Path) -> np.ndarray:
-    """`vectors` memory-mapped from a file in `folder` (unlinked at once: the mapping stays,
-    nothing is left on disk), so the RAM copy is freed and pages read back only when touched;
-    the search drops its pages once done (`semantic._drop_pages`). On any error, `vectors`."""
-    if not vectors.size:
-        return vectors
-    path = None
+def _spill(chunks: Iterable[np.ndarray], folder: Path) -> np.ndarray:
+    """The vectors of `chunks` (consecutive row blocks) memory-mapped from a file in `folder`
+    (unlinked at once: the mapping stays, nothing is left on disk). Each chunk is written as it
+    comes, so one at a time is in RAM, and pages are read back only when touched; the search
+    drops its pages once done (`semantic._drop_pages`). If the file cannot be written, the
+    vectors are kept in memory."""
+    parts = iter(chunks)
+    done, dim, current, path = 0, 0, None, None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=".vectors-", suffix=".f32", dir=folder)
         with os.fdopen(fd, "wb") as handle:
-            np.ascontiguousarray(vectors, dtype=np.float32).tofile(handle)
-        return np.memmap(path, dtype=np.float32, mode="r", shape=vectors.shape)
+            for current in parts:
+                block = np.ascontiguousarray(current, dtype=np.float32)
+                dim = block.shape[1]
+                block.tofile(handle)
+                done, current = done + len(block), None
+        if not done:
+            return np.zeros((0, dim), np.float32)
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(done, dim))
     except (OSError, ValueError) as exc:
         log.warning("semantic dedup: keeping the vectors in memory (%s)", exc)
-        return vectors
+        kept = [np.fromfile(path, np.float32, count=done * dim).reshape(done, dim)] if done else []
+        blocks = [*kept, *([current] if current is not None else []), *parts]
+        return np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
     finally:
         if path is not None:
             with contextlib.suppress(OSError):
