@@ -70,3 +70,49 @@ def export_command(pipeline: Path, out_dir: Path, since: dt.datetime | None,
     click.echo(f"  {collection.describe()}")
     for note in collection.notes:
         click.echo(f"  note: {note}")
+
+
+@distill.command("train")
+@click.argument("pipeline", type=_path)
+@click.option("--data", "data_dir", type=_path, required=True,
+              help="A folder `distill export` wrote (train.jsonl, validation.jsonl)")
+@click.option("--tier", required=True,
+              help="The openai profile whose endpoint and key run the job (and whose model is "
+              "the default base)")
+@click.option("--base-model", help="The model to fine-tune (default: the tier's model)")
+@click.option("--suffix", help="Up to 64 characters put in the fine-tuned model's name")
+@click.option("--profile-name", default="student", show_default=True,
+              help="Name of the profile in the printed YAML")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Block until the job ends, or exit 75 while it trains")
+@click.option("--poll-seconds", type=click.FloatRange(0.01), default=30.0, show_default=True)
+@click.option("--cache-dir", type=_path, help="Override cache.path (where the job's state lives)")
+def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | None,
+                  suffix: str | None, profile_name: str, wait: bool, poll_seconds: float,
+                  cache_dir: Path | None) -> None:
+    """Fine-tune a student on an exported set; run again to move the same job on.
+
+    The job id is recorded the moment it is created, so a re-run (after a kill, or by cron with
+    --no-wait) polls that job and never creates a second. Exit codes: 0 done (the model id and a
+    profile that uses it are printed), 75 still training, 1 the job failed, 2 bad usage."""
+    import json
+
+    from batchopt.config import load_pipeline
+    from batchopt.distill.train import TrainOptions, profile_snippet, train
+
+    loaded = load_pipeline(pipeline)
+    options = TrainOptions(data=data_dir, tier=tier, base_model=base_model, suffix=suffix,
+                           wait=wait, poll_seconds=poll_seconds, cache_dir=cache_dir)
+    outcome = train(loaded, options)
+    how = "created" if outcome.created else "adopted by its tag" if outcome.adopted else "recorded"
+    if outcome.fine_tuned_model is None:
+        click.echo(f"fine-tuning job {outcome.job_id} ({how}) is {outcome.status}; run the same "
+                   "command again to follow it (it will not be created twice)")
+        sys.exit(outcome.exit_code)
+    tokens = f", {outcome.trained_tokens:,} trained tokens" if outcome.trained_tokens else ""
+    click.echo(f"fine-tuned model: {outcome.fine_tuned_model} (job {outcome.job_id}{tokens})")
+    manifest = data_dir / "manifest.json"
+    teacher = json.loads(manifest.read_text()).get("teacher") if manifest.is_file() else None
+    click.echo("a profile that uses it (add it to the pipeline, then name it as a tier or "
+               f"evaluate it with `batchopt distill eval --student {profile_name}`):\n")
+    click.echo(profile_snippet(loaded, tier, outcome.fine_tuned_model, profile_name, teacher))
