@@ -348,6 +348,7 @@ def _instrument(clock: StageClock) -> None:
         (semantic, "extract_many", "semantic: guard facts"),
         (semantic, "veto_many", "semantic: guard vetoes"),
         (semantic, "_cluster", "semantic: greedy clustering loop"),
+        (semantic, "_buckets", "semantic: buckets (k-means, assign)"),
         (token_counters, "calibrate", "calibrate (ledger)"),
         (runner, "make_tier", "tiers"),
         (runner, "route_groups", "route groups"),
@@ -419,6 +420,13 @@ def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
         os.environ.setdefault("BATCHOPT_RAY_TMPDIR", str(folder))
     import batchopt.runner as runner
     from batchopt.config import load_pipeline
+
+    if os.environ.get("BENCH_BUCKETS_OF"):  # bucketed semantic dedup, buckets of about N rows
+        import batchopt.dedup.semantic as semantic
+
+        target = int(os.environ["BENCH_BUCKETS_OF"])
+        semantic.BUCKET_TARGET = target
+        semantic.BUCKET_ROWS = semantic.BUCKET_MAX = target * 3 // 2
 
     yaml_path = work / "pipeline.yaml"
     yaml_path.write_text(PIPELINE.format(data=data, work=work))
@@ -552,6 +560,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="local",
                         help="comma-separated engines to run each size on: local, ray "
                              "(default local; local,ray prints the ratio ray/local)")
+    parser.add_argument("--buckets-of", type=int,
+                        help="semantic dedup bucket by bucket with buckets of about N rows "
+                             "(default: the step's own rule, buckets above 1.5M representatives)")
     parser.add_argument("--one", nargs=3, metavar=("DATA", "WORK", "ENGINE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -562,6 +573,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(Path(args.one[0]), Path(args.one[1]), args.one[2])))
         return
 
+    if args.buckets_of:
+        os.environ["BENCH_BUCKETS_OF"] = str(args.buckets_of)  # read by the children
     sizes = [int(s.replace("_", "")) for s in args.rows.split(",") if s.strip()]
     engines = [e.strip() for e in args.engine.split(",") if e.strip()]
     if not engines or any(e not in ("local", "ray") for e in engines):

@@ -33,7 +33,7 @@ def _keys(values: pl.Series, enabled: bool, ignore_case: bool) -> pl.Series:
         keys = [stable_hash(normalise(text, ignore_case)) for text in values.to_list()]
     else:
         keys = [stable_hash(str(row_id)) for row_id in values.to_list()]
-    return pl.Series("dedup_key", keys, dtype=pl.String)
+    return pl.Series("group_id", keys, dtype=pl.String)
 
 
 def exact_groups(
@@ -44,7 +44,8 @@ def exact_groups(
     enabled: bool = True,
     ignore_case: bool = False,
 ) -> pl.DataFrame:
-    """Add `dedup_key`, `group_id`, `representative_id`, `dedup` and `similarity` columns.
+    """Add `group_id` (the dedup key: the hash of the normalised text), `representative_id`,
+    `dedup` and `similarity` columns.
 
     The representative of a group is its first row in input order; every other member is marked
     `dedup = "exact"`. With `enabled=False` every row is its own group.
@@ -54,12 +55,11 @@ def exact_groups(
         [_keys(source.slice(start, KEY_CHUNK), enabled, ignore_case)
          for start in range(0, frame.height, KEY_CHUNK)],
         rechunk=True,
-    ) if frame.height else pl.Series("dedup_key", [], dtype=pl.String)
+    ) if frame.height else pl.Series("group_id", [], dtype=pl.String)
     ids = frame[id_column].cast(pl.String)
-    keyed = frame.with_columns(keys.alias("dedup_key"), ids.alias("__id"))
-    first = pl.col("__id").first().over("dedup_key")
+    keyed = frame.with_columns(keys.alias("group_id"), ids.alias("__id"))
+    first = pl.col("__id").first().over("group_id")
     return keyed.with_columns(
-        pl.col("dedup_key").alias("group_id"),
         first.alias("representative_id"),
         pl.when(pl.col("__id") == first)
         .then(pl.lit("none"))
