@@ -116,3 +116,58 @@ def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | N
     click.echo("a profile that uses it (add it to the pipeline, then name it as a tier or "
                f"evaluate it with `batchopt distill eval --student {profile_name}`):\n")
     click.echo(profile_snippet(loaded, tier, outcome.fine_tuned_model, profile_name, teacher))
+
+
+@distill.command("eval")
+@click.argument("pipeline", type=_path)
+@click.option("--student", required=True, help="The profile to measure (e.g. a fine-tuned one)")
+@click.option("--teacher", help="Tier whose answers are the reference (default: the strongest)")
+@click.option("--sample", type=click.IntRange(1), default=200, show_default=True,
+              help="Rows to ask the student (validation-split rows first)")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="Only runs from this UTC day on (YYYY-MM-DD)")
+@click.option("--input", "inputs", type=_path, multiple=True,
+              help="The input the runs read, if not input.path (repeatable)")
+@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
+@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--kind", type=click.Choice(["auto", "json", "label", "text"]), default="auto",
+              show_default=True, help="How answers are compared (auto: json with a schema, "
+              "label for answers of up to 3 words, else text by embedding similarity)")
+@click.option("--agree-at", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True,
+              help="text: the cosine similarity from which two answers agree")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
+def eval_command(pipeline: Path, student: str, teacher: str | None, sample: int,
+                 since: dt.datetime | None, inputs: tuple[Path, ...], ledger_path: Path | None,
+                 cache_dir: Path | None, kind: str, agree_at: float, as_json: bool) -> None:
+    """Ask STUDENT the rows the teacher answered in PIPELINE's past runs and compare.
+
+    Reports agreement with the teacher, the validators' pass rate and what the runs would have
+    cost with the student as the cheap tier. Answers go to the response cache: a re-run pays
+    for nothing it paid for before."""
+    import json
+
+    from batchopt.config import load_pipeline
+    from batchopt.distill.evaluate import evaluate
+
+    report = evaluate(load_pipeline(pipeline), student, teacher=teacher, sample=sample,
+                      since=_since(since), inputs=list(inputs) or None, ledger=ledger_path,
+                      cache_dir=cache_dir, kind=kind, agree_at=agree_at)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    cost = report.cost
+    rejected = ", ".join(f"{name} {n}" for name, n in sorted(report.rejections.items()))
+    click.echo(f"student '{report.student}' ({report.student_model}) on {report.sample} row(s) "
+               f"that tier '{report.teacher}' answered ({report.held_out} in the export's "
+               "validation split)")
+    click.echo(f"  sent {report.sent} request(s) for ${report.spent_usd:.6f} "
+               f"({report.sample - report.sent} answered by the response cache), "
+               f"{report.failed} failed")
+    click.echo(f"  agreement: {report.agreement.describe()}")
+    click.echo(f"  validators pass {report.passed}/{report.sample} ({report.pass_rate:.1%})"
+               + (f"; rejected: {rejected}" if rejected else ""))
+    click.echo(f"  cost: the runs spent ${cost.actual_usd:.6f}; with the student as the cheap "
+               f"tier they would have cost ${cost.would_be_usd:.6f}")
+    click.echo(f"    assumes: {cost.assumptions}")
+    for note in report.notes:
+        click.echo(f"  note: {note}")

@@ -33,6 +33,7 @@ from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
     from batchopt.config import LoadedPipeline
+    from batchopt.ledger.pricing import PriceTable
     from batchopt.runner import Plan, RunOptions
     from batchopt.tiers import Tier
 
@@ -69,7 +70,7 @@ class Collection:
     examples: list[TeacherExample]
     counts: dict[str, int]  # step -> rows (see `describe`)
     runs: list[str]
-    plan: Plan
+    plans: list[Plan]  # one per input read (the first is the pipeline's, or the first --input)
     ledger: pl.DataFrame  # the window's ledger rows (every tier)
     notes: list[str] = field(default_factory=list)
 
@@ -160,14 +161,13 @@ def collect(
     options = RunOptions(ledger=ledger, cache_dir=cache_dir)
     plans = [prepare(loaded, _with_input(options, path), env, require_keys=False)
              for path in (inputs or [None])]
-    plan = plans[0]
-    tier = plan.tiers.get(name) or build_tier(loaded, name, plan, env)
+    tier = plans[0].tiers.get(name) or build_tier(loaded, name, plans[0].prices, env)
     requests: dict[str, tuple[str, Request]] = {}  # row_id -> (group, request)
     for each in plans:
         requests.update(rebuild(each, tier, paid["row_id"].unique().to_list()))
     folder = (cache_dir or loaded.resolve(cfg.cache.path)) / cfg.name
     cache = ResponseCache(folder) if (folder / "cache.db").exists() else None
-    validators, notes = _validators(loaded)
+    validators, notes = validators_for(loaded)
     examples: list[TeacherExample] = []
     seen: set[str] = set()
     for key in ("not_rebuilt", "not_cached", "failed_validation", "repeats"):
@@ -194,30 +194,31 @@ def collect(
         if cache is not None:
             cache.close()
     runs = frame["run_id"].unique(maintain_order=True).to_list()
-    return Collection(cfg.name, name, examples, counts, runs, plan, frame, notes)
+    return Collection(cfg.name, name, examples, counts, runs, plans, frame, notes)
 
 
 def _with_input(options: RunOptions, path: Path | None) -> RunOptions:
     return options if path is None else replace(options, input=path)
 
 
-def build_tier(loaded: LoadedPipeline, name: str, plan: Plan, env: dict[str, str],
-               prices: Any = None) -> Tier:
-    """Profile `name` as a tier (for a profile the routing does not list)."""
+def build_tier(loaded: LoadedPipeline, name: str, prices: PriceTable, env: dict[str, str],
+               *, require_key: bool = False) -> Tier:
+    """Profile `name` as a tier (for a profile the routing does not list), priced by `prices`;
+    `require_key`: ConfigError when its API key is not set (it is about to be sent to)."""
     from batchopt.runner import provider_settings
     from batchopt.tiers import make_tier
 
     loaded.profile(name)
     profile = loaded.config.profiles[name]
-    settings = provider_settings(name, profile, env, require_key=False)
+    settings = provider_settings(name, profile, env, require_key=require_key)
     if profile.provider == "local" and profile.model_path:
         settings = replace(settings, model_path=str(loaded.resolve(profile.model_path)))
-    return make_tier(loaded, name, settings, prices or plan.prices)
+    return make_tier(loaded, name, settings, prices)
 
 
 def rebuild(plan: Plan, tier: Tier, row_ids: list[str]) -> dict[str, tuple[str, Request]]:
     """row_id -> (group, the request `tier` is sent for it) for the representatives among
-    `row_ids` in `plan`'s rows."""
+    `row_ids` in `plan`'s rows (a row id that several inputs hold: the last one read)."""
     from batchopt.tiers import escalated_requests
 
     id_column = plan.pipeline.config.input.id_column
@@ -240,7 +241,7 @@ def _same_answer(cached: Result, run_id: str, request_id: str | None) -> bool:
     return cached.paid_run_id == run_id
 
 
-def _validators(loaded: LoadedPipeline) -> tuple[list[Any], list[str]]:
+def validators_for(loaded: LoadedPipeline) -> tuple[list[Any], list[str]]:
     """The pipeline's local validators plus the checks every example gets; notes on what cannot
     be checked again."""
     from batchopt.routing import build_validators
