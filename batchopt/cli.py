@@ -369,6 +369,9 @@ def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float) -
 from batchopt.cli_distill import distill  # noqa: E402 - registered after main is defined
 
 main.add_command(distill)
+from batchopt.cli_selfhost import bench_tier  # noqa: E402 - registered after main is defined
+
+main.add_command(bench_tier)
 
 
 if __name__ == "__main__":  # pragma: no cover

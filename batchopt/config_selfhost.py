@@ -94,8 +94,8 @@ class ReferenceOverrides(_Strict):
         default=None, description="Scale throughput to other precisions by speed_vs_fp16")
 
     def as_dict(self) -> dict[str, Any]:
-        """The overrides as plain data, unset fields left out."""
-        return self.model_dump(exclude_none=True)
+        """The overrides as plain data, unset fields and empty sections left out."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items() if v != {}}
 
 
 class SelfHostedTier(_Strict):
@@ -160,20 +160,20 @@ def _check_names(tier: SelfHostedTier) -> None:
     from batchopt.ledger.quantise import load_reference
 
     ref = load_reference()
-    extra = tier.reference
+    gpus = {k.lower(): v for k, v in tier.reference.gpus.items()}
+    architectures = {k.lower() for k in tier.reference.architectures}
     if tier.gpu is not None:
         gpu = tier.gpu.lower()
-        if gpu not in ref.gpus and gpu not in extra.gpus:
+        if gpu not in ref.gpus and gpu not in gpus:
             raise ValueError(f"gpu: '{tier.gpu}' is not in the reference data (known: "
                              f"{', '.join(sorted(ref.gpus))}); add it under reference.gpus "
                              "or give gpu_memory_gb")
-        known = ref.gpus.get(gpu)
-        memory = extra.gpus[gpu].memory_gb if gpu in extra.gpus else None
-        if known is None and memory is None and tier.gpu_memory_gb is None:
+        memory = gpus[gpu].memory_gb if gpu in gpus else None
+        if gpu not in ref.gpus and memory is None and tier.gpu_memory_gb is None:
             raise ValueError(f"reference.gpus.{tier.gpu}.memory_gb: required for a new gpu")
     if tier.architecture is not None:
         arch = tier.architecture.lower()
-        if arch not in ref.architectures and arch not in extra.architectures:
+        if arch not in ref.architectures and arch not in architectures:
             raise ValueError(f"architecture: '{tier.architecture}' is not in the reference data "
                              f"(known: {', '.join(sorted(ref.architectures))}); add it under "
                              "reference.architectures or give layers, kv_heads and head_dim")
@@ -193,7 +193,24 @@ def _fits_profile(value: SelfHostedTier | None, info: ValidationInfo) -> SelfHos
     if provider == "local" and value.usd_per_hour is not None:
         raise ValueError("usd_per_hour: a local tier's hourly price is the profile's "
                          "usd_per_hour (what the ledger charges); set it there")
+    if provider == "openai" and value.usd_per_hour is None and _gpu_price(value) is None:
+        raise ValueError(f"usd_per_hour: required, the reference data has no price for gpu "
+                         f"'{value.gpu or '(none)'}'")
     return value
+
+
+def _gpu_price(tier: SelfHostedTier) -> float | None:
+    """The hourly price of one of the tier's GPUs in the reference data (overrides first)."""
+    from batchopt.ledger.quantise import load_reference
+
+    if tier.gpu is None:
+        return None
+    name = tier.gpu.lower()
+    override = {k.lower(): v for k, v in tier.reference.gpus.items()}.get(name)
+    if override is not None and override.usd_per_hour is not None:
+        return override.usd_per_hour
+    known = load_reference().gpus.get(name)
+    return known.usd_per_hour if known is not None else None
 
 
 SelfHostedField = Annotated[SelfHostedTier | None, AfterValidator(_fits_profile)]

@@ -75,10 +75,16 @@ def request_cost(plan: Plan, request: Request, *, batch: bool = False, first: bo
                             latency_ms=expected_latency_ms(plan.history, request, usage))
 
 
-def expected_latency_ms(history: History, request: Request, usage: Usage) -> float:
-    """How long a time-priced (local) model should take: the mean of the pipeline's past calls
-    to it where the ledger has them (they were measured under that machine's real load), else
-    from the throughput measured on a quiet 2-core machine."""
+def expected_latency_ms(history: History, request: Request, usage: Usage,
+                        rates: tuple[float, float] | None = None) -> float:
+    """How long a time-priced (self-hosted) model should take. `rates`, the (prompt, generated)
+    tokens/s of a `batchopt bench-tier` record or of the profile's `self_hosted.throughput`
+    (`tier_throughput` finds them), come first; then the mean of the pipeline's past calls to
+    the model where the ledger has them (measured under that machine's real load); else the
+    throughput measured on a quiet 2-core machine."""
+    if rates is not None:
+        prompt, generated = rates
+        return (usage.input_tokens / prompt + usage.output_tokens / generated) * 1e3
     past = history.latency_ms.get((request.provider, request.model))
     if past is not None:
         return past[0]
@@ -174,7 +180,10 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
 
 
 def _self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
-    """The job's sent tokens on each self-hosted set-up, against the API estimate."""
+    """The pipeline's own self-hosted tiers first: each re-costed at its recorded or stated
+    throughput (`recost_self_hosted`) and, with a `self_hosted` block, its quantisation what-if;
+    then the job's sent tokens on each hired set-up, against the API estimate."""
+    tiers = recost_self_hosted(plan, job)
     config = plan.pipeline.config.self_hosted
     setups = [SelfHosted(s.name, s.gpu or s.name, s.usd_per_hour, s.input_tokens_per_s,
                          s.output_tokens_per_s, source="pipeline self_hosted")
@@ -182,9 +191,10 @@ def _self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
     input_tokens = sum(t.input_tokens for t in job.tiers)
     output_tokens = sum(t.output_tokens for t in job.tiers)
     if not job.to_send:
-        return []
-    return [compare(s, rows=job.rows, input_tokens=input_tokens, output_tokens=output_tokens,
-                    api_job_usd=job.cost_usd, utilisation=config.utilisation) for s in setups]
+        return tiers
+    return tiers + [compare(s, rows=job.rows, input_tokens=input_tokens,
+                            output_tokens=output_tokens, api_job_usd=job.cost_usd,
+                            utilisation=config.utilisation) for s in setups]
 
 
 def _tier_row(tier: Tier) -> TierEstimate:
@@ -245,3 +255,62 @@ def _baseline_usd(plan: Plan) -> float:
         input_tokens += rows * request.estimated_input_tokens
         output_tokens += rows * expected_output(plan.history, request)[0]
     return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+if TYPE_CHECKING:  # the functions below: self-hosted tiers
+    from batchopt.selfhost.throughput import Throughput
+
+
+def tier_throughput(plan: Plan, name: str) -> Throughput | None:
+    """The throughput tier `name` is costed at: its `batchopt bench-tier` record (same model
+    and endpoint), else its `self_hosted.throughput`, else its model's past latencies, else
+    (local tiers) the built-in constants. None: an API tier, or nothing known."""
+    from batchopt.selfhost.record import bench_path, read_record
+    from batchopt.selfhost.throughput import resolve_throughput
+
+    tier = plan.tiers[name]
+    profile, cfg = tier.profile, plan.pipeline.config
+    if profile.provider != "local" and profile.self_hosted is None:
+        return None
+    path = bench_path(plan.paths["cache"], cfg.name, name)
+    record = read_record(path)
+    if record is not None and not record.matches(profile.provider, profile.model,
+                                                 tier.spec.endpoint):
+        record = None  # it measured another model or server
+    local = profile.provider == "local"
+    return resolve_throughput(
+        record=record, record_path=path,
+        stated=profile.self_hosted.throughput if profile.self_hosted else None,
+        past=plan.history.latency_ms.get((profile.provider, profile.model)),
+        constants=(LOCAL_PROMPT_TOK_S, LOCAL_GEN_TOK_S) if local else None,
+    )
+
+
+def recost_self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
+    """Re-cost the job's self-hosted tiers by machine time at `tier_throughput` (a bench record
+    or stated figures come before the past latencies `expected_latency_ms` priced them with)
+    and say which source each used; return a what-if entry for each with a self_hosted block.
+
+    A local tier is priced at the local rate the ledger charges; an OpenAI-compatible one
+    (provider openai with a self_hosted block) at its $/hour, not at its per-token price."""
+    from batchopt.selfhost.whatif import tier_hourly, tier_whatif
+
+    entries = []
+    for row in job.tiers:
+        tier = plan.tiers[row.tier]
+        throughput = tier_throughput(plan, row.tier)
+        if throughput is None:
+            if tier.profile.self_hosted is not None:
+                job.notes.append(f"tier {row.tier}: no throughput known (run `batchopt "
+                                 "bench-tier` or state self_hosted.throughput); priced per "
+                                 "token by pricing.models")
+            continue
+        hourly, _ = tier_hourly(plan, row.tier)
+        if throughput.source in ("bench", "stated") or not tier.price.time_priced:
+            ms = throughput.latency_ms(row.input_tokens, row.output_tokens, row.requests)
+            row.online_usd = ms / 3.6e6 * hourly
+            row.batch_usd = None  # a self-hosted server has no batch discount
+        if tier.profile.self_hosted is None:
+            job.notes.append(f"tier {row.tier}: machine time at {throughput.label}")
+        else:
+            entries.append(tier_whatif(plan, row, throughput))
+    return entries

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from batchopt.estimate import JobEstimate
+from batchopt.ledger.selfhost import SelfHostedCost, TierWhatIf
 from batchopt.progress import usd
 
 
@@ -53,6 +54,9 @@ def print_estimate(est: JobEstimate) -> None:
         out(f"last run           {last.run_id}: estimated {usd(last.estimated_usd)}, spent "
             f"{usd(last.spent_usd)} ({off})")
     for c in est.self_hosted:
+        if c.whatif is not None:
+            _print_whatif(c, c.whatif)
+            continue
         be = (f"{c.break_even_jobs:,.0f} such jobs/month ({c.break_even_rows:,.0f} rows)"
               if c.break_even_jobs is not None else "never (the estimate is $0)")
         fits = "" if c.break_even_rows is None or c.break_even_rows <= c.capacity_rows else (
@@ -65,3 +69,61 @@ def print_estimate(est: JobEstimate) -> None:
             f"{c.capacity_rows:,.0f} rows/month")
     for note in est.notes:
         out(f"[yellow]{note}[/yellow]")
+
+
+def _print_whatif(c: SelfHostedCost, w: TierWhatIf) -> None:
+    """A self-hosted tier: its set-up, throughput source, formula and table over precisions."""
+    out = Console(highlight=False, soft_wrap=True, markup=False).print
+    out(f"self-hosted tier {w.tier}: {w.provider}/{w.model}, {w.parameters_b:g}B parameters, "
+        f"{w.precision.upper()}, {w.gpu_count}x {w.gpu} ({w.gpu_memory_gb:g} GB each, "
+        f"{w.gpu_count_source}) at ${w.usd_per_hour:g}/h ({w.usd_per_hour_source})")
+    out(f"  throughput ({w.throughput_source}): {w.throughput}")
+    out(f"  job mix: {w.mix_input_tokens:,.0f} prompt + {w.mix_output_tokens:,.0f} answer "
+        f"tokens a request over {w.mix_requests:,} distinct requests; this job "
+        f"{c.gpu_hours:,.3f} machine-hours at {c.utilisation:.0%} use = {usd(c.job_usd)}; "
+        f"always on {usd(c.monthly_usd)}/month (730 h)")
+    out(f"  {w.memory_formula}")
+    out(f"  {w.scaling}")
+    against = [b.against for b in w.rows[0].break_even] if w.rows else []
+    names = [a.rsplit("/", 1)[-1].rstrip(")") for a in against]
+    out("  " + f"{'precision':<10}{'bits':>7}{'weights GB':>11}{'KV GB':>8}{'total GB':>10}"
+        f"{'GPUs':>6}{'$/hour':>9}{'$/1M in':>10}{'$/1M out':>10}{'$/1M mix':>10}"
+        + "".join(f"  {'req/month vs ' + n:>22}" for n in names))
+    for r in w.rows:
+        mark = "*" if r.configured else " "
+        cells = "".join(
+            f"  {_volume(b.requests_per_month) + ('!' if b.beyond_capacity else ''):>22}"
+            for b in r.break_even)
+        out(f"{mark} {r.precision.upper():<10}{r.bits:>7.2f}{r.weights_gb:>11.2f}{r.kv_gb:>8.2f}"
+            f"{r.total_gb:>10.2f}{r.gpus:>6}{r.usd_per_hour:>9.2f}{_money(r.usd_per_1m_input):>10}"
+            f"{_money(r.usd_per_1m_output):>10}{_money(r.usd_per_1m_tokens):>10}{cells}")
+    out("  * the tier as configured. $/1M = $/hour / (tokens/s x 3600) x 1e6 while busy; "
+        "$/1M mix at the job's prompt and answer tokens")
+    for i, b in enumerate(w.rows[0].break_even if w.rows else []):
+        out(f"  break-even vs {against[i]}: ${b.api_usd_per_request:.6f} a request = "
+            "(prompt x input price + answer x output price) / 1e6; the volume a month at which "
+            "$/hour x 730 equals it (! beyond what the set-up answers at "
+            f"{w.utilisation:.0%} use)")
+    quality = "; ".join(f"{r.precision.upper()} {r.quality}" for r in w.rows if r.quality)
+    if quality:
+        out(f"  quality: {quality}")
+    for ref in w.references:
+        out(f"  source: {ref}")
+    for note in w.notes:
+        out(f"  note: {note}")
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.4f}" if value < 1 else f"{value:,.2f}"
+
+
+def _volume(value: float | None) -> str:
+    """Requests a month, short: 950, 12.3k, 4.56M, 1.2B."""
+    if value is None:
+        return "never"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:,.3g}{suffix}"
+    return f"{value:,.0f}"
