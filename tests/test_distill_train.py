@@ -171,3 +171,41 @@ def test_a_tier_that_is_not_openai_or_a_missing_set_is_a_usage_error(fake, tmp_p
     no_set = cli(env, *_train(path, tmp_path / "nothing"))
     assert no_set.returncode == EXIT_USAGE and "no train.jsonl" in no_set.stderr
     assert fake.stats()["fine_tuning_jobs_created"] == 0
+
+
+def _lines(n: int) -> bytes:
+    import json
+
+    return b"".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Q{i:03d}: which label?"},
+        {"role": "assistant", "content": "refund"}]}).encode() + b"\n" for i in range(n))
+
+
+def test_the_fake_lists_by_tag_cancels_and_judges_a_fine_tuned_model_like_its_base_or_better(
+    fake
+):
+    from batchopt.providers.base import ProviderSettings
+
+    fake.batch_seconds = 0.3
+    tuner = OpenAIFineTuner(ProviderSettings("openai", "gpt-4o-mini",
+                                             base_url=fake.openai_base_url, api_key="sk-x"))
+    try:
+        upload = tuner.upload("train.jsonl", _lines(12))
+        kept = tuner.create("gpt-4o-mini", upload, None, {"batchopt_distill": "a"})
+        dropped = tuner.create("gpt-4o-mini", upload, None, {"batchopt_distill": "b"})
+        assert tuner.find_jobs({"batchopt_distill": "a"}) == [kept]
+        assert tuner.cancel(dropped).status == "cancelled"
+        time.sleep(0.35)
+        made = tuner.retrieve(kept)
+        assert made.status == "succeeded" and tuner.retrieve(dropped).status == "cancelled"
+    finally:
+        tuner.close()
+    assert fake.stats()["fine_tuning_jobs_created"] == 2 and fake.stats()["fine_tuned_models"] == 1
+    items = [{"match": f"Q{i:03d}:", "answer": "refund", "difficulty": "hard"} for i in range(200)]
+    fake.set_oracle(items, models={"gpt-4o-mini": {"hard": 0.5}, "ft:gpt-4o-mini": {"hard": 0.8}})
+    base_right = {i for i in range(200)
+                  if fake.oracle_verdict("gpt-4o-mini", f"Q{i:03d}:")[0] == "right"}
+    tuned_right = {i for i in range(200)
+                   if fake.oracle_verdict(made.fine_tuned_model, f"Q{i:03d}:")[0] == "right"}
+    assert base_right < tuned_right  # right wherever its base is, and on more
+    assert 0.7 < len(tuned_right) / 200 < 0.9
