@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,21 +49,34 @@ def with_counter(
     return replace(spec, counter=spec_counter(spec, calibration))
 
 
-def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "prompt_user",
-                   *, counter: TokenCounter | None = None) -> dict[str, Request]:
-    """One Request per group (from its representative's rendered prompt), by group_id.
+def resolve_counter(spec: CallSpec, counter: TokenCounter | None = None) -> TokenCounter:
+    """The counter requests of `spec` are counted with: `counter`, else `spec.counter`, else
+    `spec_counter(spec)`."""
+    return counter or spec.counter or spec_counter(spec)
 
-    Prompt tokens are counted by `counter`, else `spec.counter`, else `spec_counter(spec)`."""
-    counter = counter or spec.counter or spec_counter(spec)
-    representatives = rows.filter(pl.col("dedup") == "none")
-    system_tokens = counter.count(spec.system)
-    requests: dict[str, Request] = {}
-    key_of = keyed_by_last_field({  # = stable_hash of these fields and "user"
+
+def request_keyer(spec: CallSpec) -> Callable[[str], str]:
+    """`user -> the key of the request asking it with spec`: the stable_hash of spec's fields
+    that decide the answer and "user" (the static part hashed once)."""
+    return keyed_by_last_field({
         "provider": spec.provider, "endpoint": spec.endpoint, "model": spec.model,
         "system": spec.system, "max_tokens": spec.max_tokens,
         "temperature": spec.temperature, "json_schema": spec.json_schema,
         "params": spec.params,
     }, "user")
+
+
+def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "prompt_user",
+                   *, counter: TokenCounter | None = None) -> dict[str, Request]:
+    """One Request per group (from its representative's rendered prompt), by group_id.
+
+    Prompt tokens are counted by `counter`, else `spec.counter`, else `spec_counter(spec)`.
+    (A run's plan holds its requests as columns: `request_table.RequestTable`.)"""
+    counter = resolve_counter(spec, counter)
+    representatives = rows.filter(pl.col("dedup") == "none")
+    system_tokens = counter.count(spec.system)
+    requests: dict[str, Request] = {}
+    key_of = request_keyer(spec)
     params = dict(spec.params)  # one copy, shared by the requests (frozen, never mutated)
     for group_id, user in representatives.select("group_id", user_column).iter_rows():
         requests[group_id] = Request(
