@@ -264,21 +264,19 @@ def tier_throughput(plan: Plan, name: str) -> Throughput | None:
     """The throughput tier `name` is costed at: its `batchopt bench-tier` record (same model
     and endpoint), else its `self_hosted.throughput`, else its model's past latencies, else
     (local tiers) the built-in constants. None: an API tier, or nothing known."""
-    from batchopt.selfhost.record import bench_path, read_record
+    from batchopt.selfhost.record import find_record
     from batchopt.selfhost.throughput import resolve_throughput
 
     tier = plan.tiers[name]
     profile, cfg = tier.profile, plan.pipeline.config
     if profile.provider != "local" and profile.self_hosted is None:
         return None
-    path = bench_path(plan.paths["cache"], cfg.name, name)
-    record = read_record(path)
-    if record is not None and not record.matches(profile.provider, profile.model,
-                                                 tier.spec.endpoint):
-        record = None  # it measured another model or server
+    # this tier's record, or another tier's of the same model and endpoint
+    found = find_record(plan.paths["cache"], cfg.name, name, profile.provider, profile.model,
+                        tier.spec.endpoint)
     local = profile.provider == "local"
     return resolve_throughput(
-        record=record, record_path=path,
+        record=found[0] if found else None, record_path=found[1] if found else None,
         stated=profile.self_hosted.throughput if profile.self_hosted else None,
         past=plan.history.latency_ms.get((profile.provider, profile.model)),
         constants=(LOCAL_PROMPT_TOK_S, LOCAL_GEN_TOK_S) if local else None,

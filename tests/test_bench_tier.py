@@ -39,8 +39,8 @@ def _invoke(*args: str) -> str:
     return out.output
 
 
-def _plan(path: Path) -> dict[str, Any]:
-    text = _invoke("plan", str(path), "--json")
+def _plan(path: Path, *args: str) -> dict[str, Any]:
+    text = _invoke("plan", str(path), "--json", *args)
     return json.loads(text[text.index("{"):])
 
 
@@ -124,7 +124,9 @@ def _vllm(base_url: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_bench_tier_on_an_openai_compatible_server_and_plan_uses_it(fake, tmp_path):
-    path = _write(tmp_path, {"vllm": _vllm(fake.openai_base_url)}, "vllm")
+    profiles = {"vllm": _vllm(fake.openai_base_url),
+                "vllm_long": _vllm(fake.openai_base_url) | {"max_tokens": 64}}
+    path = _write(tmp_path, profiles, "vllm")
     (entry,) = [c for c in _plan(path)["self_hosted"] if c["whatif"]]
     assert entry["whatif"]["throughput_source"] == "stated"
     assert fake.stats()["requests"] == 0  # a plan sends nothing
@@ -146,6 +148,11 @@ def test_bench_tier_on_an_openai_compatible_server_and_plan_uses_it(fake, tmp_pa
     _tier_cost(plan, "vllm", record, 0.80)
     printed = _invoke("plan", str(path))
     assert re.search(r"throughput \(bench\): .*recorded bench \(.*vllm\.json", printed)
+    # a tier of the same model on the same server (other limits) is costed at it too
+    long = _plan(path, "--profile", "vllm_long")
+    (entry,) = [c for c in long["self_hosted"] if c["whatif"]]
+    assert entry["whatif"]["throughput_source"] == "bench"
+    _tier_cost(long, "vllm_long", record, 0.80)
 
     # a record of another server is not used for this one
     moved = _write(tmp_path, {"vllm": _vllm("http://127.0.0.1:9/v1")}, "vllm")

@@ -22,7 +22,8 @@ from typing import Any
 from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
 
-__all__ = ["BENCH_VERSION", "BenchRecord", "bench_path", "read_record", "write_record"]
+__all__ = ["BENCH_VERSION", "BenchRecord", "bench_path", "find_record", "read_record",
+           "write_record"]
 
 BENCH_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}$")
@@ -132,3 +133,18 @@ def read_record(path: Path) -> BenchRecord | None:
     if record.cost_prompt_tokens_per_s <= 0 or record.cost_generated_tokens_per_s <= 0:
         raise ConfigError(f"{path}: bench record has no throughput; run bench-tier again")
     return record
+
+
+def find_record(cache_dir: Path, pipeline: str, tier: str, provider: str, model: str,
+                endpoint: str) -> tuple[BenchRecord, Path] | None:
+    """The record that measured this model at this endpoint: tier `tier`'s own, else the
+    newest of another tier of the pipeline that runs the same model on the same endpoint
+    (two tiers of one GGUF file differ only in their limits)."""
+    own = bench_path(cache_dir, pipeline, tier)
+    found = [(r, own)] if (r := read_record(own)) is not None else []
+    if not found or not found[0][0].matches(provider, model, endpoint):
+        others = sorted(own.parent.glob("*.json")) if own.parent.is_dir() else []
+        found = [(r, p) for p in others if p != own and (r := read_record(p)) is not None]
+    matching = [(r, p) for r, p in found if r.matches(provider, model, endpoint)]
+    return max(matching, key=lambda item: item[0].measured_at) if matching else None
+
