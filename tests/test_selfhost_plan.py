@@ -258,3 +258,14 @@ def test_a_bench_record_prices_tokens_at_its_rates():
     assert record.usd_per_1m_tokens == pytest.approx(0.72 * 1.0 / 3600 / 324 * 1e6)
     assert record.matches("openai", "m", "http://x/v1")
     assert not record.matches("openai", "m", "http://other/v1")
+
+
+def test_a_record_keeps_no_credentials_of_its_endpoint():
+    from batchopt.selfhost.record import public_endpoint
+
+    assert public_endpoint("http://user:s3cret@gpu-box:8000/v1") == "http://gpu-box:8000/v1"
+    assert public_endpoint("http://gpu-box:8000/v1") == "http://gpu-box:8000/v1"
+    assert public_endpoint("/models/m.gguf") == "/models/m.gguf"
+    record = _record(endpoint="http://gpu-box:8000/v1")
+    assert record.matches("openai", "m", "http://user:s3cret@gpu-box:8000/v1")
+

@@ -35,7 +35,7 @@ from batchopt.providers.base import Provider, ProviderSettings
 from batchopt.providers.registry import create_provider
 from batchopt.records import Request, Result
 from batchopt.runner import RunOptions, prepare
-from batchopt.selfhost.record import BenchRecord, bench_path, write_record
+from batchopt.selfhost.record import BenchRecord, bench_path, public_endpoint, write_record
 from batchopt.selfhost.whatif import tier_hourly
 
 __all__ = ["BenchOptions", "bench_tier", "percentile"]
@@ -181,7 +181,8 @@ def _record(pipeline: str, tier: str, profile: ModelConfig, endpoint: str,
     sh = profile.self_hosted
     return BenchRecord(
         pipeline=pipeline, tier=tier, provider=profile.provider, model=profile.model,
-        endpoint=endpoint, measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        endpoint=public_endpoint(endpoint),
+        measured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         machine=_machine(), requests=len(ran), failed=len(full.results) - len(ran),
         concurrency=profile.concurrency, max_tokens=max(r.max_tokens for r in requests),
         prompt_tokens=prompt, generated_tokens=generated, wall_s=full.wall_s,

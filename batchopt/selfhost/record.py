@@ -18,12 +18,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
 
-__all__ = ["BENCH_VERSION", "BenchRecord", "bench_path", "find_record", "read_record",
-           "write_record"]
+__all__ = ["BENCH_VERSION", "BenchRecord", "bench_path", "find_record", "public_endpoint",
+           "read_record", "write_record"]
 
 BENCH_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,80}$")
@@ -78,11 +79,20 @@ class BenchRecord:
 
     def matches(self, provider: str, model: str, endpoint: str) -> bool:
         """Whether the record measured this model at this endpoint."""
-        return (self.provider, self.model, self.endpoint) == (provider, model, endpoint)
+        return (self.provider, self.model, self.endpoint) == (provider, model,
+                                                              public_endpoint(endpoint))
 
     def describe(self, path: Path) -> str:
         return (f"recorded bench ({path}, {self.measured_at}, {self.requests} requests at "
                 f"concurrency {self.concurrency})")
+
+
+def public_endpoint(endpoint: str) -> str:
+    """`endpoint` as a record keeps it: a URL without any user:password@ in it."""
+    parts = urlsplit(endpoint)
+    if not parts.scheme or "@" not in parts.netloc:
+        return endpoint
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def bench_path(cache_dir: Path, pipeline: str, tier: str) -> Path:
