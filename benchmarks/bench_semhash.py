@@ -38,6 +38,7 @@ over the most that could be: rows minus distinct labels).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -218,10 +219,26 @@ def run_child(
     cmd = [sys.executable, __file__, "--child", tool, "--data", str(data), "--out", str(out),
            "--model", str(model), "--threshold", str(threshold)]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True, env=env)
+        started, seen = time.monotonic(), 0.0
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                seen = max(seen, psutil.Process(proc.pid).memory_info().rss / 2**20)
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                proc.wait()
+                # what a run cut short shows: it took longer and used at least this much
+                return {"timed_out": True, "seconds": timeout, "peak_mib": seen}
+            time.sleep(0.5)
+        stdout.seek(0)
+        stderr.seek(0)
+        out_text, err_text = stdout.read(), stderr.read()
+    lines = [ln for ln in out_text.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{tool} child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{tool} child failed ({proc.returncode}):\n{err_text[-3000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
     result["assignments"] = out
     return result
@@ -297,6 +314,11 @@ def ensure_model() -> Path:
 
 
 def _row(label: str, r: dict[str, Any], n: int) -> str:
+    if r.get("timed_out"):
+        rate, secs, peak = (f"<{n / r['seconds']:,.0f}", f">{r['seconds']:.0f}",
+                            f">{r['peak_mib']:,.0f}")
+        return (f"  {label:<22} {rate:>10} {secs:>8} {'':>8} {peak:>9}"
+                f"   stopped: not done after {r['seconds']:.0f} s (peak RSS seen so far)")
     kinds = ", ".join(f"{k} {v}" for k, v in r["wrong_kinds"].items()) or "-"
     return (
         f"  {label:<22} {n / r['seconds']:>10,.0f} {r['seconds']:>8.1f} "
@@ -361,18 +383,28 @@ def main(argv: list[str] | None = None) -> None:
             ours: dict[str, Any] | None = None
             if "batchopt" in tools:
                 ours = run_child("batchopt", data, model, threshold, work, args.timeout)
+                if ours.get("timed_out"):
+                    print(_row(f"batchopt @{threshold}", ours, n), flush=True)
+                    continue
                 ours.update(score(data, ours["assignments"]))
                 print(_row(f"batchopt @{threshold}", ours, n), flush=True)
             theirs_first: dict[str, Any] | None = None
             for t in semhash_thresholds if "semhash" in tools else []:
                 theirs = run_child("semhash", data, model, t, work, args.timeout)
-                theirs.update(score(data, theirs["assignments"]))
+                if not theirs.get("timed_out"):
+                    theirs.update(score(data, theirs["assignments"]))
                 theirs_first = theirs_first or theirs
                 print(_row(f"semhash @{t}", theirs, n), flush=True)
             if ours is None or theirs_first is None:
                 continue
             speed = theirs_first["seconds"] / ours["seconds"]
             memory = ours["peak_mib"] / theirs_first["peak_mib"]
+            if theirs_first.get("timed_out"):  # bounds, not figures
+                print(f"  ratios batchopt/semhash@{semhash_thresholds[0]}: rows/s more than "
+                      f"x{speed:.2f}, peak RSS at most x{memory:.2f} (semhash stopped after "
+                      f"{theirs_first['seconds']:.0f} s); wrong merges {ours['wrong']:,} vs "
+                      "(not finished)", flush=True)
+                continue
             print(
                 f"  ratios batchopt/semhash@{semhash_thresholds[0]}: rows/s x{speed:.2f}, "
                 f"peak RSS x{memory:.2f}; wrong merges {ours['wrong']:,} vs "
