@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from batchopt.errors import InputError
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN
 from batchopt.ledger.pricing import PriceTable
+from batchopt.prompts.request_table import RequestTable
 from batchopt.prompts.requests import build_requests
 from batchopt.records import Request
 from batchopt.tiers import Tier
@@ -24,41 +26,51 @@ def _context_of(tier: Tier, prices: PriceTable) -> int | None:
 
 
 def fit_context(
-    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]],
-    requests: dict[str, Request], prices: PriceTable,
-) -> tuple[dict[str, Request], dict[str, str], dict[str, tuple[Request, str]]]:
+    rows: pl.DataFrame, tiers: dict[str, Tier], requests: RequestTable, prices: PriceTable,
+) -> tuple[RequestTable, dict[str, str], dict[str, tuple[Request, str]]]:
     """Check each request (prompt plus max_tokens) against its tier's context before anything
     is sent and do what the tier's `on_context_overflow` says: fail naming the row (exit 2),
     skip the row, or cut the middle of its user message to fit. Returns (the requests to send,
-    "skipped" | "truncated" by group, the skipped requests and why by group)."""
+    "skipped" | "truncated" by group, the skipped requests and why by group).
+
+    The check runs on the token column; only the requests over their limit become Requests."""
+    codes = requests.tier
+    contexts = [_context_of(tiers[name], prices) for name in requests.tier_names]
+    limits = np.array([-1 if c is None else c for c in contexts], dtype=np.int64)
+    max_tokens = np.array([t.spec.max_tokens for t in requests.tiers], dtype=np.int64)
+    limited = limits[codes] >= 0
+    over_at = np.flatnonzero(
+        limited & (requests.tokens.astype(np.int64) + max_tokens[codes] > limits[codes]))
     over = []
-    for group, request in requests.items():
-        tier = tiers[routes[group][0]]
-        limit = _context_of(tier, prices)
-        if limit is not None and request.estimated_input_tokens + request.max_tokens > limit:
-            over.append((group, request, tier, limit))
-    failing = [o for o in over if o[2].profile.on_context_overflow == "fail"]
+    for place in over_at.tolist():
+        group, request = next(requests.iter_items(place, place + 1))
+        tier = tiers[requests.tiers[codes[place]].name]
+        over.append((place, group, request, tier, int(limits[codes[place]])))
+    failing = [o for o in over if o[3].profile.on_context_overflow == "fail"]
     if failing:
-        group, request, tier, limit = failing[0]
-        rep = rows.filter((pl.col("group_id") == group) & (pl.col("dedup") == "none")).row(
-            0, named=True)
+        place, group, request, tier, limit = failing[0]
+        rep = rows.row(int(requests.reps.positions[requests.rep[place]]), named=True)
         raise InputError(
             f"{rep[FILE_COLUMN]}: row {rep[ROW_COLUMN]}: {_too_long(request, tier, limit)}; set "
             f"profiles.{tier.name}.on_context_overflow to skip or truncate "
             f"({len(failing)} row(s) in all)"
         )
-    kept, overflow, skipped = dict(requests), {}, {}
-    for group, request, tier, limit in over:
+    cuts: dict[int, Request] = {}
+    dropped: list[int] = []
+    overflow: dict[str, str] = {}
+    skipped: dict[str, tuple[Request, str]] = {}
+    for place, group, request, tier, limit in over:
         truncate = tier.profile.on_context_overflow == "truncate"
         cut = _truncated(group, request, tier, limit) if truncate else None
         if cut is not None:
-            kept[group], overflow[group] = cut, "truncated"
+            cuts[place], overflow[group] = cut, "truncated"
             continue
-        del kept[group]
+        dropped.append(place)
         overflow[group] = "skipped"
         why = "skipped (too long to truncate)" if truncate else "skipped"
         skipped[group] = (request, f"{why}: {_too_long(request, tier, limit)} "
                                    f"(profiles.{tier.name}.on_context_overflow)")
+    kept = requests.revise(cuts, dropped) if over else requests
     return kept, overflow, skipped
 
 

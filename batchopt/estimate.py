@@ -11,9 +11,11 @@ the plan was off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from batchopt.ledger.history import History, LastRun
 from batchopt.ledger.selfhost import SelfHosted, SelfHostedCost, compare, load_setups
@@ -22,6 +24,7 @@ from batchopt.tokens import count_tokens
 
 if TYPE_CHECKING:
     from batchopt.execute.cache import ResponseCache
+    from batchopt.prompts.request_table import RequestTable
     from batchopt.runner import Plan
     from batchopt.tiers import Tier
 
@@ -143,23 +146,33 @@ class JobEstimate:
 
 
 def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
-    """The estimate of `plan`'s run. Reads the response cache; sends nothing."""
+    """The estimate of `plan`'s run. Reads the response cache; sends nothing.
+
+    Summed on the request table's columns (prompt tokens by tier): a Request is made per tier
+    and distinct prompt length, to price it, not per request."""
     rows = plan.rows
     dedup = rows["dedup"].value_counts()
     counts = dict(zip(dedup["dedup"].to_list(), dedup["count"].to_list(), strict=True))
-    requests = list(plan.requests.values())
-    fresh = [r for r in requests if cache is None or cache.get(r.key) is None]
+    table = plan.requests
+    fresh = np.ones(len(table), dtype=bool)
+    if cache is not None:
+        fresh = np.fromiter((cache.get(key) is None for key in table.iter_keys()), dtype=bool,
+                            count=len(table))
     names = list(plan.tiers)
     share, source = _escalation(plan, names)
     tiers = {n: _tier_row(plan.tiers[n]) for n in names}
+    key_tiers = table.key_tiers()  # the tier `plan.key_tier` gives each request's key
     for position, name in enumerate(names):
-        on_tier = [r for r in fresh if plan.key_tier[r.key] == name]
-        _add(plan, tiers[name], on_tier)
-        if plan.strategy == "cascade" and position + 1 < len(names) and on_tier:
+        code = table.tier_names.index(name) if name in table.tier_names else -1
+        on_tier = np.flatnonzero(fresh & (key_tiers == code))  # in group order
+        tokens = table.tokens[on_tier]
+        _add(plan, tiers[name], tokens, _last_counter(table, table.tier[on_tier]))
+        if plan.strategy == "cascade" and position + 1 < len(names) and len(on_tier):
             up = plan.tiers[names[position + 1]]
             moved = round(len(on_tier) * share)
-            lifted = [_on(up, r) for r in on_tier[:moved]]
-            _add(plan, tiers[up.name], lifted, escalated=True)
+            # the first `moved` of them, asked of the tier above (their counter's name kept)
+            _add(plan, tiers[up.name], tokens[:moved],
+                 _last_counter(table, table.tier[on_tier[:moved]]), escalated=True)
     baseline = _baseline_usd(plan)
     budget = plan.pipeline.config.budget
     notes = []
@@ -168,8 +181,8 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
     job = JobEstimate(
         pipeline=plan.pipeline.config.name, rows=rows.height,
         exact_followers=int(counts.get("exact", 0)),
-        semantic_followers=int(counts.get("semantic", 0)), distinct=len(requests),
-        cached=len(requests) - len(fresh), mode=plan.mode, tiers=list(tiers.values()),
+        semantic_followers=int(counts.get("semantic", 0)), distinct=len(table),
+        cached=len(table) - int(fresh.sum()), mode=plan.mode, tiers=list(tiers.values()),
         baseline_usd=baseline, baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
         escalation_share=share, escalation_source=source,
         budget_usd=budget.max_usd if budget else None, last_run=plan.history.last_run,
@@ -203,32 +216,74 @@ def _tier_row(tier: Tier) -> TierEstimate:
                         token_counter=counter.name if counter is not None else "")
 
 
-def _on(tier: Tier, request: Request) -> Request:
-    """`request` as it would be asked of `tier` (same prompt, the tier's model and limits)."""
-    return replace(request, provider=tier.profile.provider, model=tier.profile.model,
-                   system=tier.spec.system, max_tokens=tier.profile.max_tokens,
-                   key=f"{request.key}@{tier.name}")
+def _asked_of(tier: Tier, tokens: int, counter: str) -> Request:
+    """A request of `tokens` prompt tokens asked of `tier`: everything its expected usage and
+    price depend on (provider, model, system, max_tokens; no key or user message)."""
+    spec = tier.spec
+    return Request(key="", provider=tier.profile.provider, model=tier.profile.model,
+                   system=spec.system, user="", max_tokens=tier.profile.max_tokens,
+                   temperature=spec.temperature, json_schema=spec.json_schema,
+                   params=spec.params, estimated_input_tokens=tokens, token_counter=counter)
 
 
-def _add(plan: Plan, row: TierEstimate, requests: list[Request], escalated: bool = False) -> None:
+def _last_counter(table: RequestTable, codes: np.ndarray) -> str:
+    """The token counter named by the last of the requests of tier `codes` that names one."""
+    found = [table.tiers[c].counter for c in np.unique(codes).tolist()]
+    if len(set(found)) <= 1:
+        return found[0] if found else ""
+    return next((table.tiers[c].counter for c in codes[::-1].tolist() if table.tiers[c].counter),
+                "")
+
+
+def _priced(plan: Plan, tier: Tier, tokens: int, counter: str, *, first: bool = False
+            ) -> tuple[float, float, int]:
+    """(online $, batch $ (0 without a batch API), cached input tokens) of one request of
+    `tokens` prompt tokens on `tier`; `first`: the first of its tier (writes the cache)."""
+    request = _asked_of(tier, tokens, counter)
+    usage = expected_usage(plan.history, request, first=first)
+    latency = expected_latency_ms(plan.history, request, usage)
+    online = plan.prices.cost(tier.price, usage, latency_ms=latency)
+    has_batch = tier.profile.provider in ("openai", "anthropic")
+    batch = plan.prices.cost(tier.price, usage, batch=True) if has_batch else 0.0
+    return online, batch, usage.cached_input_tokens
+
+
+def _in_order(start: float, values: np.ndarray) -> float:
+    """`start` plus each of `values` in turn: the float a loop of `+=` gives, bit for bit
+    (np.cumsum adds in order; np.sum would add pairwise)."""
+    if not len(values):
+        return start
+    return float(np.cumsum(np.concatenate(([start], values)))[-1])
+
+
+def _add(plan: Plan, row: TierEstimate, tokens: np.ndarray, counter: str,
+         escalated: bool = False) -> None:
+    """Add requests of `tokens` prompt tokens (in order) to `row`'s tier; `counter`: the token
+    counter the last of them names. Each distinct prompt length is priced once; the first
+    request of a tier writes the provider's prompt cache."""
+    if not len(tokens):
+        return
     tier = plan.tiers[row.tier]
     has_batch = tier.profile.provider in ("openai", "anthropic")
-    for i, request in enumerate(requests):
-        first = row.requests == 0 and i == 0
-        usage = expected_usage(plan.history, request, first=first)
-        row.input_tokens += usage.input_tokens
-        row.cached_input_tokens += usage.cached_input_tokens
-        row.output_tokens += usage.output_tokens
-        row.output_source = expected_output(plan.history, request)[1]
-        row.token_counter = request.token_counter or row.token_counter
-        latency = expected_latency_ms(plan.history, request, usage)
-        row.online_usd += plan.prices.cost(tier.price, usage, latency_ms=latency)
-        if has_batch:
-            row.batch_usd = (row.batch_usd or 0.0) + plan.prices.cost(tier.price, usage,
-                                                                      batch=True)
-    row.requests += len(requests)
+    lengths, which = np.unique(tokens, return_inverse=True)
+    priced = [_priced(plan, tier, n, counter) for n in lengths.tolist()]
+    online = np.array([p[0] for p in priced])[which]
+    batch = np.array([p[1] for p in priced])[which]
+    cached = np.array([p[2] for p in priced], dtype=np.int64)[which]
+    if row.requests == 0:  # the tier's first request
+        online[0], batch[0], cached[0] = _priced(plan, tier, int(tokens[0]), counter,
+                                                 first=True)
+    output, row.output_source = expected_output(plan.history, _asked_of(tier, 0, counter))
+    row.input_tokens += int(tokens.sum(dtype=np.int64))
+    row.cached_input_tokens += int(cached.sum())
+    row.output_tokens += output * len(tokens)
+    row.token_counter = counter or row.token_counter
+    row.online_usd = _in_order(row.online_usd, online)
+    if has_batch:
+        row.batch_usd = _in_order(row.batch_usd or 0.0, batch)
+    row.requests += len(tokens)
     if escalated:
-        row.escalated += len(requests)
+        row.escalated += len(tokens)
 
 
 def _escalation(plan: Plan, names: list[str]) -> tuple[float, str]:
@@ -248,13 +303,18 @@ def _baseline_usd(plan: Plan) -> float:
     saved = plan.rows["compression_tokens_saved"].sum() if (
         "compression_tokens_saved" in plan.rows.columns) else 0
     input_tokens, output_tokens = int(saved or 0), 0
-    for group, rows in plan.rows.group_by("group_id").len().iter_rows():  # once per group
-        request = plan.requests.get(group)
-        if request is None:
-            continue
-        input_tokens += rows * request.estimated_input_tokens
-        output_tokens += rows * expected_output(plan.history, request)[0]
+    table = plan.requests  # a skipped group (too long for its context) has no request
+    if len(table):
+        members = table.reps.group_sizes(table.rep)  # rows of each request's group
+        input_tokens += int((members * table.tokens).sum())
+        for code, fields in enumerate(table.tiers):
+            on_tier = table.tier == code
+            if on_tier.any():
+                asked = _asked_of(plan.tiers[fields.name], 0, fields.counter)
+                output_tokens += int(members[on_tier].sum()) * expected_output(
+                    plan.history, asked)[0]
     return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+
 
 if TYPE_CHECKING:  # the functions below: self-hosted tiers
     from batchopt.selfhost.throughput import Throughput

@@ -21,13 +21,11 @@ if TYPE_CHECKING:
 
 
 def rep_ids(plan: Plan) -> dict[str, str]:
-    """Request key -> the id of the row whose prompt it is."""
-    cfg = plan.pipeline.config
-    reps = plan.rows.filter(pl.col("dedup") == "none").select(
-        pl.col("group_id"), pl.col(cfg.input.id_column).cast(pl.String)
-    )
-    by_group = dict(reps.iter_rows())
-    return {request.key: by_group[group] for group, request in plan.requests.items()}
+    """Request key -> the id of the row whose prompt it is (read from the request table's
+    columns: no Request is made)."""
+    table = plan.requests
+    ids = table.reps.column(plan.pipeline.config.input.id_column, table.rep).cast(pl.String)
+    return dict(zip(table.iter_keys(), ids.to_list(), strict=True))
 
 
 def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:

@@ -109,8 +109,8 @@ def execute(
     answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
     budget = _Budget(plan)
     round_ = _Round(plan, cache, observer, state, answers, budget)
-    try:
-        pending = round_.answer(list(plan.requests.values()), first=True)
+    try:  # the Requests made once (plan.requests makes them when asked), shared with `chain`
+        pending = round_.answer([chain[0] for chain in answers.chain.values()], first=True)
         if plan.strategy == "cascade":
             pending += _cascade(plan, round_)
     finally:

@@ -13,7 +13,7 @@ to every row and writes the outputs and the ledger.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,6 +42,7 @@ from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.ledger.store import write_ledger, write_views_file
+from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
@@ -112,7 +113,7 @@ class Plan:
     settings: ProviderSettings
     run_id: str
     rows: pl.DataFrame
-    requests: dict[str, Request]  # by group_id
+    requests: RequestTable  # by group_id: columns, a Request made when one is asked for
     price: ModelPrice
     baseline: tuple[str, str]
     prices: PriceTable
@@ -126,8 +127,10 @@ class Plan:
     # tiers by name, cheapest first; the first is `profile_name` above
     tiers: dict[str, Tier] = field(default_factory=dict)
     strategy: str = "single"
-    routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (tier, reason)
-    key_tier: dict[str, str] = field(default_factory=dict)  # request key -> tier name
+    # group -> (tier, reason): a RouteTable (columns) after `prepare`
+    routes: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # request key -> tier name: KeyTiers (the requests' tiers, plus what a run adds)
+    key_tier: MutableMapping[str, str] = field(default_factory=dict)
     history: History = field(default_factory=History.empty)  # the pipeline's past runs
     compression: dict[str, int] = field(default_factory=dict)  # tokens removed, by step
     # prompts too long for their tier's context: group -> "skipped" | "truncated"; the skipped
@@ -329,7 +332,7 @@ def prepare(
     tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
-    requests, overflow, skipped = fit_context(rows, tiers, routes, requests, prices)
+    requests, overflow, skipped = fit_context(rows, tiers, requests, prices)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
@@ -352,7 +355,7 @@ def prepare(
         tiers=tiers,
         strategy=strategy,
         routes=routes,
-        key_tier={r.key: routes[g][0] for g, r in requests.items()},
+        key_tier=KeyTiers(requests),
         history=read_history(paths["ledger"], cfg.name),
         compression=compression,
         overflow=overflow,
@@ -478,7 +481,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         provider=plan.profile.provider,
         model=plan.profile.model,
         rows=ledger.height,
-        distinct_requests=len({r.key for r in plan.requests.values()}),
+        distinct_requests=plan.requests.distinct_keys(),
         exact_duplicates=int((ledger["dedup"] == "exact").sum()),
         semantic_duplicates=int((ledger["dedup"] == "semantic").sum()),
         cache_hits=int(counts.get("cache", 0)),

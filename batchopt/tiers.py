@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from batchopt.config import LoadedPipeline, ModelConfig
@@ -19,6 +20,13 @@ from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.prompts.layout import static_system
+from batchopt.prompts.request_table import (
+    Representatives,
+    RequestTable,
+    RouteTable,
+    TierFields,
+    request_columns,
+)
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request
@@ -81,40 +89,45 @@ def tier_system(loaded: LoadedPipeline, name: str) -> str:
 def route_groups(
     rows: pl.DataFrame, loaded: LoadedPipeline, tiers: list[Tier], strategy: str,
     semantic: SemanticOutcome | None = None,
-) -> dict[str, tuple[str, str]]:
-    """group_id -> (tier name, why) for every dedup group, decided on its representative.
+) -> RouteTable:
+    """group_id -> (tier name, why) for every dedup group, decided on its representative; as
+    columns (`RouteTable`), not one tuple per group.
 
     The classifier reuses the semantic dedup step's vectors when that step embedded the same
     prompts with the same embedder settings."""
     from batchopt.routing import route_by_classifier, route_rules, route_single
 
     routing = loaded.config.routing
-    reps = rows.filter(pl.col("dedup") == "none")
+    reps = Representatives(rows)
     names = [t.name for t in tiers]
     tier, reason = ROUTE_COLUMNS
     columns = {"tier_column": tier, "reason_column": reason}
     if strategy == "rules":
         assert routing is not None
+        chosen = rows.filter(pl.col("dedup") == "none")  # rules may name any column
         counts = pl.Series(
-            [count_tokens(text, tiers[0].profile.model) for text in reps["prompt_user"]],
+            [count_tokens(text, tiers[0].profile.model) for text in chosen["prompt_user"]],
             dtype=pl.Int64,
         )
-        routed = route_rules(reps, routing.rules, routing.fallback_tier, "prompt_user", counts,
-                             **columns)
+        routed = route_rules(chosen, routing.rules, routing.fallback_tier, "prompt_user",
+                             counts, **columns)
     elif strategy == "classifier":
         assert routing is not None and routing.classifier is not None
         id_column = loaded.config.input.id_column
         probabilities = _hard_probabilities(
-            reps["prompt_user"].to_list(), reps[id_column].cast(pl.String).to_list(), loaded,
-            semantic,
+            reps.column("prompt_user").to_list(),
+            reps.column(id_column).cast(pl.String).to_list(), loaded, semantic,
         )
-        routed = route_by_classifier(reps, probabilities, routing.classifier.threshold,
+        routed = route_by_classifier(pl.DataFrame({"group_id": reps.column("group_id")}),
+                                     probabilities, routing.classifier.threshold,
                                      names[0], names[-1], **columns)
-    else:  # single, and cascade, which starts every row on the cheapest tier
-        routed = route_single(reps, names[0], **columns)
+    else:  # single, and cascade, which starts every row on the cheapest tier: one route
+        routed = route_single(pl.DataFrame({"group_id": [""]}), names[0], **columns)
         if strategy == "cascade":
             routed = routed.with_columns(pl.lit(f"cascade: starts on {names[0]}").alias(reason))
-    return {g: (t, r) for g, t, r in routed.select("group_id", tier, reason).iter_rows()}
+        same = np.zeros(len(reps), dtype=np.uint8)
+        return RouteTable(reps, names, same, routed[reason].to_list(), same)
+    return RouteTable.from_frame(reps, routed, tier, reason, names)
 
 
 def _hard_probabilities(
@@ -150,18 +163,27 @@ def _hard_probabilities(
 
 
 def first_requests(
-    rows: pl.DataFrame, tiers: dict[str, Tier], routes: dict[str, tuple[str, str]],
-    id_column: str,
-) -> dict[str, Request]:
-    """Each group's request on the tier it starts on, by group_id, in group order."""
-    by_tier: dict[str, list[str]] = {}
-    for group, (tier, _) in routes.items():
-        by_tier.setdefault(tier, []).append(group)
-    requests: dict[str, Request] = {}
-    for tier, groups in by_tier.items():
-        requests.update(_requests_for(rows, groups, tiers[tier], id_column))
-    order = rows.filter(pl.col("dedup") == "none")["group_id"].to_list()
-    return {g: requests[g] for g in order if g in requests}
+    rows: pl.DataFrame, tiers: dict[str, Tier], routes: RouteTable, id_column: str,
+) -> RequestTable:
+    """Each group's request on the tier it starts on, by group_id, in group order; as columns
+    (`RequestTable`): each tier's keys and prompt token counts, made a chunk at a time."""
+    reps = routes.reps
+    names = list(routes.tier_names)
+    fields = [TierFields.of(name, tiers[name].spec) for name in names]
+    parts = []
+    for code, name in enumerate(names):
+        which = np.flatnonzero(routes.tiers == code)
+        if not len(which):
+            continue
+        tier = tiers[name]
+        own = None
+        if tier.profile.template is None:
+            users = reps.column("prompt_user", which)
+        else:  # this tier's own prompt variant, rendered for the representatives it answers
+            users = own = _tier_prompts(reps.rows[reps.positions[which]], tier, id_column)
+        keys, tokens = request_columns(users, tier.spec)
+        parts.append((code, which, keys, tokens, own))
+    return RequestTable.assemble(reps, fields, parts)
 
 
 def escalated_requests(
@@ -178,11 +200,18 @@ def _requests_for(
     if tier.profile.template is None:
         return build_requests(chosen, tier.spec)
     # this tier's own prompt variant, rendered for the representatives it answers
+    rendered = chosen.with_columns(_tier_prompts(chosen, tier, id_column))
+    return build_requests(rendered, tier.spec, user_column="__prompt_tier")
+
+
+def _tier_prompts(chosen: pl.DataFrame, tier: Tier, id_column: str) -> pl.Series:
+    """The rows `chosen` rendered with `tier`'s own template (column `__prompt_tier`)."""
     from batchopt.prompts.template import PromptRenderer, render_prompts
 
+    assert tier.profile.template is not None
     renderer = PromptRenderer(tier.profile.template, where=f"profiles.{tier.name}.template")
-    rendered = render_prompts(chosen, renderer, id_column, out_column="__prompt_tier")
-    return build_requests(rendered, tier.spec, user_column="__prompt_tier")
+    return render_prompts(chosen, renderer, id_column, out_column="__prompt_tier")[
+        "__prompt_tier"]
 
 
 def tier_template_variables(loaded: LoadedPipeline, names: list[str]) -> list[str]:
