@@ -8,11 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from batchopt.errors import BatchoptError
+
+if TYPE_CHECKING:
+    from batchopt.config import LoadedPipeline
+    from batchopt.distill.evaluate import EvalReport, RouterData
 
 _path = click.Path(path_type=Path)
 
@@ -135,25 +139,39 @@ def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | N
               "label for answers of up to 3 words, else text by embedding similarity)")
 @click.option("--agree-at", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True,
               help="text: the cosine similarity from which two answers agree")
+@click.option("--router-data", "router_data", type=_path,
+              help="Also write the routing classifier's training table here (.parquet or .csv): "
+              "each row's prompt, hard when the student disagreed or failed a validator")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
 def eval_command(pipeline: Path, student: str, teacher: str | None, sample: int,
                  since: dt.datetime | None, inputs: tuple[Path, ...], ledger_path: Path | None,
-                 cache_dir: Path | None, kind: str, agree_at: float, as_json: bool) -> None:
+                 cache_dir: Path | None, kind: str, agree_at: float, router_data: Path | None,
+                 as_json: bool) -> None:
     """Ask STUDENT the rows the teacher answered in PIPELINE's past runs and compare.
 
     Reports agreement with the teacher, the validators' pass rate and what the runs would have
     cost with the student as the cheap tier. Answers go to the response cache: a re-run pays
-    for nothing it paid for before."""
+    for nothing it paid for before. --router-data writes what `batchopt router train` needs to
+    train a router that sends the student's hard rows to the teacher."""
     import json
 
     from batchopt.config import load_pipeline
-    from batchopt.distill.evaluate import evaluate
+    from batchopt.distill.evaluate import check_router_data_path, evaluate, write_router_data
 
-    report = evaluate(load_pipeline(pipeline), student, teacher=teacher, sample=sample,
+    if router_data is not None:
+        check_router_data_path(router_data)
+    loaded = load_pipeline(pipeline)
+    report = evaluate(loaded, student, teacher=teacher, sample=sample,
                       since=_since(since), inputs=list(inputs) or None, ledger=ledger_path,
                       cache_dir=cache_dir, kind=kind, agree_at=agree_at)
+    written = write_router_data(report, router_data) if router_data is not None else None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        found = report.to_dict()
+        if written is not None:
+            found["router_data"] = {"path": str(written.path), "rows": written.rows,
+                                    "hard": written.hard,
+                                    "train": _router_train_command(loaded, written.path)}
+        click.echo(json.dumps(found, indent=2))
         return
     cost = report.cost
     rejected = ", ".join(f"{name} {n}" for name, n in sorted(report.rejections.items()))
@@ -171,3 +189,36 @@ def eval_command(pipeline: Path, student: str, teacher: str | None, sample: int,
     click.echo(f"    assumes: {cost.assumptions}")
     for note in report.notes:
         click.echo(f"  note: {note}")
+    if written is not None:
+        _echo_router_data(loaded, report, written)
+
+
+def _router_path(data: Path) -> Path:
+    return data.with_name(f"{data.stem}.router.npz")
+
+
+def _router_train_command(loaded: LoadedPipeline, data: Path) -> str:
+    """`batchopt router train` for `data`, with the embedder the pipeline's classifier names."""
+    import shlex
+
+    routing = loaded.config.routing
+    classifier = routing.classifier if routing is not None else None
+    command = ["batchopt", "router", "train", str(data), "--out", str(_router_path(data))]
+    if classifier is not None:
+        command += ["--backend", classifier.backend]
+        if classifier.model:
+            command += ["--model", str(loaded.resolve(classifier.model))]
+    return shlex.join(command)
+
+
+def _echo_router_data(loaded: LoadedPipeline, report: EvalReport,
+                      written: RouterData) -> None:
+    held_out = sum(1 for r in report.rows if r.held_out)
+    click.echo(f"router data: {written.path}: {written.rows} row(s), {written.hard} hard (the "
+               f"student disagreed with '{report.teacher}' or a validator rejected its answer); "
+               f"{written.rows - held_out} row(s) are in the export's training split, which the "
+               "student learnt from (column held_out)")
+    click.echo(f"  train a router on it:  {_router_train_command(loaded, written.path)}")
+    click.echo(f"  then put '{report.student}' first and '{report.teacher}' second:")
+    click.echo(f"    routing: {{strategy: classifier, tiers: [{report.student}, {report.teacher}], "
+               f"classifier: {{path: {_router_path(written.path)}}}}}")

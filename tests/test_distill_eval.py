@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import test_distill_export
 import yaml
 from test_distill_export import (
     N_TICKETS,
@@ -19,13 +20,15 @@ from test_distill_export import (
     env_for,
     ledger,
     run_twice,
+    teacher_right,
     tickets,
 )
 
 from batchopt.config import load_pipeline
 from batchopt.distill.agreement import json_agreement, label_agreement, text_agreement
 from batchopt.distill.evaluate import evaluate
-from batchopt.errors import EXIT_PENDING
+from batchopt.errors import EXIT_PENDING, EXIT_USAGE
+from batchopt.routing import load_training_table
 from batchopt.runner import RunOptions, RunSummary, run_pipeline
 
 MODEL = re.compile(r"fine-tuned model: (ft:\S+) \(job (ftjob-\S+?)[,)]")
@@ -106,6 +109,49 @@ def test_export_train_tier_and_shadow_evaluation_end_to_end(fake, tmp_path):
     assert kept.height >= right and (kept["model"] == model).all()
     assert r3.filter(pl.col("escalated"))["route_reason"].str.contains("student rejected").all()
     assert fake.stats()["fine_tuning_jobs_created"] == 1
+
+
+MID = "gpt-4.1-mini"  # a student the fake's oracle makes right on about half the tickets
+
+
+def test_router_data_labels_the_rows_the_student_got_wrong_and_trains_a_router(
+        fake, tmp_path, monkeypatch):
+    monkeypatch.setitem(test_distill_export.ACCURACY, MID, {"hard": 0.5})
+    path = run_twice(fake, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["profiles"]["mid"] = {"provider": "openai", "model": MID, "max_tokens": 16,
+                               "concurrency": 4, "timeout_s": 10}
+    path.write_text(yaml.safe_dump(data))
+    env, table = env_for(fake), tmp_path / "router" / "mid.parquet"
+
+    refused = cli(env, "distill", "eval", str(path), "--student", "mid",
+                  "--router-data", str(tmp_path / "mid.txt"))
+    assert refused.returncode == EXIT_USAGE and ".parquet or .csv" in refused.stderr
+    assert fake.stats()["by_model"].get(MID, {}).get("requests", 0) == 0  # refused up front
+
+    done = cli(env, "distill", "eval", str(path), "--student", "mid", "--router-data", str(table))
+    assert done.returncode == 0, done.stderr
+    bodies = {row["ticket_id"]: row["body"] for row in tickets()}
+    taught = teacher_right(fake)  # the rows evaluated: every teacher example
+    wrong = {r for r in taught if fake.oracle_verdict(MID, bodies[r])[0] != "right"}
+    assert 5 <= len(wrong) <= len(taught) - 5  # both classes, enough to train a router
+    written = pl.read_parquet(table)
+    assert set(written["row_id"]) == taught
+    assert set(written.filter(pl.col("hard"))["row_id"]) == wrong
+    assert (written.filter(pl.col("hard"))["why"] == "disagreed; rejected: refusal").all()
+    assert written["text"].str.starts_with("Subject: Help\n\nQ").all()  # the rendered prompt
+    texts, hard = load_training_table(table)
+    assert texts == written["text"].to_list() and hard.tolist() == written["hard"].to_list()
+    assert f"{len(taught)} row(s), {len(wrong)} hard" in done.stdout
+    router = table.with_name("mid.router.npz")
+    assert f"batchopt router train {table} --out {router}" in done.stdout
+    assert "tiers: [mid, strong]" in done.stdout
+
+    trained = cli(env, "router", "train", str(table), "--out", str(router),
+                  "--backend", "model2vec")
+    assert trained.returncode == 0, trained.stderr
+    assert f"trained on {len(taught)} rows ({len(wrong)} hard)" in trained.stdout
+    assert router.is_file() and not list(table.parent.glob(".*.tmp"))
 
 
 def test_a_text_pipeline_is_compared_by_embedding_similarity(fake, tmp_path):

@@ -10,13 +10,14 @@ Three kinds of answer, three measures:
 - `text` (anything else): the cosine similarity of the two answers' embeddings (the project's
   embedder, offline); a row agrees at `agree_at` or above. Reports the mean similarity too.
 
-A student call that failed (no answer) disagrees, with similarity 0.
+A student call that failed (no answer) disagrees, with similarity 0. `per_row` says which rows
+agreed, in the order given (what `distill eval --router-data` labels easy).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 LABEL_WORDS = 3
@@ -34,6 +35,7 @@ class Agreement:
     fields: int = 0  # json: fields compared
     fields_agreed: int = 0
     mean_similarity: float | None = None  # text: mean cosine
+    per_row: tuple[bool, ...] = field(default=(), compare=False, repr=False)  # row agreed
 
     @property
     def share(self) -> float:
@@ -63,13 +65,14 @@ def normalise_label(text: str) -> str:
 
 
 def label_agreement(teacher: list[str], student: list[str | None]) -> Agreement:
-    agreed = sum(1 for t, s in zip(teacher, student, strict=True)
-                 if s is not None and normalise_label(t) == normalise_label(s))
-    return Agreement("label", len(teacher), agreed)
+    per_row = tuple(s is not None and normalise_label(t) == normalise_label(s)
+                    for t, s in zip(teacher, student, strict=True))
+    return Agreement("label", len(teacher), sum(per_row), per_row=per_row)
 
 
 def json_agreement(teacher: list[str], student: list[str | None]) -> Agreement:
-    fields = fields_agreed = agreed = 0
+    fields = fields_agreed = 0
+    per_row: list[bool] = []
     for t, s in zip(teacher, student, strict=True):
         mine, theirs = _object(t), _object(s)
         keys = list(mine)
@@ -77,8 +80,9 @@ def json_agreement(teacher: list[str], student: list[str | None]) -> Agreement:
         fields += len(keys)
         fields_agreed += same
         whole = same == len(keys) if keys else mine == theirs
-        agreed += int(s is not None and whole)
-    return Agreement("json", len(teacher), agreed, fields, fields_agreed)
+        per_row.append(s is not None and whole)
+    return Agreement("json", len(teacher), sum(per_row), fields, fields_agreed,
+                     per_row=tuple(per_row))
 
 
 def text_agreement(teacher: list[str], student: list[str | None], embedder: Any,
@@ -92,9 +96,9 @@ def text_agreement(teacher: list[str], student: list[str | None], embedder: Any,
         left = _unit(embedder.embed([teacher[i] for i in answered]))
         right = _unit(embedder.embed([student[i] or "" for i in answered]))
         similarities[answered] = np.clip((left * right).sum(axis=1), -1.0, 1.0)
-    agreed = int((similarities >= agree_at).sum())
+    per_row = tuple(bool(v) for v in similarities >= agree_at)
     mean = float(similarities.mean()) if len(teacher) else None
-    return Agreement("text", len(teacher), agreed, mean_similarity=mean)
+    return Agreement("text", len(teacher), sum(per_row), mean_similarity=mean, per_row=per_row)
 
 
 def _unit(vectors: Any) -> Any:

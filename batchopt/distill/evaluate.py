@@ -11,6 +11,12 @@ Reported: agreement with the teacher (`agreement`), the share of the student's a
 pipeline's validators pass (the cascade's, plus not cut at max_tokens, not empty, the schema when
 there is one; the judge is not asked), and what the window's runs would have cost with the
 student as their cheap tier (`CostWhatIf`, whose `assumptions` say how it is figured).
+
+Each sampled row's verdict (`RowVerdict`) can be written as a training table for the routing
+classifier (`write_router_data`, read by `batchopt router train`): the row's rendered prompt (the
+`prompt_user` the router sees at run time) and `hard` = the student disagreed with the teacher or
+failed a validator. A router trained on it sends the rows the student would get wrong to the
+teacher, with the student as the cheap tier.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +42,8 @@ from batchopt.distill.agreement import (
 )
 from batchopt.distill.collect import PAID, build_tier, collect, rebuild, split_unit, validators_for
 from batchopt.distill.export import VALIDATION_SHARE, NotEnoughDataError
+from batchopt.errors import InputError
+from batchopt.io.writer import write_parquet_atomic
 from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
@@ -46,6 +55,7 @@ if TYPE_CHECKING:
 
 EVAL_RUN_ID = "distill-eval"
 DEFAULT_SAMPLE = 200
+ROUTER_DATA_SUFFIXES = (".parquet", ".pq", ".csv")  # what `router train` reads
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,27 @@ class CostWhatIf:
     def would_be_usd(self) -> float:
         per_row = self.student_row_usd + self.escalation_share * self.teacher_row_usd
         return self.paid_rows * per_row
+
+
+@dataclass(frozen=True)
+class RowVerdict:
+    """One sampled row: what the router would see, and how the student did on it."""
+
+    row_id: str
+    text: str  # the row's rendered prompt (`prompt_user`), what a router embeds
+    held_out: bool  # in the export's validation split
+    agreed: bool  # the student's answer agrees with the teacher's
+    rejected: str | None  # the validator that rejected the student's answer (None: passed)
+
+    @property
+    def hard(self) -> bool:
+        return not self.agreed or self.rejected is not None
+
+    @property
+    def why(self) -> str:
+        reasons = ([] if self.agreed else ["disagreed"]) + (
+            [f"rejected: {self.rejected}"] if self.rejected else [])
+        return "; ".join(reasons) or "agreed and passed"
 
 
 @dataclass
@@ -83,6 +114,7 @@ class EvalReport:
     agreement: Agreement
     cost: CostWhatIf
     notes: list[str] = field(default_factory=list)
+    rows: list[RowVerdict] = field(default_factory=list)  # in sample order
 
     @property
     def pass_rate(self) -> float:
@@ -152,11 +184,13 @@ def evaluate(
         cache.close()
     validators, notes = validators_for(loaded)
     notes += [note] if note else []
-    rejections = _rejections(validators, requests, results)
+    rejected = _rejected(validators, requests, results)
+    rejections = dict(Counter(name for name in rejected.values() if name is not None))
     passed = len(chosen) - sum(rejections.values())
     teacher_texts = [e.result.text or "" for e in chosen]
     student_texts = [_text(results.get(requests[e.row_id].key)) for e in chosen]
     measured = _agreement(loaded, kind, teacher_texts, student_texts, agree_at, embedder)
+    verdicts = _verdicts(collection, chosen, measured, rejected)
     cost = _what_if(collection, tier, prices, requests, results, passed, len(chosen))
     spent = sum(prices.cost(tier.price, results[k].usage) for k in sent
                 if k in results and not results[k].from_cache)
@@ -167,6 +201,7 @@ def evaluate(
         sent=len(sent), spent_usd=spent,
         failed=sum(1 for r in requests.values() if not results[r.key].ok),
         passed=passed, rejections=rejections, agreement=measured, cost=cost, notes=notes,
+        rows=verdicts,
     )
 
 
@@ -213,20 +248,42 @@ def _answer(cache: ResponseCache, tier: Tier, requests: list[Request]
     return results, list(misses)
 
 
-def _rejections(validators: list[Any], requests: dict[str, Request],
-                results: dict[str, Result]) -> dict[str, int]:
+def _rejected(validators: list[Any], requests: dict[str, Request],
+              results: dict[str, Result]) -> dict[str, str | None]:
+    """row_id -> the validator that rejected the student's answer (`empty` for an empty one),
+    None when every validator passes it."""
     from batchopt.routing import validate
 
-    counted: Counter[str] = Counter()
-    for request in requests.values():
+    rejected: dict[str, str | None] = {}
+    for row_id, request in requests.items():
         result = results[request.key]
         if not (result.text or "").strip() and result.ok:
-            counted["empty"] += 1
+            rejected[row_id] = "empty"
             continue
         verdict = validate(validators, request, result)
-        if not verdict.ok:
-            counted[verdict.validator or "rejected"] += 1
-    return dict(counted)
+        rejected[row_id] = None if verdict.ok else verdict.validator or "rejected"
+    return rejected
+
+
+def _verdicts(collection: Collection, chosen: list[TeacherExample], measured: Agreement,
+              rejected: dict[str, str | None]) -> list[RowVerdict]:
+    texts = _prompt_texts(collection, [e.row_id for e in chosen])
+    return [RowVerdict(e.row_id, texts.get(e.row_id, e.request.user),
+                       split_unit(e.key) < VALIDATION_SHARE, agreed, rejected[e.row_id])
+            for e, agreed in zip(chosen, measured.per_row, strict=True)]
+
+
+def _prompt_texts(collection: Collection, row_ids: list[str]) -> dict[str, str]:
+    """row_id -> the row's rendered prompt as a run routes it (`prompt_user`; a row id that
+    several inputs hold: the last one read)."""
+    wanted = set(row_ids)
+    texts: dict[str, str] = {}
+    for plan in collection.plans:
+        id_column = plan.pipeline.config.input.id_column
+        reps = plan.rows.filter(pl.col("dedup") == "none").select(
+            pl.col(id_column).cast(pl.String).alias("row_id"), "prompt_user")
+        texts.update((r, t) for r, t in reps.iter_rows() if r in wanted)
+    return texts
 
 
 def _agreement(loaded: LoadedPipeline, kind: str, teacher: list[str],
@@ -281,3 +338,56 @@ def _text(result: Result | None) -> str | None:
     if result is None or not result.ok:
         return None
     return result.text
+
+
+@dataclass(frozen=True)
+class RouterData:
+    """What `write_router_data` wrote."""
+
+    path: Path
+    rows: int
+    hard: int
+
+
+def check_router_data_path(path: Path) -> None:
+    """InputError unless `router train` can read a file named `path` (before anything is paid)."""
+    if path.suffix.lower() not in ROUTER_DATA_SUFFIXES:
+        raise InputError(f"--router-data {path}: must end in .parquet or .csv (what `batchopt "
+                         "router train` reads)")
+
+
+def router_table(report: EvalReport) -> pl.DataFrame:
+    """The routing classifier's training table: `text` and `hard` (what `load_training_table`
+    reads), plus `row_id`, `held_out` and `why`."""
+    return pl.DataFrame(
+        {"text": [r.text for r in report.rows], "hard": [r.hard for r in report.rows],
+         "row_id": [r.row_id for r in report.rows],
+         "held_out": [r.held_out for r in report.rows], "why": [r.why for r in report.rows]},
+        schema={"text": pl.String, "hard": pl.Boolean, "row_id": pl.String,
+                "held_out": pl.Boolean, "why": pl.String},
+    )
+
+
+def write_router_data(report: EvalReport, path: Path) -> RouterData:
+    """Write `router_table(report)` to `path` (.parquet or .csv), atomically."""
+    check_router_data_path(path)
+    table = router_table(report)
+    if path.suffix.lower() == ".csv":
+        _write_csv_atomic(table, path)
+    else:
+        write_parquet_atomic(table, path)
+    return RouterData(path, table.height, int(table["hard"].sum()))
+
+
+def _write_csv_atomic(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            frame.write_csv(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
