@@ -202,3 +202,33 @@ def test_an_unknown_fine_tuned_model_is_refused_by_the_fake_server(fake):
     with pytest.raises(openai.BadRequestError, match="does not exist"):
         client.chat.completions.create(model="ft:gpt-4o-mini:batchopt::nope",
                                        messages=[{"role": "user", "content": "hi"}])
+
+
+def _load_bench_student() -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_student.py"
+    spec = importlib.util.spec_from_file_location("bench_student", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_student"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_student_benchmark_trains_a_classifier_on_the_export_at_a_tiny_size():
+    bench = _load_bench_student()
+    figures = bench.run_bench(200, seed=5, backend="model2vec", concurrency=8)
+    teacher = figures.teacher
+    assert teacher.train.height + teacher.validation.height == teacher.rows == 200
+    assert teacher.validation.height >= 20 and teacher.cost_usd > 0
+    assert set(teacher.train["label"]) <= set(bench.CATEGORIES)  # no refusal was exported
+    student, baseline = figures.student["all"], figures.baseline
+    assert student.rows == teacher.validation.height
+    assert student.with_teacher > baseline.with_teacher + 0.3  # it learnt, from about 160 examples
+    assert figures.curve[-1] == (teacher.train.height, pytest.approx(student.with_teacher))
+    assert 0 < figures.job_usd < teacher.cost_usd
+    lines = bench.report(figures, bench.TEACHER_ACCURACY)
+    assert any(line.startswith("what it shows:") for line in lines)
+    assert any(line.startswith("what it does not show: not a generative student") for line in lines)
