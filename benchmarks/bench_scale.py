@@ -363,7 +363,8 @@ def _instrument(clock: StageClock) -> None:
 
 
 def _holders(plan: Any) -> dict[str, float]:
-    """Rough MB held by what the Plan keeps, per holder (Python objects sized on a sample)."""
+    """MB held by what the Plan keeps, per holder: frames and arrays by their own size
+    (`estimated_size`, `nbytes`), Python objects (the few left) sized on a sample."""
     import sys as _sys
 
     def deep(obj: Any, seen: set[int]) -> int:
@@ -389,13 +390,18 @@ def _holders(plan: Any) -> dict[str, float]:
         per = sum(deep(k, seen) + deep(v, seen) for k, v in items) / len(items)
         return (per * len(mapping) + _sys.getsizeof(mapping)) / 2**20
 
-    system = {id(plan.tiers[t].spec.system) for t in plan.tiers}  # shared by every request
-    out = {
-        "plan.rows (polars frame)": plan.rows.estimated_size() / 2**20,
-        f"plan.requests ({len(plan.requests):,} Request objects)": sampled(plan.requests, system),
-        f"plan.routes ({len(plan.routes):,})": sampled(plan.routes),
-        f"plan.key_tier ({len(plan.key_tier):,})": sampled(plan.key_tier),
-    }
+    requests, routes, key_tier = plan.requests, plan.routes, plan.key_tier
+    out = {"plan.rows (polars frame)": plan.rows.estimated_size() / 2**20}
+    # columns since issue 10: their arrays' bytes (a lookup index counts once built)
+    out[f"plan.requests ({len(requests):,} requests as columns)"] = requests.nbytes() / 2**20
+    out[f"plan.routes ({len(routes.reps):,} groups as columns, with the representatives' "
+        "row positions)"] = routes.nbytes() / 2**20
+    out[f"plan.key_tier (the table's + {len(key_tier.added):,} added)"] = (
+        key_tier.nbytes() / 2**20)
+    if plan.skipped or plan.overflow:
+        system = {id(plan.tiers[t].spec.system) for t in plan.tiers}  # shared by every request
+        out[f"plan.skipped + overflow ({len(plan.overflow):,} Python objects)"] = (
+            sampled(plan.skipped, system) + sampled(plan.overflow))
     if plan.semantic is not None:
         # one (rows, dim) array (memory-mapped from the cache folder when there is one: its
         # pages count only while resident) and an id index; texts are read from plan.rows
