@@ -214,7 +214,7 @@ def test_labelled_set_precision_is_one(
     listing = "\n".join(f"  {a!r}  <->  {b!r}" for a, b in wrong)
     assert precision == 1.0, f"{figures}; wrong merges:\n{listing}"
     # buckets of ~110 rows lose the pairs they split (recall 0.536 with MiniLM); at 10M they
-    # hold a million rows each
+    # hold half a million rows each
     assert recall >= (RECALL_FLOOR if kind != "buckets" else 0.5), figures
     hard = out.filter(pl.col("kind") == "hard_negative")
     assert hard["veto_guard"].null_count() < hard.height  # the ledger names the vetoes

@@ -70,63 +70,56 @@ def semantic_groups(
     `veto_guard` and `veto_id` name, for a row that had a neighbour above the threshold which a
     guard refused, the guard and that neighbour's id (its most similar refused neighbour).
     """
-    dedup = frame["dedup"].to_numpy()
-    positions = np.flatnonzero(dedup == "none")  # frame rows that own a vector
+    positions = np.flatnonzero((frame["dedup"] == "none").to_numpy())  # rows with a vector
     if len(vectors) != len(positions):
         raise ValueError(
             f"semantic dedup needs one vector per exact representative: {len(positions)} rows "
             f"with dedup 'none', {len(vectors)} vectors"
         )
-    ids = frame[id_column].cast(pl.String)
     leader, sims, vetoed_by, vetoed_guard = _cluster_in_buckets(
         _unit(vectors), frame[text_column], positions, threshold, guards, k
     )
-    follower = np.flatnonzero(leader != np.arange(len(leader)))
-    rows, lead_rows = positions[follower], positions[leader[follower]]
-    rep_ids = frame["representative_id"].cast(pl.String).clone()
-    group_ids = frame["group_id"].cast(pl.String).clone()
-    new_rep, new_group = ids.gather(lead_rows), group_ids.gather(lead_rows)
-    moved_groups = group_ids.gather(rows)
-    # exact copies of a follower share its group_id: map them to the follower's new home
-    out = frame.with_columns(
-        pl.col("group_id").cast(pl.String).replace_strict(moved_groups, new_rep, default=None)
-        .alias("__rep"),
-        pl.col("group_id").cast(pl.String).replace_strict(moved_groups, new_group, default=None)
-        .alias("__group"),
+    # integer positions throughout: gathers of string columns copy 16-byte views, not texts
+    height = frame.height
+    exact_rep = (  # each row's group's first row: its exact representative
+        frame.select("group_id").with_row_index("__row")
+        .select(pl.col("__row").first().over("group_id")).to_series().to_numpy().astype(np.int64)
     )  # fmt: skip
-    rep_ids.scatter(rows, new_rep)
-    group_ids.scatter(rows, new_group)
-    dedup_col = frame["dedup"].cast(pl.String).clone().scatter(rows, "semantic")
-    similarity = frame["similarity"].cast(pl.Float64).clone()
-    similarity.scatter(rows, sims[follower].astype(np.float64))
-    veto_guard = pl.Series("veto_guard", [None] * frame.height, dtype=pl.String)
-    veto_id = pl.Series("veto_id", [None] * frame.height, dtype=pl.String)
+    follower = np.flatnonzero(leader != np.arange(len(leader)))
+    home = np.arange(height)
+    home[positions[follower]] = positions[leader[follower]]
+    target = home[exact_rep]  # the representative each row's answer now comes from
+    moved = pl.Series(target != exact_rep)  # semantic followers and their exact copies
+    merged = np.zeros(height, bool)
+    merged[positions[follower]] = True
+    similarity = np.zeros(height)
+    similarity[positions[follower]] = sims[follower]
+    veto_at = np.full(height, -1, np.int64)
+    veto_code = np.full(height, -1, np.int16)
     refused = np.flatnonzero(vetoed_by >= 0)
-    if len(refused):
-        veto_guard.scatter(positions[refused], [vetoed_guard[i] for i in refused.tolist()])
-        veto_id.scatter(positions[refused], ids.gather(positions[vetoed_by[refused]]))
-    is_copy = (pl.col("dedup") == "exact") & pl.col("__rep").is_not_null()
-    return (
-        out.with_columns(
-            rep_ids.alias("representative_id"),
-            group_ids.alias("group_id"),
-            dedup_col.alias("dedup"),
-            similarity.alias("similarity"),
-            veto_guard,
-            veto_id,
-        )
-        .with_columns(
-            pl.when(is_copy)
-            .then(pl.col("__rep"))
-            .otherwise(pl.col("representative_id"))
-            .alias("representative_id"),
-            pl.when(is_copy)
-            .then(pl.col("__group"))
-            .otherwise(pl.col("group_id"))
-            .alias("group_id"),
-        )
-        .drop("__rep", "__group")
-    )
+    names = sorted({vetoed_guard[i] for i in refused.tolist()} - {None})
+    code_of = {name: code for code, name in enumerate(names)}
+    veto_at[positions[refused]] = positions[vetoed_by[refused]]
+    veto_code[positions[refused]] = [code_of[vetoed_guard[i]] for i in refused.tolist()]
+    del home, exact_rep, leader, sims, vetoed_by, vetoed_guard
+    has_veto = pl.Series(veto_at >= 0)
+    take = pl.Series(target)
+    return frame.with_columns(
+        pl.when(moved).then(pl.col(id_column).cast(pl.String).gather(take))
+        .otherwise(pl.col("representative_id").cast(pl.String)).alias("representative_id"),
+        pl.when(moved).then(pl.col("group_id").cast(pl.String).gather(take))
+        .otherwise(pl.col("group_id").cast(pl.String)).alias("group_id"),
+        pl.when(pl.Series(merged)).then(pl.lit("semantic"))
+        .otherwise(pl.col("dedup").cast(pl.String)).alias("dedup"),
+        pl.when(pl.Series(merged)).then(pl.Series(similarity))
+        .otherwise(pl.col("similarity").cast(pl.Float64)).alias("similarity"),
+        pl.when(has_veto).then(pl.Series(veto_code).replace_strict(
+            dict(enumerate(names)), default=None, return_dtype=pl.String))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("veto_guard"),
+        pl.when(has_veto).then(pl.col(id_column).cast(pl.String).gather(
+            pl.Series(np.maximum(veto_at, 0))))
+        .otherwise(pl.lit(None, dtype=pl.String)).alias("veto_id"),
+    )  # fmt: skip
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -150,10 +143,11 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 # buckets are not merged (recall, never precision: the guards and the anti-chaining rule are the
 # same inside a bucket). Up to BUCKET_ROWS nothing changes.
 BUCKET_ROWS = 1_500_000
-BUCKET_TARGET = 1_000_000
-BUCKET_MAX = 1_500_000
+BUCKET_TARGET = 500_000
+BUCKET_MAX = 750_000
 BUCKET_TRAIN_ROWS = 8_192  # k-means sample per bucket
 ASSIGN_BLOCK = 65_536  # rows assigned to buckets at once
+GATHER_ROWS = 16_384  # rows of a memory-mapped array read between page drops
 
 FACTS_CHUNK = 32_768  # texts whose facts are extracted at once (extract_many's peak is per call)
 LOOP_CHUNK = 65_536  # rows of the clustering loop turned into Python lists at once
@@ -254,8 +248,7 @@ def _cluster_in_buckets(
     vetoed_by = np.full(n, -1, np.int64)
     vetoed_guard: list[str | None] = [None] * n
     for rows in _buckets(vectors, np.arange(n)):
-        part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-        _drop_pages(vectors)
+        part = _gather(vectors, rows)
         lead, close, by, guard = _cluster(part, texts.gather(positions[rows]), threshold,
                                           guards, k)
         del part
@@ -277,19 +270,30 @@ def _buckets(vectors: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
     rng = np.random.default_rng(SEED)
     sample = np.sort(rng.choice(len(rows), min(len(rows), count * BUCKET_TRAIN_ROWS),
                                 replace=False))
-    centroids = kmeans(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32), count)
+    centroids = kmeans(_gather(vectors, rows[sample]), count)
     nearest = np.empty(len(rows), np.int32)
     for start in range(0, len(rows), ASSIGN_BLOCK):
-        block = np.ascontiguousarray(vectors[rows[start : start + ASSIGN_BLOCK]],
-                                     dtype=np.float32)
+        block = _gather(vectors, rows[start : start + ASSIGN_BLOCK])
         nearest[start : start + len(block)] = (block @ centroids.T).argmax(axis=1)
-        _drop_pages(vectors)
     parts = [rows[nearest == c] for c in range(len(centroids))]
     parts = [p for p in parts if len(p)]
     if len(parts) == 1:  # k-means put every row in one bucket: cut it in input order
         size = -(-len(rows) // count)
         return [rows[i : i + size] for i in range(0, len(rows), size)]
     return [bucket for part in parts for bucket in _buckets(vectors, part)]
+
+
+def _gather(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """vectors[rows] as float32 in RAM, read GATHER_ROWS rows at a time; if `vectors` is
+    memory-mapped, its pages are handed back after each read. Rows scattered over the file
+    fault in whole neighbourhoods of pages (the kernel maps up to 16 cached pages around each
+    fault), so one gather of a bucket's rows would make most of the file resident: at 10M rows,
+    7 GB of RSS for a 0.5 GB bucket."""
+    out = np.empty((len(rows), vectors.shape[1]), np.float32)
+    for start in range(0, len(rows), GATHER_ROWS):
+        out[start : start + GATHER_ROWS] = vectors[rows[start : start + GATHER_ROWS]]
+        _drop_pages(vectors)
+    return out
 
 
 def _drop_pages(x: np.ndarray) -> None:

@@ -160,7 +160,7 @@ def semantic_dedup(
         embedder = load_embedder(settings.backend, settings.model)
     else:
         embedder = engine_embedder(embed, settings.backend, settings.model)
-    positions = np.flatnonzero(rows["dedup"].to_numpy() == "none")  # as semantic_groups
+    positions = np.flatnonzero((rows["dedup"] == "none").to_numpy())  # as semantic_groups
     column = rows[text_column].cast(pl.String)
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir, embedder)
