@@ -74,8 +74,18 @@ def request_cost(plan: Plan, request: Request, *, batch: bool = False, first: bo
                  ) -> float:
     """What `request` should cost on its tier (the batch price with `batch`)."""
     usage = expected_usage(plan.history, request, first=first)
-    return plan.prices.cost(plan.tier_of(request).price, usage, batch=batch,
-                            latency_ms=expected_latency_ms(plan.history, request, usage))
+    tier = plan.tier_of(request)
+    latency = expected_latency_ms(plan.history, request, usage, tier_rates(plan, tier.name))
+    return plan.prices.cost(tier.price, usage, batch=batch, latency_ms=latency)
+
+
+def tier_rates(plan: Plan, name: str) -> tuple[float, float] | None:
+    """The (prompt, generated) tokens/s tier `name` is costed at, when a bench record or its
+    stated throughput gives them (`tier_throughput`); found once per plan."""
+    if name not in plan.rates:
+        found = tier_throughput(plan, name) if plan.tiers[name].price.time_priced else None
+        plan.rates[name] = found.rates if found is not None else None
+    return plan.rates[name]
 
 
 def expected_latency_ms(history: History, request: Request, usage: Usage,
@@ -241,7 +251,7 @@ def _priced(plan: Plan, tier: Tier, tokens: int, counter: str, *, first: bool = 
     `tokens` prompt tokens on `tier`; `first`: the first of its tier (writes the cache)."""
     request = _asked_of(tier, tokens, counter)
     usage = expected_usage(plan.history, request, first=first)
-    latency = expected_latency_ms(plan.history, request, usage)
+    latency = expected_latency_ms(plan.history, request, usage, tier_rates(plan, tier.name))
     online = plan.prices.cost(tier.price, usage, latency_ms=latency)
     has_batch = tier.profile.provider in ("openai", "anthropic")
     batch = plan.prices.cost(tier.price, usage, batch=True) if has_batch else 0.0
@@ -349,21 +359,27 @@ def recost_self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
     and say which source each used; return a what-if entry for each with a self_hosted block.
 
     A local tier is priced at the local rate the ledger charges; an OpenAI-compatible one
-    (provider openai with a self_hosted block) at its $/hour, not at its per-token price."""
+    (provider openai with a self_hosted block) at its $/hour, as the ledger charges it
+    (`tiers.tier_price`), unless `pricing.models` prices its model per token."""
     from batchopt.selfhost.whatif import tier_hourly, tier_whatif
 
     entries = []
     for row in job.tiers:
         tier = plan.tiers[row.tier]
         throughput = tier_throughput(plan, row.tier)
+        if tier.profile.self_hosted is not None and not tier.price.time_priced:
+            job.notes.append(f"tier {row.tier}: priced per token by pricing.models")
+            if throughput is not None:
+                entries.append(tier_whatif(plan, row, throughput))
+            continue
         if throughput is None:
             if tier.profile.self_hosted is not None:
                 job.notes.append(f"tier {row.tier}: no throughput known (run `batchopt "
-                                 "bench-tier` or state self_hosted.throughput); priced per "
-                                 "token by pricing.models")
+                                 "bench-tier` or state self_hosted.throughput); its machine "
+                                 "time here is a placeholder at the built-in CPU rates")
             continue
         hourly, _ = tier_hourly(plan, row.tier)
-        if throughput.source in ("bench", "stated") or not tier.price.time_priced:
+        if throughput.source in ("bench", "stated"):
             ms = throughput.latency_ms(row.input_tokens, row.output_tokens, row.requests)
             row.online_usd = ms / 3.6e6 * hourly
             row.batch_usd = None  # a self-hosted server has no batch discount

@@ -54,6 +54,7 @@ from batchopt.tiers import (
     make_tier,
     route_groups,
     tier_names,
+    tier_price,
     tier_template_variables,
 )
 
@@ -139,6 +140,8 @@ class Plan:
     skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
     engine: str = "local"  # where row stages ran and API calls go out: local | ray
     ray_address: str | None = None
+    # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
+    rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -244,7 +247,9 @@ def prepare(
     overrides = {name: price.model_dump() for name, price in cfg.pricing.models.items()}
     local_rate = profile.usd_per_hour or cfg.pricing.local_usd_per_hour
     prices = PriceTable.load(overrides=overrides, local_usd_per_hour=local_rate)
-    price = prices.price(profile.provider, profile.model)
+    price = tier_price(loaded, profile_name, prices)
+    for name in names[1:]:  # every tier's price before any row is read (exit 2 if none)
+        tier_price(loaded, name, prices)
     strongest = cfg.profiles[names[-1]]
     baseline = (
         (cfg.baseline.provider, cfg.baseline.model)
@@ -398,12 +403,15 @@ def _resolve_mode(
     mode = asked or execution.mode
     if mode not in ("online", "batch", "auto"):
         raise ConfigError(f"--mode: '{mode}' is not one of online, batch, auto")
-    no_batch = [t for t in tiers.values() if t.profile.provider not in ("openai", "anthropic")]
+    no_batch = [t for t in tiers.values() if t.profile.provider not in ("openai", "anthropic")
+                or t.profile.self_hosted is not None]  # vLLM, TGI, Ollama: no batch API
     has_batch = not no_batch
     if mode == "batch" and no_batch:
         raise ConfigError(
-            f"{loaded.source}: execution.mode batch: profile '{no_batch[0].name}' uses provider "
-            f"'{no_batch[0].profile.provider}', which has no batch API"
+            f"{loaded.source}: execution.mode batch: profile '{no_batch[0].name}' "
+            + ("is self-hosted (self_hosted)" if no_batch[0].profile.self_hosted is not None
+               else f"uses provider '{no_batch[0].profile.provider}'")
+            + ", which has no batch API"
         )
     if mode != "online" and not loaded.config.cache.enabled:
         raise ConfigError(

@@ -72,7 +72,21 @@ def make_tier(
         max_tokens=profile.max_tokens, temperature=profile.temperature,
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
     )
-    return Tier(name, profile, settings, prices.price(profile.provider, profile.model), spec)
+    return Tier(name, profile, settings, tier_price(loaded, name, prices), spec)
+
+
+def tier_price(loaded: LoadedPipeline, name: str, prices: PriceTable) -> ModelPrice:
+    """What profile `name` is billed at. A tier you run yourself on an OpenAI-compatible server
+    (a `self_hosted` block) is billed by machine time at its $/hour, like a local one, unless
+    the pipeline prices its model per token under `pricing.models`."""
+    profile = loaded.config.profiles[name]
+    sh = profile.self_hosted
+    if sh is None or profile.provider == "local" or profile.model in loaded.config.pricing.models:
+        return prices.price(profile.provider, profile.model)
+    from batchopt.selfhost.whatif import setup_hourly
+
+    hourly, source = setup_hourly(profile, name)
+    return prices.bill_by_time(profile.provider, profile.model, hourly, source)
 
 
 def tier_system(loaded: LoadedPipeline, name: str) -> str:

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline
@@ -28,7 +29,6 @@ def _write(tmp_path: Path, profiles: dict[str, Any], default: str) -> Path:
     data = pipeline_dict(
         profiles=profiles, default_profile=default,
         baseline={"provider": "openai", "model": "gpt-4o-mini"},
-        pricing={"models": {"llama-2-7b-chat": {"input": 0.0, "output": 0.0}}},
     )
     return write_pipeline(tmp_path, data)
 
@@ -181,3 +181,22 @@ def test_percentiles_and_the_sample_spread():
     requests = {f"g{i}": i for i in range(10)}
     assert sample_requests(requests, 3) == [0, 3, 6]  # type: ignore[arg-type]
     assert sample_requests(requests, 20) == list(range(10))  # type: ignore[arg-type]
+
+
+def test_a_run_bills_a_self_hosted_tier_by_each_calls_time(fake, tmp_path):
+    """No pricing.models entry: the ledger charges an OpenAI-compatible self-hosted tier its
+    $/hour for each call's measured time, and batch mode is refused (no batch API)."""
+    path = _write(tmp_path, {"vllm": _vllm(fake.openai_base_url)}, "vllm")
+    fake.latency_ms = 40
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": None}
+    out = CliRunner(env=env).invoke(main, ["run", str(path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "**" / "*.parquet")
+    paid = ledger.filter((pl.col("dedup") == "none") & (pl.col("mode") == "online"))
+    assert paid.height == fake.stats()["requests"] > 0
+    assert (paid["latency_ms"] >= 40).all()
+    for cost, latency in paid.select("cost_usd", "latency_ms").iter_rows():
+        assert cost == pytest.approx(latency / 3.6e6 * 0.80)  # self_hosted.usd_per_hour
+    refused = CliRunner(env=env).invoke(main, ["run", str(path), "--mode", "batch", "--quiet"])
+    assert refused.exit_code == 2
+    assert "profile 'vllm' is self-hosted (self_hosted), which has no batch API" in refused.output

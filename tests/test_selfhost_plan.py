@@ -49,8 +49,7 @@ def _pipeline(tmp_path: Path, vllm: dict[str, Any] | None = None, **overrides: A
         "profiles": profiles, "default_profile": "vllm",
         "routing": {"strategy": "cascade", "tiers": ["vllm", "openai"],
                     "validators": [{"type": "refusal"}]},
-        # a run's ledger prices an OpenAI-compatible tier per token; the plan by time
-        "pricing": {"models": {"llama-2-7b-chat": {"input": 0.0, "output": 0.0}}},
+        # no pricing.models entry: a self-hosted tier is billed by machine time at its $/hour
     }
     data = pipeline_dict(**(settings | overrides))
     return write_pipeline(tmp_path, data)

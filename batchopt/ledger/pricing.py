@@ -145,6 +145,7 @@ class PriceTable:
         self.local_usd_per_hour = local_usd_per_hour
         self._local_source = local_source
         self._contexts: dict[str, int] = {}  # model -> context window (not part of `version`)
+        self._hourly: dict[tuple[str, str], ModelPrice] = {}  # self-hosted, by (provider, model)
         # Longest first, so gpt-4o-mini-2024-07-18 finds gpt-4o-mini before gpt-4o.
         self._names = sorted(models, key=len, reverse=True)
         effective = {
@@ -224,8 +225,20 @@ class PriceTable:
             return None
         return self._contexts.get(name)
 
+    def bill_by_time(self, provider: str, model: str, usd_per_hour: float, source: str
+                     ) -> ModelPrice:
+        """Price `model` at `provider` by machine time from now on (a self-hosted server: an
+        OpenAI-compatible endpoint you run); returns that price."""
+        price = ModelPrice(provider=provider, model=model, input=0.0, output=0.0,
+                           cached_input=0.0, cache_write=0.0, batch_discount=0.0,
+                           usd_per_hour=usd_per_hour, source=source)
+        self._hourly[(provider, model)] = price
+        return price
+
     def price(self, provider: str, model: str) -> ModelPrice:
         """The price of `model` at `provider`; ConfigError if the table has none."""
+        if (provider, model) in self._hourly:
+            return self._hourly[(provider, model)]
         name = self._match(model)
         entry = self._models.get(name) if name is not None else None
         if entry is not None and entry["provider"] not in (None, provider):

@@ -33,9 +33,10 @@ def print_bench(record: BenchRecord, path: Path) -> None:
         f"sample's mix · ${_small(per_1k)} per 1,000 requests (busy the whole hour)")
     out(f"recorded     {path}: `batchopt plan` and the cost estimate use it for tier {r.tier}")
     if r.provider != "local":
-        out(f"ledger       runs price an OpenAI-compatible tier per token: put "
-            f"pricing.models.{r.model}: {{input: {_small(r.usd_per_1m_input)}, output: "
-            f"{_small(r.usd_per_1m_output)}}} in the pipeline to charge this rate")
+        out(f"ledger       runs bill this tier by each call's time at ${r.usd_per_hour:g}/h; "
+            f"to bill it per token at this rate instead, put pricing.models.{r.model}: "
+            f"{{input: {_small(r.usd_per_1m_input)}, output: {_small(r.usd_per_1m_output)}}} "
+            "in the pipeline")
     for note in r.notes:
         out(f"note         {note}")
 

@@ -31,6 +31,7 @@ from batchopt.ledger.selfhost import (
 )
 
 if TYPE_CHECKING:
+    from batchopt.config import ModelConfig
     from batchopt.config_selfhost import SelfHostedTier
     from batchopt.runner import Plan
     from batchopt.selfhost.throughput import Throughput
@@ -56,7 +57,11 @@ class Hardware:
 
 def hardware(plan: Plan, name: str) -> Hardware:
     """The set-up of tier `name` (which has a self_hosted block)."""
-    profile = plan.tiers[name].profile
+    return profile_hardware(plan.tiers[name].profile, name)
+
+
+def profile_hardware(profile: ModelConfig, name: str) -> Hardware:
+    """The set-up of profile `name` (which has a self_hosted block)."""
     sh = profile.self_hosted
     assert sh is not None
     ref = load_reference().overridden(sh.reference.as_dict(),
@@ -101,15 +106,21 @@ def tier_hourly(plan: Plan, name: str) -> tuple[float, str]:
     """(What an hour of tier `name` costs, where the figure comes from)."""
     tier = plan.tiers[name]
     profile, price = tier.profile, tier.price
-    if price.usd_per_hour is not None:  # local: what the ledger charges
+    if profile.provider == "local" and price.usd_per_hour is not None:  # the ledger's rate
         where = (f"profiles.{name}.usd_per_hour" if profile.usd_per_hour == price.usd_per_hour
                  else "the local rate (pricing.local_usd_per_hour or prices.yaml)")
         return price.usd_per_hour, f"{where}, what the ledger charges"
+    return setup_hourly(profile, name)
+
+
+def setup_hourly(profile: ModelConfig, name: str) -> tuple[float, str]:
+    """(What an hour of profile `name`'s self-hosted set-up costs, where the figure comes
+    from): its `self_hosted.usd_per_hour`, else its GPUs at the reference price."""
     sh = profile.self_hosted
     assert sh is not None
     if sh.usd_per_hour is not None:
         return sh.usd_per_hour, f"profiles.{name}.self_hosted.usd_per_hour"
-    hw = hardware(plan, name)
+    hw = profile_hardware(profile, name)
     assert hw.gpu_usd_per_hour is not None  # the config refuses a tier with neither
     return (hw.count * hw.gpu_usd_per_hour,
             f"{hw.count} x ${hw.gpu_usd_per_hour:g}/h, reference {hw.gpu_source}")
