@@ -139,6 +139,8 @@ ACTIONS = {
         ("warranty", "warrant guarante"),
         ("discount", "promo coupon voucher discount"),
         ("close", "close closing resolv"),
+        ("more", "extra additional"),  # "send 10 extra units" is no "exchange for a size 10"
+        ("power", "power boot"),  # "doesn't power on" is no "doesn't fit"
     )
     for stem in stems.split()
 }
@@ -149,7 +151,7 @@ ACTION_WORDS = {
     word: family
     for family, words in (
         ("done", "received recieved arrived got confirming confirm"),
-        ("awaited", "when waiting still where where's wheres"),
+        ("awaited", "when waiting still where where's wheres status happening"),
     )
     for word in words.split()
 }
@@ -161,6 +163,10 @@ def action_of(word: str) -> str | None:
     counts only against a stem of 4+ letters: "filter" is no typo of "fit...")."""
     if word in ACTION_WORDS:
         return ACTION_WORDS[word]
+    if len(word) >= 6:  # "arrvied": a whole word with one swap
+        swapped = next((w for w in _swaps(word) if w in ACTION_WORDS), None)
+        if swapped is not None:
+            return ACTION_WORDS[swapped]
     for candidate in (word, *(_swaps(word) if len(word) >= 5 else ())):
         for size in _STEM_LENGTHS:
             family = ACTIONS.get(candidate[:size]) if len(candidate) >= size else None
