@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from batchopt.distill.agreement import (
 from batchopt.distill.collect import PAID, build_tier, collect, rebuild, split_unit, validators_for
 from batchopt.distill.export import VALIDATION_SHARE, NotEnoughDataError
 from batchopt.errors import InputError
-from batchopt.io.writer import write_parquet_atomic
+from batchopt.io.writer import write_atomic, write_parquet_atomic
 from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
@@ -373,21 +372,9 @@ def write_router_data(report: EvalReport, path: Path) -> RouterData:
     check_router_data_path(path)
     table = router_table(report)
     if path.suffix.lower() == ".csv":
-        _write_csv_atomic(table, path)
+        write_atomic(path, table.write_csv)
     else:
         write_parquet_atomic(table, path)
     return RouterData(path, table.height, int(table["hard"].sum()))
 
 
-def _write_csv_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            frame.write_csv(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +28,7 @@ import polars as pl
 
 from batchopt.distill.collect import Collection, TeacherExample, collect, split_unit
 from batchopt.errors import InputError
-from batchopt.io.writer import write_parquet_atomic
+from batchopt.io.writer import write_parquet_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from batchopt.config import LoadedPipeline
@@ -100,8 +98,8 @@ def export(
             "was written"
         )
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / TRAIN_FILE, _jsonl(train))
-    _write_text(out / VALIDATION_FILE, _jsonl(validation))
+    write_text_atomic(out / TRAIN_FILE, _jsonl(train))
+    write_text_atomic(out / VALIDATION_FILE, _jsonl(validation))
     write_parquet_atomic(_table(train, validation, collection.teacher), out / EXAMPLES_FILE)
     manifest = {
         "pipeline": collection.pipeline, "teacher": collection.teacher,
@@ -112,7 +110,8 @@ def export(
         "notes": collection.notes, "summary": collection.describe(),
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    _write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out / MANIFEST_FILE,
+                      json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return ExportResult(out, len(train), len(validation), collection)
 
 
@@ -141,15 +140,3 @@ def _table(train: list[TeacherExample], validation: list[TeacherExample],
     })
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` through a temp file in the same folder and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -15,9 +15,7 @@ import decimal
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchopt.errors import ConfigError, InputError
+from batchopt.io.writer import write_atomic
 from batchopt.ledger.ledger import LEDGER_SCHEMA
 
 if TYPE_CHECKING:
@@ -43,25 +42,6 @@ def _check_name(kind: str, value: str) -> None:
             f"{kind} {value!r} cannot name a ledger folder; use letters, digits, '_', '.', ':' "
             "and '-', starting with a letter, digit or '_'"
         )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync it, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def write_ledger(ledger: pl.DataFrame, root: Path, pipeline: str, run_id: str) -> Path:
@@ -84,7 +64,7 @@ def write_ledger(ledger: pl.DataFrame, root: Path, pipeline: str, run_id: str) -
     folder.mkdir(parents=True, exist_ok=True)
     table = ledger.drop("pipeline", "run_id", strict=False)
     target = folder / PART_FILE
-    _atomic_write(target, table.write_parquet)
+    write_atomic(target, table.write_parquet, sync_folder=True)
     return target
 
 
@@ -254,5 +234,5 @@ def write_views_file(root: Path) -> Path:
         + _PACKAGE_VIEWS.read_text(encoding="utf-8")
     )
     target = folder / VIEWS_FILE
-    _atomic_write(target, lambda handle: handle.write(text.encode("utf-8")))
+    write_atomic(target, lambda handle: handle.write(text.encode("utf-8")), sync_folder=True)
     return target

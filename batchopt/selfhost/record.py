@@ -12,9 +12,7 @@ reading; what the full requests took beyond that is the writing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
+from batchopt.io.writer import write_text_atomic
 
 __all__ = ["BENCH_VERSION", "BenchRecord", "bench_path", "find_record", "public_endpoint",
            "read_record", "write_record"]
@@ -108,17 +107,7 @@ def write_record(record: BenchRecord, path: Path) -> Path:
         "input": record.usd_per_1m_input, "output": record.usd_per_1m_output,
         "sample_mix": record.usd_per_1m_tokens,
     })
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
