@@ -40,12 +40,9 @@ class OpenAIFineTuner:
     """Fine-tuning calls against one OpenAI (or compatible) endpoint."""
 
     def __init__(self, settings: ProviderSettings) -> None:
-        try:
-            import openai
-        except ImportError:
-            raise ConfigError("fine-tuning needs the openai package: "
-                              "pip install 'openai[aiohttp]'") from None
-        self._sdk = openai
+        from batchopt.providers.openai import openai_sdk  # the one module importing the SDK
+
+        openai = self._sdk = openai_sdk()
         self._key = settings.api_key or (PLACEHOLDER_KEY if settings.base_url else None)
         if not self._key:
             raise ConfigError("fine-tuning: no API key for the openai profile")

@@ -51,7 +51,8 @@ _STATES = {
 _NOT_RUN = {"batch_expired": "expired", "batch_cancelled": "canceled"}
 
 
-def _sdk() -> ModuleType:
+def openai_sdk() -> ModuleType:
+    """The `openai` SDK module (imported here only; ConfigError naming the package if absent)."""
     try:
         import openai
     except ImportError:
@@ -74,7 +75,7 @@ class OpenAIProvider(SDKBatchProvider):
     _path = "/chat/completions"
 
     def __init__(self, settings: ProviderSettings) -> None:
-        sdk = _sdk()
+        sdk = openai_sdk()
         super().__init__(settings, sdk, sdk.OpenAIError)
 
     def caches_prefix(self, request: Request) -> bool:
