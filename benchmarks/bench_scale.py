@@ -352,7 +352,7 @@ def _instrument(clock: StageClock) -> None:
         (token_counters, "calibrate", "calibrate (ledger)"),
         (runner, "make_tier", "tiers"),
         (runner, "route_groups", "route groups"),
-        (tiers, "build_requests", "requests (hash + count tokens)"),
+        (tiers, "request_columns", "requests (hash + count tokens)"),
         (runner, "first_requests", "first_requests (glue)"),
         (runner, "fit_context", "context check"),
         (runner, "read_history", "read history (ledger)"),
