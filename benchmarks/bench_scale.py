@@ -566,6 +566,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="local",
                         help="comma-separated engines to run each size on: local, ray "
                              "(default local; local,ray prints the ratio ray/local)")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="keep an earlier run's work folder (its embedding cache): the "
+                             "embed stage reads instead of computing; said in the output")
     parser.add_argument("--buckets-of", type=int,
                         help="semantic dedup bucket by bucket with buckets of about N rows "
                              "(default: the step's own rule, buckets above 1.5M representatives)")
@@ -604,8 +607,11 @@ def main(argv: list[str] | None = None) -> None:
             results = {}
             for engine in engines:
                 run_work = work if engine == "local" else work.with_name(f"{work.name}_{engine}")
-                shutil.rmtree(run_work, ignore_errors=True)  # a cold embedding cache every time
-                run_work.mkdir(parents=True)
+                if args.warm_cache and (run_work / "cache").is_dir():
+                    print(f"embedding cache WARM: kept from an earlier run in {run_work}")
+                else:
+                    shutil.rmtree(run_work, ignore_errors=True)  # a cold embedding cache
+                    run_work.mkdir(parents=True)
                 results[engine] = json.loads(_child(
                     ["--one", str(data), str(run_work), engine], args.max_rss_gb, timeout))
                 _print(results[engine], kinds, gen_s)
