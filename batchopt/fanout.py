@@ -9,11 +9,14 @@ Every member carries its group's request's offline prompt count and the counter 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from batchopt.io.writer import ParquetParts
 from batchopt.records import Request, Result, Usage
 
 _PER_CALL_TOKENS = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
@@ -156,3 +159,63 @@ def output_table(
             pl.col("parsed_json").str.json_path_match(path).alias(f"{output_column}_{prop}")
         )
     return frame.select(columns)
+
+
+FAN_OUT_ROWS = 500_000  # input rows joined, priced and written at a time
+
+
+@dataclass
+class LedgerTotals:
+    """What a run's summary reads from its ledger, added up chunk by chunk."""
+
+    rows: int = 0
+    failed: int = 0
+    exact: int = 0
+    semantic: int = 0
+    by_mode: Counter[str] = field(default_factory=Counter)
+    paid_by_tier: Counter[str] = field(default_factory=Counter)
+    escalated: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0
+
+    def add(self, ledger: pl.DataFrame) -> None:
+        self.rows += ledger.height
+        self.failed += int((ledger["status"] == "failed").sum())
+        self.exact += int((ledger["dedup"] == "exact").sum())
+        self.semantic += int((ledger["dedup"] == "semantic").sum())
+        self.by_mode.update(dict(ledger["mode"].value_counts().iter_rows()))
+        paid = ledger.filter(pl.col("dedup") == "none").group_by("tier").len()
+        self.paid_by_tier.update(dict(paid.iter_rows()))
+        self.escalated += int(ledger["escalated"].sum())
+        self.input_tokens += int(ledger["input_tokens"].sum())
+        self.cached_input_tokens += int(ledger["cached_input_tokens"].sum())
+        self.output_tokens += int(ledger["output_tokens"].sum())
+        self.cost_usd += float(ledger["cost_usd"].sum())
+        self.baseline_cost_usd += float(ledger["baseline_cost_usd"].sum())
+
+
+def write_fanned_out(
+    rows: pl.DataFrame,
+    groups: pl.DataFrame,
+    outputs: ParquetParts,
+    ledger: ParquetParts,
+    *,
+    to_outputs: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
+    to_ledger: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame],
+    chunk_rows: int | None = None,
+) -> LedgerTotals:
+    """Join the groups onto `rows` a chunk at a time and append each chunk's outputs and
+    ledger rows to their files, so neither table is ever whole in memory. `to_outputs` and
+    `to_ledger` turn (rows chunk, groups) into that chunk's table. Committing is the caller's."""
+    totals = LedgerTotals()
+    chunk_rows = chunk_rows or FAN_OUT_ROWS
+    for start in range(0, max(rows.height, 1), chunk_rows):
+        chunk = rows.slice(start, chunk_rows)
+        outputs.write(to_outputs(chunk, groups))
+        priced = to_ledger(chunk, groups)
+        ledger.write(priced)
+        totals.add(priced)
+    return totals

@@ -35,13 +35,13 @@ from batchopt.errors import (
 from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
-from batchopt.fanout import group_results, ledger_facts, output_table
+from batchopt.fanout import group_results, ledger_facts, output_table, write_fanned_out
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, list_input_files, read_rows
-from batchopt.io.writer import write_parquet_atomic
+from batchopt.io.writer import ParquetParts
 from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
-from batchopt.ledger.store import write_ledger, write_views_file
+from batchopt.ledger.store import LedgerPart, write_views_file
 from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
@@ -461,22 +461,26 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         routes, earlier, escalated, plan.overflow,
     )
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC)}
-    facts = ledger_facts(plan.rows, groups, cfg.input.id_column, constants)
-    ledger = price_ledger(
-        facts, plan.prices, plan.baseline[0], plan.baseline[1], price_version=plan.prices.version
-    )
-    outputs = output_table(
-        plan.rows, groups, plan.keep_columns, cfg.prompt.output_column, cfg.prompt.json_schema
-    )
-    write_parquet_atomic(outputs, plan.paths["output"])
-    ledger_file = write_ledger(ledger, plan.paths["ledger"], cfg.name, plan.run_id)
+
+    def to_ledger(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+        facts = ledger_facts(rows, groups, cfg.input.id_column, constants)
+        return price_ledger(facts, plan.prices, plan.baseline[0], plan.baseline[1],
+                            price_version=plan.prices.version)
+
+    def to_outputs(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+        return output_table(rows, groups, plan.keep_columns, cfg.prompt.output_column,
+                            cfg.prompt.json_schema)
+
+    with (ParquetParts(plan.paths["output"]) as outputs,
+          LedgerPart(plan.paths["ledger"], cfg.name, plan.run_id) as ledger):
+        totals = write_fanned_out(plan.rows, groups, outputs, ledger,
+                                  to_outputs=to_outputs, to_ledger=to_ledger)
+        output_file = outputs.commit()
+        ledger_file = ledger.commit()
     write_views_file(plan.paths["ledger"])
 
-    failed = int((ledger["status"] == "failed").sum())
-    modes = ledger["mode"].value_counts()
-    counts = dict(zip(modes["mode"].to_list(), modes["count"].to_list(), strict=True))
     exit_code = EXIT_OK
-    if failed and failed / ledger.height > cfg.max_failed_share:
+    if totals.failed and totals.failed / totals.rows > cfg.max_failed_share:
         exit_code = EXIT_FAILED_ROWS
     notes = []
     if answers.budget_stop:
@@ -488,24 +492,24 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         profile=" → ".join(plan.tiers) if len(plan.tiers) > 1 else plan.profile_name,
         provider=plan.profile.provider,
         model=plan.profile.model,
-        rows=ledger.height,
+        rows=totals.rows,
         distinct_requests=plan.requests.distinct_keys(),
-        exact_duplicates=int((ledger["dedup"] == "exact").sum()),
-        semantic_duplicates=int((ledger["dedup"] == "semantic").sum()),
-        cache_hits=int(counts.get("cache", 0)),
+        exact_duplicates=totals.exact,
+        semantic_duplicates=totals.semantic,
+        cache_hits=totals.by_mode["cache"],
         sent=sum(1 for r in results.values() if not r.from_cache and r.attempts > 0),
-        failed_rows=failed,
-        input_tokens=int(ledger["input_tokens"].sum()),
-        cached_input_tokens=int(ledger["cached_input_tokens"].sum()),
-        output_tokens=int(ledger["output_tokens"].sum()),
-        cost_usd=float(ledger["cost_usd"].sum()),
-        baseline_cost_usd=float(ledger["baseline_cost_usd"].sum()),
-        output_path=plan.paths["output"],
+        failed_rows=totals.failed,
+        input_tokens=totals.input_tokens,
+        cached_input_tokens=totals.cached_input_tokens,
+        output_tokens=totals.output_tokens,
+        cost_usd=totals.cost_usd,
+        baseline_cost_usd=totals.baseline_cost_usd,
+        output_path=output_file,
         ledger_path=ledger_file,
         exit_code=exit_code,
         notes=notes,
-        tiers=dict(ledger.filter(pl.col("dedup") == "none").group_by("tier").len().iter_rows()),
-        escalated=int(ledger["escalated"].sum()),
+        tiers=dict(totals.paid_by_tier),
+        escalated=totals.escalated,
         compression=plan.compression,
     )
 

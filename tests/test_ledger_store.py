@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from batchopt.errors import ConfigError, InputError
@@ -225,11 +226,13 @@ def test_failed_write_keeps_the_old_part_and_no_temp_file(
     folder = root / "pipeline=demo" / "run_id=r1"
     before = (folder / "part.parquet").read_bytes()
 
-    def broken(self: pl.DataFrame, file: Any, **kwargs: Any) -> None:
-        file.write(b"PAR1 half a file")
+    real_write = pq.ParquetWriter.write_table
+
+    def broken(self: pq.ParquetWriter, table: Any, **kwargs: Any) -> None:
+        real_write(self, table.slice(0, 1))  # half a file, then the disk fills
         raise OSError("disk full")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", broken)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         write_ledger(ledger_for("r1").head(1), root, "demo", "r1")
     assert os.listdir(folder) == ["part.parquet"]

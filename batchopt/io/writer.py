@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_folder: bool = False
@@ -44,3 +46,72 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
     """Write `frame` to `path` through a temp file in the same folder and an atomic rename."""
     return write_atomic(path, frame.write_parquet)
+
+
+class ParquetParts:
+    """One Parquet file written a frame at a time (each frame a row group), so no caller holds
+    the whole table. Nothing appears at `path` until `commit`; leaving the `with` block without
+    committing removes the temp file, and a killed process leaves only a hidden `.tmp` beside it.
+
+    Every frame must have the first frame's column names and types."""
+
+    def __init__(self, path: Path, *, sync_folder: bool = False) -> None:
+        self.path = Path(path)
+        self.sync_folder = sync_folder
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                        dir=self.path.parent)
+        os.close(fd)
+        self._tmp: Path | None = Path(tmp_name)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self._tmp is None:
+            raise ValueError(f"{self.path}: already committed or abandoned")
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)  # e.g. a column all null in this frame
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def commit(self, empty: pl.DataFrame | None = None) -> Path:
+        """Close the file and rename it over `path`; `empty` gives the schema if no frame
+        was written."""
+        if self._tmp is None:
+            raise ValueError(f"{self.path}: already committed or abandoned")
+        if self._writer is None:
+            if empty is None:
+                raise ValueError(f"{self.path}: nothing written and no schema given")
+            self.write(empty.clear())
+        assert self._writer is not None
+        self._writer.close()
+        with open(self._tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+        if self.sync_folder:
+            folder = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        return self.path
+
+    def abandon(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> ParquetParts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abandon()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from batchopt.errors import ConfigError, InputError
-from batchopt.io.writer import write_atomic
+from batchopt.io.writer import ParquetParts, write_atomic
 from batchopt.ledger.ledger import LEDGER_SCHEMA
 
 if TYPE_CHECKING:
@@ -44,28 +44,37 @@ def _check_name(kind: str, value: str) -> None:
         )
 
 
+class LedgerPart(ParquetParts):
+    """One run's ledger file, written a chunk at a time; `commit` puts it in place."""
+
+    def __init__(self, root: Path, pipeline: str, run_id: str) -> None:
+        _check_name("pipeline", pipeline)
+        _check_name("run_id", run_id)
+        self.pipeline, self.run_id = pipeline, run_id
+        folder = Path(root) / f"pipeline={pipeline}" / f"run_id={run_id}"
+        super().__init__(folder / PART_FILE, sync_folder=True)
+
+    def write(self, frame: pl.DataFrame) -> None:
+        for column, expected in (("pipeline", self.pipeline), ("run_id", self.run_id)):
+            if column in frame.columns:
+                other = frame.filter(pl.col(column) != expected)[column].unique().to_list()
+                if other:
+                    raise ValueError(
+                        f"ledger rows for {column} {other[:3]} cannot be written "
+                        f"under {column}={expected}"
+                    )
+        super().write(frame.drop("pipeline", "run_id", strict=False))
+
+
 def write_ledger(ledger: pl.DataFrame, root: Path, pipeline: str, run_id: str) -> Path:
     """Write one run's ledger to `root/pipeline=<p>/run_id=<id>/part.parquet`, atomically.
 
     A re-run with the same run_id replaces that run's part. Rows naming another pipeline or run
     are refused (ValueError).
     """
-    _check_name("pipeline", pipeline)
-    _check_name("run_id", run_id)
-    for column, expected in (("pipeline", pipeline), ("run_id", run_id)):
-        if column in ledger.columns:
-            other = ledger.filter(pl.col(column) != expected)[column].unique().to_list()
-            if other:
-                raise ValueError(
-                    f"ledger rows for {column} {other[:3]} cannot be written "
-                    f"under {column}={expected}"
-                )
-    folder = Path(root) / f"pipeline={pipeline}" / f"run_id={run_id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    table = ledger.drop("pipeline", "run_id", strict=False)
-    target = folder / PART_FILE
-    write_atomic(target, table.write_parquet, sync_folder=True)
-    return target
+    with LedgerPart(root, pipeline, run_id) as part:
+        part.write(ledger)
+        return part.commit()
 
 
 def _sql_string(text: str) -> str:

@@ -41,6 +41,8 @@ STATE = "batchopt.execute.state"
 CACHE = "batchopt.execute.cache:ResponseCache.put_many"
 JOURNAL = "batchopt.execute.cache:ResponseCache._append"  # the journal line, before cache.db
 RUNNER = "batchopt.runner"
+# outputs are committed first (call 1), then the ledger (call 2)
+COMMIT = "batchopt.io.writer:ParquetParts.commit"
 OPENAI = "batchopt.providers.openai:OpenAIProvider"
 ANTHROPIC = "batchopt.providers.anthropic:AnthropicProvider"
 DISTINCT, DUPLICATES, CONCURRENCY = 56, 8, 8
@@ -66,8 +68,8 @@ ONLINE_POINTS = {
     **{f"answers {k} journaled, not in cache.db": KillAt(JOURNAL, "after", k) for k in (1, 3)},
     "answer 30 reported": KillAt("batchopt.progress:RichObserver.answered", "after", 30),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
-    "outputs written, no ledger": KillAt(f"{RUNNER}:write_parquet_atomic", "after"),
-    "ledger written, no views": KillAt(f"{RUNNER}:write_ledger", "after"),
+    "outputs written, no ledger": KillAt(COMMIT, "after", 1),
+    "ledger written, no views": KillAt(COMMIT, "after", 2),
     "views written": KillAt(f"{RUNNER}:write_views_file", "after"),
     "state finished": KillAt(f"{STATE}:RunState.set", "after", arg="finished"),
     "lock released": KillAt(f"{STATE}:RunLock.__exit__", "after"),
@@ -90,7 +92,7 @@ BATCH_POINTS = {
     "16 saved, 24 read": KillAt(CACHE, "before", 3, settings=_CHUNKS),
     "batch collected": KillAt(f"{STATE}:RunState.mark_collected", "after"),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
-    "ledger written": KillAt(f"{RUNNER}:write_ledger", "after"),
+    "ledger written": KillAt(COMMIT, "after", 2),
 }
 ANTHROPIC_BATCH_POINTS = {  # Anthropic batches carry no metadata: found again by contents
     "batch created, id not recorded": KillAt(f"{STATE}:RunState.record_batch_id", "before"),
@@ -273,7 +275,7 @@ SUMMARIZE_POINTS = {
     "stage send": KillAt("stage:send"),
     "answers 5 received, not saved": KillAt(CACHE, "before", 5),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
-    "ledger written": KillAt(f"{RUNNER}:write_ledger", "after"),
+    "ledger written": KillAt(COMMIT, "after", 2),
 }
 
 

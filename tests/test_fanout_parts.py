@@ -1,0 +1,90 @@
+"""Outputs and ledger are written a chunk of rows at a time and committed together at the end:
+the files are the same whichever the chunk size, and nothing is at either path before commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from helpers import fake_env, pipeline_dict, write_pipeline
+
+import batchopt.fanout as fanout
+from batchopt.config import load_pipeline
+from batchopt.io.writer import ParquetParts
+from batchopt.runner import RunOptions, run_pipeline
+
+# what differs between two runs of the same job: when, and how long each call took
+_TIMING = ["run_at", "latency_ms", "baseline_latency_ms", "request_id"]
+
+
+def _tickets(n: int) -> pl.DataFrame:
+    bodies = [f"Where is order #{5000 + i % 13}?" for i in range(n)]  # 13 distinct, rest exact
+    return pl.DataFrame({"ticket_id": [f"T{i:03d}" for i in range(n)],
+                         "subject": ["Order"] * n, "body": bodies})
+
+
+def _run(fake, folder: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch):
+    data = pipeline_dict()
+    data["prompt"]["json_schema"] = {
+        "type": "object",
+        "properties": {"category": {"type": "string", "enum": ["refund", "login", "other"]}},
+        "required": ["category"],
+    }
+    path = write_pipeline(folder, data)
+    _tickets(40).write_parquet(folder / "data" / "tickets.parquet")
+    monkeypatch.setattr(fanout, "FAN_OUT_ROWS", chunk_rows)
+    summary = run_pipeline(load_pipeline(path), RunOptions(run_id="night"), env=fake_env(fake))
+    return summary, pl.read_parquet(summary.output_path), pl.read_parquet(summary.ledger_path)
+
+
+def test_chunked_outputs_and_ledger_match_one_chunk(fake, tmp_path, monkeypatch):
+    whole, whole_out, whole_ledger = _run(fake, tmp_path / "whole", 1000, monkeypatch)
+    parts, parts_out, parts_ledger = _run(fake, tmp_path / "parts", 7, monkeypatch)
+
+    assert pq.ParquetFile(parts.output_path).num_row_groups == 6  # 40 rows, 7 at a time
+    assert pq.ParquetFile(parts.ledger_path).num_row_groups == 6
+    assert pq.ParquetFile(whole.output_path).num_row_groups == 1
+    assert parts_out.equals(whole_out)
+    assert parts_out["summary_category"].null_count() == 0
+    assert parts_ledger.drop(_TIMING).equals(whole_ledger.drop(_TIMING))
+    assert (parts_ledger["dedup"] == "exact").sum() == 27
+    # the summary is added up chunk by chunk; it matches the ledger it wrote
+    assert parts.rows == whole.rows == parts_ledger.height == 40
+    assert parts.exact_duplicates == whole.exact_duplicates == 27
+    assert parts.cost_usd == pytest.approx(float(parts_ledger["cost_usd"].sum()))
+    assert parts.cost_usd == pytest.approx(whole.cost_usd)
+    assert parts.baseline_cost_usd == pytest.approx(whole.baseline_cost_usd)
+    assert parts.input_tokens == whole.input_tokens == int(parts_ledger["input_tokens"].sum())
+    assert parts.tiers == whole.tiers == {"openai": 13}
+    assert [p.name for p in parts.output_path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_nothing_is_at_the_path_until_commit(tmp_path):
+    target = tmp_path / "out.parquet"
+    with ParquetParts(target) as parts:
+        parts.write(pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+        parts.write(pl.DataFrame({"a": [3], "b": [None]}))  # an all-null column is cast
+        assert not target.exists()
+        parts.commit()
+    assert pl.read_parquet(target).to_dict(as_series=False) == {"a": [1, 2, 3],
+                                                               "b": ["x", "y", None]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_an_error_before_commit_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.parquet"
+    pl.DataFrame({"a": [0]}).write_parquet(target)
+    with pytest.raises(RuntimeError, match="stage failed"), ParquetParts(target) as parts:
+        parts.write(pl.DataFrame({"a": [1, 2]}))
+        raise RuntimeError("stage failed")
+    assert pl.read_parquet(target)["a"].to_list() == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_no_rows_still_writes_the_columns(tmp_path):
+    target = tmp_path / "out.parquet"
+    with ParquetParts(target) as parts:
+        parts.commit(empty=pl.DataFrame({"a": [1]}, schema={"a": pl.Int32}))
+    assert pl.read_parquet(target).schema == pl.Schema({"a": pl.Int32})
