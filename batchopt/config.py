@@ -316,6 +316,13 @@ class ExecutionConfig(StrictModel):
     ray_address: str | None = Field(
         default=None, description="engine ray: the cluster to join (default: a local Ray)"
     )
+    ray_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="engine ray: how many workers send online calls (sharing one rate limit), "
+        "embed, and at least how many blocks a table is cut into (default: the cluster's CPUs)",
+    )
 
 
 class PathsConfig(StrictModel):

@@ -334,7 +334,7 @@ async def _send_online(
             raise ray_missing(exc) from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
-                             address=plan.ray_address)
+                             address=plan.ray_address, workers=plan.ray_workers)
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
                                   claim=claim if claims is not None else None)

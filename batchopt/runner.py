@@ -140,6 +140,7 @@ class Plan:
     skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
     engine: str = "local"  # where row stages ran and API calls go out: local | ray
     ray_address: str | None = None
+    ray_workers: int | None = None  # None: the cluster's CPUs
     # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
     rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
@@ -293,7 +294,7 @@ def prepare(
     step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model)
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address
-    engine = get_engine(engine_name, ray_address)
+    engine = get_engine(engine_name, ray_address, cfg.execution.ray_workers)
     with closing(engine):  # row stages and embedding run on the engine
         rows, compression = take_report(engine.map_rows(rows, step))
         observer.stage("dedup")
@@ -367,6 +368,7 @@ def prepare(
         skipped=skipped,
         engine=engine_name,
         ray_address=ray_address,
+        ray_workers=cfg.execution.ray_workers,
     )
 
 

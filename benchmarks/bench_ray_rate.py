@@ -62,8 +62,10 @@ def main() -> None:
     ray_tmp = tempfile.mkdtemp(prefix="bo-ray-")
     os.environ.setdefault("BATCHOPT_RAY_TMPDIR", ray_tmp)
     started = time.perf_counter()
-    ensure_ray()
+    ray = ensure_ray()
     ray_start = time.perf_counter() - started
+    # execution.ray_workers unset: one sender per CPU of the cluster
+    senders = max(1, int(ray.cluster_resources().get("CPU", DEFAULT_WORKERS)))
 
     print(f"rpm limit={args.rpm} requests={requests} concurrency={args.concurrency} per sender, "
           f"server latency={args.latency_ms:g} ms, {os.cpu_count()} cores")
@@ -71,7 +73,7 @@ def main() -> None:
     for engine in ("local", "ray"):
         achieved, span, wall, seen = one(engine, args.rpm, requests, args.concurrency,
                                          args.latency_ms)
-        label = engine if engine == "local" else f"ray ({DEFAULT_WORKERS} senders, 1 limiter)"
+        label = engine if engine == "local" else f"ray ({senders} senders, 1 limiter)"
         assert seen == requests, (engine, seen)
         print(f"  {label:<28} {achieved:12.1f} {achieved / args.rpm:6.3f} {span:7.2f} "
               f"{wall:6.2f}")

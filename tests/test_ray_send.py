@@ -21,7 +21,7 @@ from helpers import cached_answer_ids, fake_env, pipeline_dict, write_pipeline
 pytestmark = pytest.mark.ray
 
 BATCHOPT = Path(sys.executable).parent / "batchopt"
-WORKERS = 2  # ray_send.DEFAULT_WORKERS
+WORKERS = 2  # senders: the cluster's CPUs unless execution.ray_workers says
 
 
 @pytest.fixture(scope="session")
@@ -166,3 +166,28 @@ def test_the_key_never_reaches_the_ray_session_files(ray_cluster, fake, tmp_path
     assert files, session
     leaking = [str(p) for p in files if key.encode() in p.read_bytes()]
     assert leaking == []
+
+
+def test_execution_ray_workers_sets_how_many_workers_send(ray_cluster, fake, tmp_path,
+                                                          monkeypatch):
+    from batchopt.engines import ray_send
+
+    made: list[Any] = []
+    original = ray_send.RaySender.__init__
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(ray_send.RaySender, "__init__", spy)
+    path = _job(tmp_path, _tickets(12), "ray", concurrency=2)
+    spec = yaml.safe_load(path.read_text())
+    spec["execution"]["ray_workers"] = 3
+    path.write_text(yaml.safe_dump(spec))
+    summary = _run(path, fake, "three")
+    assert summary.sent == 12 and summary.failed_rows == 0
+    assert [len(sender._actors) for sender in made] == [3]
+
+    # unset: one sender per CPU of the cluster (2 here)
+    _run(_job(tmp_path / "default", _tickets(12), "ray", concurrency=2), fake, "default")
+    assert [len(sender._actors) for sender in made] == [3, WORKERS]

@@ -40,8 +40,9 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def get_engine(name: str, address: str | None = None) -> Engine:
-    """The engine called `name` ("local" or "ray"; `address` is the Ray cluster's)."""
+def get_engine(name: str, address: str | None = None, workers: int | None = None) -> Engine:
+    """The engine called `name` ("local" or "ray"; `address` is the Ray cluster's, `workers`
+    how many Ray workers, default the cluster's CPUs)."""
     if name == "local":
         from batchopt.engines.local import LocalEngine
 
@@ -51,7 +52,7 @@ def get_engine(name: str, address: str | None = None) -> Engine:
             from batchopt.engines.ray_engine import RayEngine
         except ImportError as exc:
             raise ray_missing(exc) from exc
-        return RayEngine(address)
+        return RayEngine(address, workers=workers)
     raise ConfigError(f"execution.engine: '{name}' is not one of {', '.join(ENGINES)}")
 
 

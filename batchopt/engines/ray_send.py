@@ -37,7 +37,7 @@ from batchopt.execute.ratelimit import RateLimiter
 from batchopt.providers.base import Provider, ProviderSettings
 from batchopt.records import Request, Result
 
-DEFAULT_WORKERS = 2
+DEFAULT_WORKERS = 2  # when the cluster does not say how many CPUs it has
 CHUNKS_PER_WORKER = 4  # a worker's `concurrency` is handed out in about this many chunks
 # The schedule runs this far under the limit: a call reaches the provider some time after its
 # grant (a round trip to the limiter, a worker's first connection: ~0.1 s measured), unevenly,
@@ -201,7 +201,7 @@ class RaySender:
         on_progress: Callable[[Result], None] | None = None,
         claim: Callable[[list[Request]], set[str]] | None = None,
         *,
-        workers: int = DEFAULT_WORKERS,
+        workers: int | None = None,
         address: str | None = None,
     ) -> None:
         self.settings = settings
@@ -212,6 +212,9 @@ class RaySender:
         self._abort: str | None = None
         self._warmed = False
         ray = self._ray = ensure_ray(address)
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", DEFAULT_WORKERS)))
+        self.workers = workers
         limited = online.rpm is not None or online.tpm is not None
         self.limiter = (
             _remote(ray, _LimiterActor).options(num_cpus=0).remote(online.rpm, online.tpm)
