@@ -220,7 +220,9 @@ def test_a_shard_cut_short_is_skipped(tmp_path, cut):
     fresh = AnsweredIndex(tmp_path, "test/model")
     if cut != "legacy":  # night b is lost
         history.vectors, history.texts, history.meta = (
-            history.vectors[:1], history.texts[:400], history.meta[:400]
+            history.vectors[:1],
+            history.texts[:400],
+            history.meta[:400],
         )
     assert len(fresh) == len(history.texts)
     texts, vectors, _ = history.queries(200)

@@ -173,8 +173,9 @@ class AnsweredIndex:
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         strings = (list(row_ids), list(request_keys), list(texts))
         list_start, quantizer_id = None, None
-        if len(x) >= ivf.IVF_MIN_ROWS:
-            quantizer = ivf.quantizer_for(self.folder, x)
+        big = len(x) >= ivf.IVF_MIN_ROWS
+        quantizer = ivf.quantizer_for(self.folder, x) if big else None
+        if quantizer is not None and quantizer.centroids.shape[1] == x.shape[1]:
             order, list_start = ivf.assign(quantizer.centroids, x)
             x, quantizer_id = x[order], quantizer.id
             picked = order.tolist()

@@ -195,7 +195,9 @@ def write_shard(
     encoded = [s.encode("utf-8") for triple in zip(*strings, strict=True) for s in triple]
     str_start = np.zeros(3 * rows + 1, np.int64)
     np.cumsum([len(s) for s in encoded], out=str_start[1:])
-    parts: dict[str, bytes | memoryview] = {"vectors": memoryview(vectors.astype("<f4"))}
+    parts: dict[str, bytes | memoryview] = {
+        "vectors": memoryview(np.ascontiguousarray(vectors, dtype="<f4"))
+    }
     if list_start is not None:
         parts["list_start"] = memoryview(list_start.astype("<i8"))
     parts["str_start"] = memoryview(str_start.astype("<i8"))
