@@ -9,7 +9,7 @@ ticket texts with a unique order number each), written twice: as the index write
 did (one `part-*.npz` per night). Then it looks the same queries up in both, each in a fresh
 child process so peak RSS (VmHWM) is that search's own: the new index, and the naive way (the
 first code: load every shard, one flat faiss index over all of it). Queries: a third are near
-copies (cosine 0.85-0.98) of history rows with the same text (should be found), a third the
+copies (cosine --min-cos to 0.98) of history rows with the same text (should be found), a third the
 same with another order number (the guards must veto them: a hit there is a wrong hit), a
 third unrelated. Recall is the share of the naive (exact) hits the new index also returns.
 """
@@ -40,7 +40,9 @@ def _text(n: int) -> str:
     return f"Hi, order #{n} arrived broken, please send a replacement kettle."
 
 
-def build(work: Path, nights: int, rows: int, queries: int, dim: int, seed: int) -> dict:
+def build(
+    work: Path, nights: int, rows: int, queries: int, dim: int, seed: int, min_cos: float
+) -> dict:
     """Write both histories and the queries; return the time each way took to write."""
     from batchopt.dedup.crossrun import AnsweredIndex
 
@@ -64,7 +66,7 @@ def build(work: Path, nights: int, rows: int, queries: int, dim: int, seed: int)
         texts = [_text(first + i) for i in range(rows)]
         mine = np.flatnonzero((sources >= first) & (sources < first + rows))
         base = vectors[sources[mine] - first]
-        cos = rng.uniform(0.85, 0.98, size=(len(mine), 1)).astype(np.float32)
+        cos = rng.uniform(min_cos, 0.98, size=(len(mine), 1)).astype(np.float32)
         other = rng.normal(size=base.shape).astype(np.float32)
         other = _unit(other - (other * base).sum(1, keepdims=True) * base)
         q_vectors[mine] = _unit(cos * base + np.sqrt(1 - cos**2) * other)
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--min-cos", type=float, default=0.85, help="planted copies: min cosine")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, help="default: a temp folder, removed at the end")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive search")
@@ -208,7 +211,10 @@ def main() -> None:
               f" x {args.dim} ({total * args.dim * 4 / 2**30:.2f} GiB), {args.queries:,} queries,"
               f" threshold {args.threshold}, k {args.k}; IVF for shards >= {ivf.IVF_MIN_ROWS:,}"
               f" rows, nprobe {ivf.NPROBE}")  # fmt: skip
-        spent = build(work, args.nights, args.rows_per_night, args.queries, args.dim, args.seed)
+        spent = build(
+            work, args.nights, args.rows_per_night, args.queries, args.dim, args.seed,
+            args.min_cos,
+        )  # fmt: skip
         print(f"write all nights: new {spent['new']:.1f} s (lists assigned, quantizer trained"
               f" once), naive {spent['naive']:.1f} s")  # fmt: skip
         texts = json.loads((work / "queries.json").read_text())
