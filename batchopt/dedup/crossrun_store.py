@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mmap
 import os
 import struct
 import tempfile
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from batchopt.dedup.mapped import drop_pages
 
 MAGIC = b"BOXRUN\x00\x01"
 _PREFIX = struct.Struct("<8sQ")  # magic, header length
@@ -109,15 +110,6 @@ class Shard:
         if size == 0:
             return np.zeros(shape, dtype=dtype)
         return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
-
-
-def drop_pages(table: np.ndarray) -> None:
-    """Hand a memory-mapped table's resident pages back to the kernel (they stay in the page
-    cache): scattered reads of a mapped file otherwise keep most of it in RSS."""
-    mapped = getattr(table, "_mmap", None)
-    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-        with contextlib.suppress(OSError, ValueError):
-            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def list_shards(folder: Path, known: dict[str, Shard]) -> list[Shard]:

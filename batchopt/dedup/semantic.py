@@ -14,9 +14,7 @@ raised recall from 0.54 to 0.65 at 0.75 over input order, with the same precisio
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import mmap
 
 import numpy as np
 import polars as pl
@@ -31,6 +29,7 @@ from batchopt.dedup.guards import (
     veto_many,
 )
 from batchopt.dedup.index import SEED, kmeans, neighbours
+from batchopt.dedup.mapped import drop_pages, gather_rows
 
 DEFAULT_GUARDS = GuardConfig()
 # Measured on tests/data/dedup_labelled.parquet with all-MiniLM-L6-v2 and the default guards:
@@ -129,7 +128,8 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
         return x.reshape(0, x.shape[-1] if x.ndim == 2 else 1)
     if x.ndim != 2:
         raise ValueError(f"vectors must be 2-D (rows, dim), got shape {x.shape}")
-    sample = x[:: max(1, len(x) // 4096)]
+    # a strided slice of a memory-mapped x would map most of the file (see dedup.mapped)
+    sample = gather_rows(x, np.arange(0, len(x), max(1, len(x) // 4096)))
     if np.all(np.abs(np.einsum("ij,ij->i", sample, sample) - 1.0) < 2e-3):
         return x
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
@@ -147,11 +147,6 @@ BUCKET_TARGET = 500_000
 BUCKET_MAX = 750_000
 BUCKET_TRAIN_ROWS = 8_192  # k-means sample per bucket
 ASSIGN_BLOCK = 65_536  # rows assigned to buckets at once
-# rows of a memory-mapped array read between page drops: each scattered row can fault in 64 KB
-# (measured: 16,384 rows of a 2 GB file mapped all 2 GB; 500k rows read 4,096 at a time peaked
-# 60 MB above the copy, 1,024 at a time 40 MB, in 0.34 s and 0.73 s)
-GATHER_ROWS = 2_048
-
 FACTS_CHUNK = 32_768  # texts whose facts are extracted at once (extract_many's peak is per call)
 LOOP_CHUNK = 65_536  # rows of the clustering loop turned into Python lists at once
 
@@ -178,7 +173,7 @@ def _cluster(
     vetoed_by = np.full(n, -1, np.int64)
     vetoed_guard: list[str | None] = [None] * n
     nbr_ids, nbr_sims = neighbours(vectors, k, threshold)
-    _drop_pages(vectors)
+    drop_pages(vectors)
     row, slot = np.nonzero(nbr_ids >= 0)
     if not len(row):
         return leader, sims, vetoed_by, vetoed_guard
@@ -251,7 +246,7 @@ def _cluster_in_buckets(
     vetoed_by = np.full(n, -1, np.int64)
     vetoed_guard: list[str | None] = [None] * n
     for rows in _buckets(vectors, np.arange(n)):
-        part = _gather(vectors, rows)
+        part = gather_rows(vectors, rows)
         lead, close, by, guard = _cluster(part, texts.gather(positions[rows]), threshold,
                                           guards, k)
         del part
@@ -273,10 +268,10 @@ def _buckets(vectors: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
     rng = np.random.default_rng(SEED)
     sample = np.sort(rng.choice(len(rows), min(len(rows), count * BUCKET_TRAIN_ROWS),
                                 replace=False))
-    centroids = kmeans(_gather(vectors, rows[sample]), count)
+    centroids = kmeans(gather_rows(vectors, rows[sample]), count)
     nearest = np.empty(len(rows), np.int32)
     for start in range(0, len(rows), ASSIGN_BLOCK):
-        block = _gather(vectors, rows[start : start + ASSIGN_BLOCK])
+        block = gather_rows(vectors, rows[start : start + ASSIGN_BLOCK])
         nearest[start : start + len(block)] = (block @ centroids.T).argmax(axis=1)
     parts = [rows[nearest == c] for c in range(len(centroids))]
     parts = [p for p in parts if len(p)]
@@ -284,30 +279,6 @@ def _buckets(vectors: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
         size = -(-len(rows) // count)
         return [rows[i : i + size] for i in range(0, len(rows), size)]
     return [bucket for part in parts for bucket in _buckets(vectors, part)]
-
-
-def _gather(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """vectors[rows] as float32 in RAM, read GATHER_ROWS rows at a time; if `vectors` is
-    memory-mapped, its pages are handed back after each read. Rows scattered over the file
-    fault in whole neighbourhoods of pages (the kernel maps up to 16 cached pages around each
-    fault, whatever madvise says), so one gather of a bucket's rows would make most of the file
-    resident: at 10M rows, 7 GB of RSS for a 0.5 GB bucket."""
-    out = np.empty((len(rows), vectors.shape[1]), np.float32)
-    for start in range(0, len(rows), GATHER_ROWS):
-        out[start : start + GATHER_ROWS] = vectors[rows[start : start + GATHER_ROWS]]
-        _drop_pages(vectors)
-    return out
-
-
-def _drop_pages(x: np.ndarray) -> None:
-    """If `x` is memory-mapped from a file (`step._spill`), hand its resident pages back to
-    the kernel: the search has read them all, and later lookups read back only what they use."""
-    base = x
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
-    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        with contextlib.suppress(OSError, ValueError):
-            base.madvise(mmap.MADV_DONTNEED)
 
 
 def _facts_of(texts: pl.Series | list[str], rows: np.ndarray, guards: GuardConfig) -> list[Facts]:

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from batchopt.dedup.guards import GuardConfig
+from batchopt.dedup.mapped import gather_rows
 
 log = logging.getLogger(__name__)
 EMBED_CHUNK = 262_144  # texts embedded (and their vectors written to disk) at a time
@@ -106,7 +107,7 @@ class RowVectors(_ByRowId[np.ndarray]):
 
     def take(self, ids: Iterable[str]) -> np.ndarray:
         """The vectors of `ids`, stacked (float32, (len(ids), dim)); KeyError for an unknown id."""
-        return self.array[self._rows(ids, "vector")]
+        return gather_rows(self.array, self._rows(ids, "vector"))
 
 
 class RowTexts(_ByRowId[str]):
@@ -194,7 +195,7 @@ def _spill(chunks: Iterable[np.ndarray], folder: Path) -> np.ndarray:
     """The vectors of `chunks` (consecutive row blocks) memory-mapped from a file in `folder`
     (unlinked at once: the mapping stays, nothing is left on disk). Each chunk is written as it
     comes, so one at a time is in RAM, and pages are read back only when touched; the search
-    drops its pages once done (`semantic._drop_pages`). If the file cannot be written, the
+    drops its pages once done (`dedup.mapped`). If the file cannot be written, the
     vectors are kept in memory."""
     parts = iter(chunks)
     done, dim, current, path = 0, 0, None, None
