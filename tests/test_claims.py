@@ -83,3 +83,21 @@ def test_a_damaged_claim_is_free(tmp_path):
     store.set("k", "not json")
     store.close()
     assert Claims(tmp_path, "me").take(["k"], ttl=60) == {}
+
+
+def test_a_pid_reused_by_another_process_is_not_the_holder(tmp_path):
+    from batchopt.execute.claims import _started
+
+    parent = os.getppid()
+    if _started(parent) is None:
+        import pytest
+
+        pytest.skip("no /proc here: the pid alone decides")
+    _forge(tmp_path, "same", pid=parent, started=_started(parent))
+    _forge(tmp_path, "reused", pid=parent, started=_started(parent) - 1)  # an earlier process
+    _forge(tmp_path, "older format", pid=parent)  # written before start times were recorded
+    claims = Claims(tmp_path, "me")
+    assert set(claims.holders(["same", "reused", "older format"])) == {"same", "older format"}
+    assert claims.take(["reused"], ttl=60) == {}
+    assert Claims(tmp_path, "other").holders(["reused"])["reused"].started == _started(
+        os.getpid())

@@ -43,6 +43,9 @@ class Holder:
     pid: int
     host: str
     state: str | None  # the holder's run state (state.sqlite) for a batch claim, else None
+    # when the holder process started (/proc, clock ticks since boot): a pid reused by another
+    # process after the holder died is not the holder (None: not known, the pid alone decides)
+    started: int | None = None
 
     def describe(self) -> str:
         return f"run {self.run_id} (pid {self.pid} on {self.host})"
@@ -64,7 +67,7 @@ class Claims:
         """Claim every key that no other live run holds; return the holders of the others
         (the keys left out). `state` marks batch claims (see the module docstring)."""
         me = json.dumps(asdict(Holder(self.run_id, os.getpid(), _HOST,
-                                      str(state) if state else None)))
+                                      str(state) if state else None, _started(os.getpid()))))
         held: dict[str, Holder] = {}
         with self._store.transact():
             current = {key: _holder(self._store.get(key)) for key in keys}
@@ -112,7 +115,7 @@ def _live(current: dict[str, Holder | None], run_id: str) -> set[str]:
     for key, holder in current.items():
         if holder is None or holder.run_id == run_id:
             continue
-        if holder.host != _HOST or _alive(holder.pid):
+        if holder.host != _HOST or _alive(holder.pid, holder.started):
             live.add(key)
         elif holder.state:
             by_state.setdefault(holder.state, []).append(key)
@@ -121,14 +124,27 @@ def _live(current: dict[str, Holder | None], run_id: str) -> set[str]:
     return live
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: int | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _started(pid) if started is not None else None
+    return now is None or now == started
+
+
+def _started(pid: int) -> int | None:
+    """The start time of process `pid` (field 22 of /proc/<pid>/stat), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its end
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
 
 
 def _open_in(state: Path, keys: list[str]) -> set[str]:
