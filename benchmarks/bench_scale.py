@@ -455,7 +455,9 @@ def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
         "total_s": total,
         "start_rss_mb": start_kb / 1024,
         "end_rss_mb": _status_kb("VmRSS") / 1024,
-        "peak_rss_mb": _ru_maxrss_kb() / 1024,
+        # ru_maxrss follows VmHWM's resets: the run's peak is the highest stage peak
+        "peak_rss_mb": max([*clock.peak_kb.values(), _status_kb("VmHWM"),
+                            0 if clock.resettable else _ru_maxrss_kb()]) / 1024,
         "peak_source": "VmHWM reset per stage" if clock.resettable else "ru_maxrss so far",
         "stages": [
             {"stage": name, "seconds": clock.seconds.get(name, 0.0),
