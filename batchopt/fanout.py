@@ -172,7 +172,7 @@ class LedgerTotals:
     failed: int = 0
     exact: int = 0
     semantic: int = 0
-    by_mode: Counter[str] = field(default_factory=Counter)
+    cache_hits: int = 0
     paid_by_tier: Counter[str] = field(default_factory=Counter)
     escalated: int = 0
     input_tokens: int = 0
@@ -186,7 +186,7 @@ class LedgerTotals:
         self.failed += int((ledger["status"] == "failed").sum())
         self.exact += int((ledger["dedup"] == "exact").sum())
         self.semantic += int((ledger["dedup"] == "semantic").sum())
-        self.by_mode.update(dict(ledger["mode"].value_counts().iter_rows()))
+        self.cache_hits += int((ledger["mode"] == "cache").sum())
         paid = ledger.filter(pl.col("dedup") == "none").group_by("tier").len()
         self.paid_by_tier.update(dict(paid.iter_rows()))
         self.escalated += int(ledger["escalated"].sum())

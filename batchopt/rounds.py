@@ -334,7 +334,8 @@ async def _send_online(
             raise ray_missing(exc) from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
-                             address=plan.ray_address, workers=plan.ray_workers)
+                             address=plan.ray_address,
+                             workers=plan.pipeline.config.execution.ray_workers)
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
                                   claim=claim if claims is not None else None)

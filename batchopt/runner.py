@@ -140,7 +140,6 @@ class Plan:
     skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
     engine: str = "local"  # where row stages ran and API calls go out: local | ray
     ray_address: str | None = None
-    ray_workers: int | None = None  # None: the cluster's CPUs
     # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
     rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
@@ -368,7 +367,6 @@ def prepare(
         skipped=skipped,
         engine=engine_name,
         ray_address=ray_address,
-        ray_workers=cfg.execution.ray_workers,
     )
 
 
@@ -498,7 +496,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         distinct_requests=plan.requests.distinct_keys(),
         exact_duplicates=totals.exact,
         semantic_duplicates=totals.semantic,
-        cache_hits=totals.by_mode["cache"],
+        cache_hits=totals.cache_hits,
         sent=sum(1 for r in results.values() if not r.from_cache and r.attempts > 0),
         failed_rows=totals.failed,
         input_tokens=totals.input_tokens,

@@ -179,10 +179,6 @@ class AnsweredIndex:
             order, list_start = ivf.assign(quantizer.centroids, x)
             x, quantizer_id = x[order], quantizer.id
             picked = order.tolist()
-            strings = (
-                [strings[0][i] for i in picked],
-                [strings[1][i] for i in picked],
-                [strings[2][i] for i in picked],
-            )
+            strings = tuple([column[i] for i in picked] for column in strings)
         name = f"part-{run_id}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         write_shard(self.folder, name, x, strings, run_id, list_start, quantizer_id)

@@ -19,15 +19,16 @@ import contextlib
 import json
 import os
 import struct
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from batchopt.dedup.mapped import drop_pages
+from batchopt.io.writer import write_atomic
 
 MAGIC = b"BOXRUN\x00\x01"
 _PREFIX = struct.Struct("<8sQ")  # magic, header length
@@ -214,22 +215,15 @@ def write_shard(
         }
     ).encode()
     assert len(head) <= head_room, "cross-run shard header outgrew its room"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_PREFIX.pack(MAGIC, len(head)) + head.ljust(head_room, b" "))
-            for key, data in parts.items():
-                handle.seek(sections[key][0])
-                handle.write(data)
-            handle.truncate(offset)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return folder / name
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(_PREFIX.pack(MAGIC, len(head)) + head.ljust(head_room, b" "))
+        for key, data in parts.items():
+            handle.seek(sections[key][0])
+            handle.write(data)
+        handle.truncate(offset)
+
+    return write_atomic(folder / name, write)  # its temp name starts with "." (never listed)
 
 
 def _aligned(offset: int) -> int:

@@ -214,7 +214,6 @@ class RaySender:
         ray = self._ray = ensure_ray(address)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", DEFAULT_WORKERS)))
-        self.workers = workers
         limited = online.rpm is not None or online.tpm is not None
         self.limiter = (
             _remote(ray, _LimiterActor).options(num_cpus=0).remote(online.rpm, online.tpm)

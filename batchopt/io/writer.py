@@ -30,12 +30,17 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync_folder
         tmp.unlink(missing_ok=True)
         raise
     if sync_folder:
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """fsync `folder`, so a rename into it survives a crash."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -58,7 +63,6 @@ class ParquetParts:
     def __init__(self, path: Path, *, sync_folder: bool = False) -> None:
         self.path = Path(path)
         self.sync_folder = sync_folder
-        self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,6 @@ class ParquetParts:
         elif table.schema != self._schema:
             table = table.cast(self._schema)  # e.g. a column all null in this frame
         self._writer.write_table(table)
-        self.rows += frame.height
 
     def commit(self, empty: pl.DataFrame | None = None) -> Path:
         """Close the file and rename it over `path`; `empty` gives the schema if no frame
@@ -95,11 +98,7 @@ class ParquetParts:
         os.replace(self._tmp, self.path)
         self._tmp = None
         if self.sync_folder:
-            folder = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            _fsync_folder(self.path.parent)
         return self.path
 
     def abandon(self) -> None:
