@@ -1,12 +1,11 @@
 """The example Airflow DAG (examples/airflow/batchopt_nightly.py).
 
-The syntax check always runs. The rest needs Airflow, which the project's CI does not install: they
-skip without it. With it, `dag.test()` runs the DAG against a fake `batchopt` (a shell script that
-follows the exit-code contract and logs its calls) and, when the installed batchopt has batch
-mode, against the real CLI and the fake provider server. To run them, in a venv outside the repo:
+The syntax check always runs. The rest needs Airflow, which `make test` installs in a venv of
+its own (.venv-airflow, as Airflow advises) and runs this file with; elsewhere they skip. With it,
+`dag.test()` runs the DAG against a fake `batchopt` (a shell script that follows the exit-code
+contract and logs its calls) and against the real CLI and the fake provider server:
 
-    pip install apache-airflow pytest hypothesis pytest-asyncio -e .  # or PYTHONPATH=. + its deps
-    pytest tests/test_airflow_example.py
+    make .venv-airflow/.installed && .venv-airflow/bin/python -m pytest tests/test_airflow_example.py
 
 AIRFLOW_HOME defaults to a temporary folder here; its SQLite database is migrated once.
 """
@@ -28,6 +27,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+pytestmark = pytest.mark.airflow
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_DIR = ROOT / "examples" / "airflow"

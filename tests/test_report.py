@@ -363,6 +363,7 @@ def _busy_share(path: Path) -> float:
     return 1 - raw.count(0) / len(raw)
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(_browser() is None, reason="no Chromium here (install Debian's `chromium` "
                     "to draw the report in a real browser)")
 def test_headless_chromium_draws_the_charts(page, runs, tmp_path):

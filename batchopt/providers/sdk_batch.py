@@ -50,6 +50,10 @@ class SDKBatchProvider(SDKProvider, BatchProvider):
                 item = await anext(iterator)
             except StopAsyncIteration:
                 return
+            # A connection lost mid-body: newer SDKs (anthropic 2.17) wrap it in their own
+            # APIConnectionError, older ones let the HTTP client's error through (below).
+            except self._sdk.APIConnectionError as exc:
+                raise self._broken(what, f"{type(exc).__name__}: {self._clean(exc)}") from None
             except self._sdk_error as exc:
                 raise self._error(exc, WHERE) from None
             except ProviderError:

@@ -1,6 +1,6 @@
 """Fixtures of the fault tests, the `slow_faults` selection, and the summary line.
 
-Tests marked `slow_faults` (the long sweeps) are skipped unless asked for by marker:
+Tests marked `slow_faults` (the long sweeps) are deselected unless asked for by marker:
 
     .venv/bin/python -m pytest -q -m slow_faults tests/faults
 
@@ -22,10 +22,11 @@ _TALLY = pytest.StashKey[Tally]()
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "slow_faults" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="long fault sweep: run with -m slow_faults")
-    for item in items:
-        if "slow_faults" in item.keywords:
-            item.add_marker(skip)
+    # deselected, not skipped: the session's list of skipped tests stays for real skips
+    kept = [item for item in items if "slow_faults" not in item.keywords]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "slow_faults" in i.keywords])
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
