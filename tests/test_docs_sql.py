@@ -1,10 +1,11 @@
-"""The README's example SQL over the ledger runs as written.
+"""The docs' example SQL over the ledger runs as written.
 
-Every `batchopt ledger query "..."` and `duckdb -c "..."` command in the sh blocks of the README's
-`## The ledger` section (and its subsections) is run, word for word, from a folder whose
-`out/ledger` holds the ledger of two real runs against the fake server: a cascade that escalates,
-dedup followers, the provider's prompt cache, then a re-run answered mostly from the response
-cache with three new rows that fail on both tiers. Each must run and return rows.
+Every `batchopt ledger query "..."` and `duckdb -c "..."` command in the sh blocks of README.md
+and docs/*.md, and every ```sql block, is run word for word from a folder whose `out/ledger`
+holds the ledger of two real runs against the fake server: a cascade that escalates, dedup
+followers, the provider's prompt cache, then a re-run answered mostly from the response cache
+with three new rows that fail on both tiers. Each must run and return rows. docs/ledger.md, the
+ledger's page, must use every shipped view and macro and name every ledger column.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import csv
 import io
 import json
 import re
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +21,18 @@ import duckdb
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from doc_blocks import DOCS, ROOT, Block, ledger_sql_commands, sql_blocks
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.cli import main
 from batchopt.config import load_pipeline
+from batchopt.ledger.ledger import LEDGER_COLUMNS
 from batchopt.providers.fake import FakeServer
 from batchopt.runner import RunOptions, run_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+LEDGER_PAGE = DOCS / "ledger.md"
 VIEWS_SQL = ROOT / "batchopt" / "ledger" / "views.sql"
-RUN_IDS = ("2026-11-24", "2026-11-25")  # the README's examples name the second
+RUN_IDS = ("2026-11-24", "2026-11-25")  # the docs' examples name the second
 
 SHORT = "Where is my order?"
 LONG = (
@@ -44,52 +45,13 @@ CONTEXT = " ".join(
     for i in range(80)
 )
 
-
-def ledger_section(text: str) -> str:
-    """`## The ledger` up to the next `## ` heading (its `###` subsections included)."""
-    match = re.search(r"^## The ledger\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert match, "README.md has no '## The ledger' section"
-    return match.group(1)
+COMMANDS = ledger_sql_commands()
+SQL_BLOCKS = sql_blocks()
 
 
-def shell_commands(block: str) -> list[list[str]]:
-    """The commands of an sh block, as the shell would split them (quotes spanning lines and
-    backslash continuations joined, comments dropped)."""
-    commands: list[list[str]] = []
-    pending = ""
-    for line in block.splitlines():
-        pending = f"{pending}\n{line}" if pending else line
-        if pending.endswith("\\"):
-            pending = pending[:-1]
-            continue
-        try:
-            words = shlex.split(pending, comments=True)
-        except ValueError:  # a quote still open: the command goes on on the next line
-            continue
-        if words:
-            commands.append(words)
-        pending = ""
-    assert not pending, f"unterminated command in the README: {pending!r}"
-    return commands
-
-
-def readme_commands() -> list[list[str]]:
-    section = ledger_section(README.read_text(encoding="utf-8"))
-    blocks = re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", section, re.M | re.S)
-    return [
-        words
-        for block in blocks
-        for words in shell_commands(block)
-        if words[:3] == ["batchopt", "ledger", "query"] or words[0] == "duckdb"
-    ]
-
-
-COMMANDS = readme_commands()
-
-
-def _label(words: list[str]) -> str:
+def _label(where: str, words: list[str]) -> str:
     sql = words[3] if words[0] == "batchopt" else words[-1]
-    return " ".join(sql.split())[:60]
+    return f"{where} {' '.join(sql.split())[:50]}"
 
 
 def _tickets(extra: int) -> pl.DataFrame:
@@ -104,7 +66,7 @@ def _tickets(extra: int) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def workdir(fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder with out/ledger: the ledgers of two fake-server runs of a cascade pipeline."""
-    folder = tmp_path_factory.mktemp("readme")
+    folder = tmp_path_factory.mktemp("docs")
     data = pipeline_dict(
         routing={
             "strategy": "cascade",
@@ -119,7 +81,7 @@ def workdir(fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -
             "concurrency": 1, "max_attempts": 1, "timeout_s": 10,
         }
     path = write_pipeline(folder, data)
-    env = fake_env(fake_server, "sk-test-readme-01", "sk-ant-test-readme-02")
+    env = fake_env(fake_server, "sk-test-docs-01", "sk-ant-test-docs-02")
     fake_server.reset()
     fake_server.latency_ms = 0
     try:
@@ -134,15 +96,22 @@ def workdir(fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -
     yield folder
 
 
-def test_the_readme_has_ledger_queries_naming_every_shipped_view_and_macro() -> None:
+def test_the_ledger_page_has_queries_naming_every_shipped_view_and_macro() -> None:
     assert len(COMMANDS) >= 10
-    text = " ".join(" ".join(words) for words in COMMANDS)
+    on_page = [words for _, words in ledger_sql_commands([LEDGER_PAGE])]
+    text = " ".join(" ".join(words) for words in on_page)
     shipped = re.findall(
         r"CREATE OR REPLACE (?:VIEW|MACRO) (\w+)", VIEWS_SQL.read_text(encoding="utf-8")
     )
     assert len(shipped) >= 13
     missing = [name for name in shipped if not re.search(rf"\b{name}\b", text)]
-    assert not missing, f"README queries never use {missing}"
+    assert not missing, f"docs/ledger.md queries never use {missing}"
+
+
+def test_the_ledger_page_names_every_ledger_column() -> None:
+    text = LEDGER_PAGE.read_text(encoding="utf-8")
+    missing = [name for name in LEDGER_COLUMNS if f"`{name}`" not in text]
+    assert not missing, f"docs/ledger.md never names the ledger columns {missing}"
 
 
 def test_the_run_behind_the_examples_has_what_they_ask_about(workdir: Path) -> None:
@@ -153,14 +122,14 @@ def test_the_run_behind_the_examples_has_what_they_ask_about(workdir: Path) -> N
     assert ledger["escalated"].any() and (ledger["cached_input_tokens"] > 0).any()
 
 
-@pytest.mark.parametrize("words", COMMANDS, ids=[_label(w) for w in COMMANDS])
-def test_readme_query_runs_as_written(
-    words: list[str], workdir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("where", "words"), COMMANDS, ids=[_label(*c) for c in COMMANDS])
+def test_docs_query_runs_as_written(
+    where: str, words: list[str], workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(workdir)
     if words[0] == "batchopt":
         result = CliRunner().invoke(main, words[1:])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, f"{where}: {result.output}"
         out = result.output.strip()
         fmt = words[words.index("--format") + 1] if "--format" in words else "table"
         if fmt == "json":
@@ -184,3 +153,22 @@ def test_readme_query_runs_as_written(
     finally:
         con.close()
     assert rows, words
+
+
+@pytest.mark.parametrize("block", SQL_BLOCKS, ids=[b.where for b in SQL_BLOCKS])
+def test_docs_sql_block_runs_after_the_views(
+    block: Block, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ```sql block runs in any DuckDB client once views.sql is read (what `.read
+    out/ledger/views.sql` does in the DuckDB CLI) and returns rows; and as the SQL of
+    `batchopt ledger query`."""
+    monkeypatch.chdir(workdir)
+    con = duckdb.connect()
+    try:
+        con.execute(Path("out/ledger/views.sql").read_text(encoding="utf-8"))
+        assert con.execute(block.text).fetchall(), block.where
+    finally:
+        con.close()
+    args = ["ledger", "query", "--ledger", "out/ledger", "--", block.text]  # may start "--"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, f"{block.where}: {result.output}"
