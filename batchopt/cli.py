@@ -52,6 +52,13 @@ def engine_options(command: Callable[..., None]) -> Callable[..., None]:
                         help="Override execution.engine: where the row-local stages run")(command)
 
 
+limit_option = click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N",
+    help="Only the first N rows of the input (files in order, then rows): try a pipeline "
+         "on a few rows; the ledger records it (row_limit)",
+)
+
+
 @main.command()
 @click.argument("pipeline", type=_path)
 @click.option("--profile", help="Model set-up from the YAML's profiles (default: default_profile)")
@@ -64,7 +71,8 @@ def engine_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Override execution.mode")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="batch: block until every batch is collected, or exit 75 while any is out")
-@click.option("--quiet", is_flag=True, help="No progress bar")
+@click.option("--quiet", is_flag=True, help="No progress bar (nor progress lines in a log)")
+@limit_option
 @engine_options
 def run(
     pipeline: Path,
@@ -77,6 +85,7 @@ def run(
     mode: str | None,
     wait: bool,
     quiet: bool,
+    limit: int | None,
     engine: str | None,
     ray_address: str | None,
 ) -> None:
@@ -93,7 +102,7 @@ def run(
     options = RunOptions(
         profile=profile, run_id=run_id, input=input_path, output=output_path,
         ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait, engine=engine,
-        ray_address=ray_address,
+        ray_address=ray_address, limit=limit,
     )
     observer = RichObserver(enabled=not quiet)
     try:
@@ -162,6 +171,7 @@ def status(
 @click.option("--mode", type=click.Choice(["online", "batch", "auto"]),
               help="Override execution.mode")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON")
+@limit_option
 @engine_options
 def plan(
     pipeline: Path,
@@ -171,6 +181,7 @@ def plan(
     cache_dir: Path | None,
     mode: str | None,
     as_json: bool,
+    limit: int | None,
     engine: str | None,
     ray_address: str | None,
 ) -> None:
@@ -185,7 +196,7 @@ def plan(
 
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
                          cache_dir=cache_dir, mode=mode, engine=engine,
-                         ray_address=ray_address)
+                         ray_address=ray_address, limit=limit)
     estimate = plan_run(load_pipeline(pipeline), options)
     if as_json:
         click.echo(estimate_json(estimate))
@@ -290,9 +301,11 @@ def report(run_id: str, ledger_path: Path, pipeline: str | None, outputs_path: P
               help="Switch a guard off (repeatable)")
 @click.option("--out", "out_path", type=_path, required=True, help="groups.parquet to write")
 @click.option("--sample", type=int, default=5, show_default=True, help="Largest groups to show")
+@limit_option
 def dedup(
     input_path: Path, id_column: str, text_column: str, threshold: float, backend: str,
     model: str | None, no_semantic: bool, guard_off: tuple[str, ...], out_path: Path, sample: int,
+    limit: int | None,
 ) -> None:
     """Look before paying: group INPUT's rows by exact and guarded semantic duplicates."""
     from batchopt.dedup.guards import GuardConfig
@@ -301,7 +314,8 @@ def dedup(
     from batchopt.io.writer import write_parquet_atomic
     from batchopt.progress import print_dedup_report
 
-    rows = read_rows(input_path, id_column, [text_column], keep_columns=[text_column])
+    rows = read_rows(input_path, id_column, [text_column], keep_columns=[text_column],
+                     limit=limit)
     settings = None if no_semantic else SemanticSettings(
         threshold=threshold, backend=backend, model=model,
         guards=GuardConfig(**{name: False for name in guard_off}),
@@ -309,7 +323,8 @@ def dedup(
     groups = dedup_table(rows, id_column, text_column, settings)
     write_parquet_atomic(groups, out_path)
     print_dedup_report(groups, rows.select(
-        [id_column, text_column]).rename({id_column: "id", text_column: "text"}), out_path, sample)
+        [id_column, text_column]).rename({id_column: "id", text_column: "text"}), out_path, sample,
+        limit=limit)
 
 
 @main.group(cls=_Group)

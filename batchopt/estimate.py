@@ -142,6 +142,7 @@ class JobEstimate:
     last_run: LastRun | None
     self_hosted: list[SelfHostedCost] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    row_limit: int | None = None  # --limit: the estimate covers the input's first rows only
 
     @property
     def to_send(self) -> int:
@@ -196,7 +197,7 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
         baseline_usd=baseline, baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
         escalation_share=share, escalation_source=source,
         budget_usd=budget.max_usd if budget else None, last_run=plan.history.last_run,
-        notes=notes,
+        notes=notes, row_limit=plan.row_limit,
     )
     job.self_hosted = _self_hosted(plan, job)
     return job

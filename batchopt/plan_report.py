@@ -10,7 +10,7 @@ from rich.console import Console
 
 from batchopt.estimate import JobEstimate
 from batchopt.ledger.selfhost import SelfHostedCost, TierWhatIf
-from batchopt.progress import usd
+from batchopt.progress import limit_note, usd
 
 
 def estimate_json(est: JobEstimate) -> str:
@@ -28,6 +28,9 @@ def print_estimate(est: JobEstimate) -> None:
     out = Console(highlight=False, soft_wrap=True).print
     out(f"[bold]plan[/bold] · pipeline {est.pipeline} · mode {est.mode} · nothing sent")
     out(f"rows               {est.rows:,}")
+    if est.row_limit is not None:
+        out(f"limit              {limit_note(est.row_limit, est.rows)}: the estimate is for "
+            "these rows only")
     out(f"distinct requests  {est.distinct:,} (exact duplicates {est.exact_followers:,}, "
         f"semantic near-duplicates {est.semantic_followers:,})")
     out(f"to send            {est.to_send:,} (already in the response cache: {est.cached:,})")

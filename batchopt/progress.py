@@ -106,6 +106,14 @@ def usd(value: float) -> str:
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
+def limit_note(limit: int, rows: int) -> str:
+    """What `--limit` did, for the summary, the plan and the dedup report: a trial on the first
+    rows must not read as the whole job."""
+    if rows < limit:
+        return f"all {rows:,} rows of the input (fewer than --limit {limit})"
+    return f"first {limit:,} rows of the input (--limit {limit})"
+
+
 def print_summary(summary: RunSummary) -> None:
     """The closing summary, one fact a line, on stdout."""
     console = Console(highlight=False, soft_wrap=True)
@@ -113,6 +121,8 @@ def print_summary(summary: RunSummary) -> None:
     console.print(f"[bold]run {summary.run_id}[/bold] · pipeline {summary.pipeline} · "
                   f"profile {summary.profile} ({summary.provider}/{summary.model})")
     console.print(f"rows               {summary.rows:,}")
+    if summary.row_limit is not None:
+        console.print(f"limit              {limit_note(summary.row_limit, summary.rows)}")
     console.print(f"distinct requests  {summary.distinct_requests:,} "
                   f"(exact duplicates: {summary.exact_duplicates:,}, semantic near-duplicates: "
                   f"{summary.semantic_duplicates:,})")
@@ -143,7 +153,7 @@ def print_summary(summary: RunSummary) -> None:
 
 
 def print_dedup_report(groups: pl.DataFrame, texts: pl.DataFrame, out_path: object,
-                       sample: int) -> None:
+                       sample: int, limit: int | None = None) -> None:
     """Counts by dedup kind, vetoes by guard, and the largest groups with their texts."""
     console = Console(highlight=False, soft_wrap=True)
     counts = dict(groups["dedup"].value_counts().iter_rows())
@@ -151,6 +161,8 @@ def print_dedup_report(groups: pl.DataFrame, texts: pl.DataFrame, out_path: obje
     console.print(f"rows {groups.height:,} · distinct requests {distinct:,} · exact duplicates "
                   f"{counts.get('exact', 0):,} · semantic near-duplicates "
                   f"{counts.get('semantic', 0):,}")
+    if limit is not None:
+        console.print(f"limit: {limit_note(limit, groups.height)}")
     vetoes = groups.filter(pl.col("veto_guard").is_not_null())["veto_guard"].value_counts()
     if vetoes.height:
         shown = ", ".join(f"{g} {n}" for g, n in vetoes.sort("count", descending=True).iter_rows())

@@ -86,6 +86,7 @@ class RunOptions:
     wait: bool = True  # batch: block until every batch is collected; else RunPending
     engine: str | None = None  # local | ray; default: the YAML's execution.engine
     ray_address: str | None = None  # default: the YAML's execution.ray_address
+    limit: int | None = None  # read only the first `limit` rows of the input (None: all)
 
 
 class RunObserver:
@@ -142,6 +143,7 @@ class Plan:
     ray_address: str | None = None
     # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
     rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    row_limit: int | None = None  # --limit: only the input's first rows were read
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -176,6 +178,7 @@ class RunSummary:
     tiers: dict[str, int] = field(default_factory=dict)  # paid rows by tier that answered
     escalated: int = 0  # rows a cascade sent one tier up (or more)
     compression: dict[str, int] = field(default_factory=dict)  # tokens removed, by step
+    row_limit: int | None = None  # --limit: only the input's first rows were read
 
     @property
     def saving_usd(self) -> float:
@@ -280,6 +283,7 @@ def prepare(
         ])),
         keep_columns=cfg.input.columns,
         hive_partitioning=cfg.input.hive_partitioning,
+        limit=options.limit,
     )
     keep_columns = [c for c in rows.columns if c not in (FILE_COLUMN, ROW_COLUMN)]
     if cfg.prompt.output_column in keep_columns:
@@ -367,6 +371,7 @@ def prepare(
         skipped=skipped,
         engine=engine_name,
         ray_address=ray_address,
+        row_limit=options.limit,
     )
 
 
@@ -460,7 +465,8 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         answers.past,
         routes, earlier, escalated, plan.overflow,
     )
-    constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC)}
+    constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),
+                 "row_limit": plan.row_limit}
 
     def to_ledger(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         facts = ledger_facts(rows, groups, cfg.input.id_column, constants)
@@ -511,6 +517,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         tiers=dict(totals.paid_by_tier),
         escalated=totals.escalated,
         compression=plan.compression,
+        row_limit=plan.row_limit,
     )
 
 
@@ -527,6 +534,7 @@ def run_pipeline(
     The run's lock is held throughout: a second process on the same run id stops at once with
     RunLockedError (exit 75) and sends nothing."""
     options = options or RunOptions()
+    observer = observer or RunObserver()
     plan = prepare(loaded, options, env=env, observer=observer)
     if on_prepared is not None:
         on_prepared(plan)
@@ -535,7 +543,9 @@ def run_pipeline(
     with RunLock(directory, plan.run_id):
         state = RunState.open(directory)
         try:
-            state.set("started", {"profile": plan.profile_name, "mode": plan.mode})
+            before = state.get("started") or {}
+            state.set("started", {"profile": plan.profile_name, "mode": plan.mode,
+                                  "row_limit": plan.row_limit})
             cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
             try:
                 answers = execute(plan, cache, observer, state)
@@ -543,7 +553,10 @@ def run_pipeline(
                 cache.close()
             if isinstance(answers, RunPending):
                 return answers
+            observer.stage("write")
             summary = finish(plan, answers)
+            if before and before.get("row_limit") != plan.row_limit:
+                summary.notes.append(_limit_changed(before.get("row_limit"), plan.row_limit))
             state.set("finished", {
                 "exit_code": summary.exit_code, "rows": summary.rows,
                 "failed_rows": summary.failed_rows, "cost_usd": summary.cost_usd,
@@ -552,3 +565,12 @@ def run_pipeline(
             return summary
         finally:
             state.close()
+
+
+def _limit_changed(was: int | None, now: int | None) -> str:
+    """A run resumed or re-run under another --limit: it covers what it read this time."""
+    def shown(limit: int | None) -> str:
+        return "none" if limit is None else str(limit)
+
+    return (f"--limit changed since this run id last ran ({shown(was)} -> {shown(now)}): outputs "
+            "and ledger cover the rows read this time; answers it already paid for were reused")

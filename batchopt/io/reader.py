@@ -54,11 +54,14 @@ def read_rows(
     required_columns: list[str],
     keep_columns: list[str] | None = None,
     hive_partitioning: bool | None = None,
+    limit: int | None = None,
 ) -> pl.DataFrame:
     """Read the rows a pipeline needs, checked: ids present, unique and never null.
 
     Returns the id column, the required columns and `keep_columns` (default: all), with the
     source file and the row number within it in two private columns for error messages.
+    `limit` keeps the first rows in read order (files in order, then rows); the scan stops
+    there, so trying a pipeline on a few rows of a huge input does not read all of it.
     """
     files = list_input_files(path)
     _check_readable(files)
@@ -90,9 +93,12 @@ def read_rows(
             f"(columns: {', '.join(available)}){_did_you_mean(missing, available)}"
         )
     columns = list(dict.fromkeys(wanted))
+    selected = lazy.select(*columns, FILE_COLUMN)
+    if limit is not None:  # a prefix of each file read, so row numbers within files still hold
+        selected = selected.head(limit)
     try:
         frame = (
-            lazy.select(*columns, FILE_COLUMN)
+            selected
             .with_columns(pl.int_range(pl.len()).over(FILE_COLUMN).alias(ROW_COLUMN),
                           pl.col(FILE_COLUMN).cast(pl.Categorical))  # not a path per row
             .collect()

@@ -75,6 +75,8 @@ OPTIONAL_FACTS: dict[str, pl.DataType] = {
     # "skipped" | "truncated": the prompt was too long for the model's context (a profile's
     # on_context_overflow); null when it fitted
     "overflow": pl.String(),
+    # `--limit N`: the run read only the input's first N rows; null when it read all of them
+    "row_limit": pl.Int64(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",

@@ -3,13 +3,15 @@
 -- batchopt.ledger.store.connect or by the views.sql written into a ledger folder.
 -- Money is summed with fsum (compensated summation), so run totals reconcile to the cent.
 
--- One row per run: rows by outcome, tokens, spend, the naive baseline and what was saved.
+-- One row per run: rows by outcome, tokens, spend, the naive baseline and what was saved;
+-- row_limit is N when the run read only the input's first N rows (--limit N), else NULL.
 CREATE OR REPLACE VIEW cost_by_run AS
 SELECT
     pipeline,
     run_id,
     string_agg(DISTINCT price_version, ',' ORDER BY price_version) AS price_version,
     count(*) AS rows,
+    max(row_limit) AS row_limit,
     count(*) FILTER (WHERE mode = 'online') AS online_rows,
     count(*) FILTER (WHERE mode = 'batch') AS batch_rows,
     count(*) FILTER (WHERE mode = 'cache') AS cache_rows,
