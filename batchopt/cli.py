@@ -71,7 +71,8 @@ limit_option = click.option(
               help="Override execution.mode")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="batch: block until every batch is collected, or exit 75 while any is out")
-@click.option("--quiet", is_flag=True, help="No progress bar (nor progress lines in a log)")
+@click.option("--quiet", is_flag=True,
+              help="No progress: neither the bar on a terminal nor the lines in a log")
 @limit_option
 @engine_options
 def run(
@@ -93,9 +94,14 @@ def run(
 
     A batch run lives across invocations: run it again with the same --run-id to collect and
     finish. Exit codes: 0 done, 1 too many failed rows, 2 bad config or input, 75 batches still
-    pending (or another process is advancing this run), 130 interrupted."""
+    pending (or another process is advancing this run), 130 interrupted.
+
+    Progress goes to stderr: a bar on a terminal; otherwise (a file, a cron log) a line as each
+    stage starts and at least one every $BATCHOPT_PROGRESS_SECONDS (default 10) with requests
+    done, their rate and the spend so far."""
     from batchopt.config import load_pipeline
     from batchopt.progress import RichObserver, print_pending, print_summary
+    from batchopt.progress_log import DEFAULT_PROGRESS_SECONDS, progress_seconds
     from batchopt.runner import RunOptions, RunPending, run_pipeline
 
     loaded = load_pipeline(pipeline)
@@ -104,7 +110,9 @@ def run(
         ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait, engine=engine,
         ray_address=ray_address, limit=limit,
     )
-    observer = RichObserver(enabled=not quiet)
+    # a terminal gets a progress bar; a log, a line per stage and one every interval
+    interval = DEFAULT_PROGRESS_SECONDS if quiet else progress_seconds()
+    observer = RichObserver(enabled=not quiet, interval=interval)
     try:
         summary = run_pipeline(loaded, options, observer=observer)
     except KeyboardInterrupt:

@@ -1,14 +1,17 @@
-"""What a person sees: a progress bar while sending, and the closing summary."""
+"""What a person sees: a progress bar while sending (or, in a log, progress lines), and the
+closing summary."""
 
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from batchopt.execute.state import Submission
+from batchopt.progress_log import DEFAULT_PROGRESS_SECONDS, LogProgress, usd
 from batchopt.providers.batching import BatchStatus
 from batchopt.records import Result
 from batchopt.runner import RunObserver, RunPending, RunSummary
@@ -16,14 +19,30 @@ from batchopt.status import StatusReport
 
 
 class RichObserver(RunObserver):
-    """Draws a rich progress bar on stderr while requests are sent."""
+    """Draws a rich progress bar on stderr while requests are sent; when stderr is not a
+    terminal (a file, a pipe, a cron log), writes progress lines there instead (`LogProgress`).
+    `enabled=False` (--quiet): neither."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self, enabled: bool = True, *, interval: float = DEFAULT_PROGRESS_SECONDS,
+                 stream: TextIO | None = None) -> None:
+        stream = stream or sys.stderr
+        self.enabled = enabled and stream.isatty()  # the bar
+        self._log = LogProgress(stream, interval) if enabled and not self.enabled else None
         self._progress: Progress | None = None
         self._task: int | None = None
 
+    def stage(self, name: str) -> None:
+        super().stage(name)
+        if self._log is not None:
+            self._log.stage(name)
+
+    def spent(self, amount: float) -> None:
+        if self._log is not None:
+            self._log.spent(amount)
+
     def sending(self, total: int) -> None:
+        if self._log is not None:
+            self._log.sending(total)
         if not self.enabled:
             return
         self._progress = Progress(
@@ -34,20 +53,26 @@ class RichObserver(RunObserver):
         self._task = self._progress.add_task("send", total=total)
 
     def answered(self, result: Result) -> None:
+        if self._log is not None:
+            self._log.answered()
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
     def batches(self, submissions: list[Submission], statuses: dict[str, BatchStatus]) -> None:
         """One line per pass while a run waits on its batches (stderr, so scripts can parse
-        stdout)."""
-        if not self.enabled:
+        stdout); in a log, stamped like the progress lines."""
+        if not self.enabled and self._log is None:
             return
         out = [_batch_line(s, statuses.get(s.batch_id or "")) for s in submissions
                if s.state in ("submitting", "pending")]
-        if out:
+        if out and self._log is not None:
+            self._log.line("waiting: " + " · ".join(out))
+        elif out:
             Console(stderr=True, highlight=False).print("waiting: " + " · ".join(out))
 
     def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -99,11 +124,6 @@ def print_status(report: StatusReport) -> None:
         console.print(f"  outputs {f.get('output')}")
         console.print(f"  ledger  {f.get('ledger')}")
     console.print(f"  state   {report.state_path}")
-
-
-def usd(value: float) -> str:
-    """Dollars to 4 decimals under $1, else to cents, with thousands separators."""
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
 def limit_note(limit: int, rows: int) -> str:

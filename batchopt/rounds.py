@@ -66,11 +66,16 @@ class _Budget:
         self.spent = 0.0
         self._plan = plan
 
-    def add(self, results: list[Result], requests: dict[str, Request]) -> None:
+    def add(self, results: list[Result], requests: dict[str, Request]) -> float:
+        """Count what `results` cost (those this invocation sent); returns that amount."""
+        added = 0.0
         for result in results:
             request = requests.get(result.key)
             if request is not None and not result.from_cache:
-                self.spent += result_cost(self._plan, self._plan.tier_of(request), result)
+                cost = result_cost(self._plan, self._plan.tier_of(request), result)
+                self.spent += cost
+                added += cost
+        return added
 
     @property
     def reached(self) -> bool:
@@ -214,7 +219,7 @@ class _Round:
 
     def persist(self, results: list[Result]) -> None:
         self.cache.put_many(results, self.plan.run_id)
-        self.budget.add(results, self.sent)
+        self.observer.spent(self.budget.add(results, self.sent))
 
     def answer(self, requests: list[Request], first: bool = False) -> list[Submission]:
         plan, answers = self.plan, self.answers

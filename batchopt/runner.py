@@ -101,6 +101,10 @@ class RunObserver:
     def answered(self, result: Result) -> None:
         """One request was answered (or failed for good)."""
 
+    def spent(self, amount: float) -> None:
+        """Answers just arrived that this invocation paid `amount` (USD) for, priced as the ledger
+        prices them (`rounds.result_cost`); cache hits cost nothing."""
+
     def batches(self, submissions: list[Submission], statuses: dict[str, BatchStatus]) -> None:
         """The run's batches after a pass; `statuses` has those polled in it, by batch id."""
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import yaml
+
+# a progress line a run writes on stderr when stderr is not a terminal (batchopt.progress_log)
+PROGRESS_LINE = re.compile(r"^\[ *\d+(s|m\d\ds|h\d\dm)\] ")
+
+
+def message_lines(output: str) -> list[str]:
+    """The non-blank lines of a command's output, without the progress lines of a log."""
+    return [line for line in output.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
 
 
 def write_tickets(path: Path, rows: list[dict[str, Any]] | None = None) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from helpers import pipeline_dict, write_pipeline, write_tickets
+from helpers import message_lines, pipeline_dict, write_pipeline, write_tickets
 
 from batchopt.cli import main
 
@@ -24,7 +24,7 @@ def env(fake) -> dict[str, str | None]:
 
 def _assert_refused(result, fake, folder: Path, *needles: str) -> None:
     assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = message_lines(result.output)  # a log's progress lines may come before the error
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     for needle in needles:
         assert needle in lines[0]

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from helpers import fake_env, pipeline_dict, write_pipeline
+from helpers import fake_env, message_lines, pipeline_dict, write_pipeline
 from polars.testing import assert_frame_equal
 
 pytest.importorskip("ray")
@@ -144,7 +144,7 @@ def test_a_bad_row_exits_2_with_the_same_one_line_message(fake, tmp_path):
     for engine in ("local", "ray"):
         result = CliRunner().invoke(main, ["run", str(path), "--engine", engine], env=env)
         assert result.exit_code == 2, result.output
-        lines = [line for line in result.output.splitlines() if line.strip()]
+        lines = message_lines(result.output)  # the progress lines of a log left out
         assert len(lines) == 1 and lines[0].startswith("error: "), result.output
         outputs.append(lines[0])
     assert outputs[0] == outputs[1] and "row 'T013'" in outputs[1]
