@@ -73,6 +73,7 @@ class LogProgress:
         self._total = self._done = 0
         self._send_at: float | None = None  # when the first request went out
         self._spent = 0.0
+        self._broken = False  # the stream refused a write: no more lines
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if heartbeat:
@@ -81,11 +82,11 @@ class LogProgress:
             self._thread.start()
 
     def stage(self, name: str) -> None:
-        """A stage began: say how the sending that ended went, if one did, then the new stage
-        (sending says itself how many requests it has, in `sending`)."""
+        """A stage began: say how the sending (or batch) that ended went, if one did, then the
+        new stage (sending says itself how many requests it has, in `sending`)."""
         with self._lock:
-            if self._stage == "send" and name != "send":
-                self._write(self._send_line())
+            if self._stage != name:
+                self._end_stage()
             self._stage, self._stage_at = name, self._clock()
             if name != "send":
                 self._write(f"{name}: started")
@@ -132,15 +133,23 @@ class LogProgress:
             return self.interval
 
     def close(self) -> None:
-        """Stop the heartbeat; say how sending ended if the run stopped in it. Idempotent."""
+        """Stop the heartbeat; say how sending (or batch) ended if the run stopped in it.
+        Idempotent."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
         with self._lock:
-            if self._stage == "send":
-                self._write(self._send_line())
+            self._end_stage()
             self._stage = None
+
+    def _end_stage(self) -> None:
+        """The closing line of a stage that spends: requests and spend, or time and spend."""
+        if self._stage == "send":
+            self._write(self._send_line())
+        elif self._stage == "batch":
+            took = clock_time(self._clock() - self._stage_at)
+            self._write(f"batch: {took} in this stage · spent {usd(self._spent)}")
 
     def _send_line(self) -> str:
         took = self._clock() - (self._send_at if self._send_at is not None else self._start)
@@ -148,11 +157,17 @@ class LogProgress:
         return f"send: {self._done:,}/{self._total:,} requests{rate} · spent {usd(self._spent)}"
 
     def _write(self, text: str) -> None:
-        """One stamped line, flushed (the lock is held)."""
+        """One stamped line, flushed (the lock is held). A log that cannot be written (a closed
+        pipe) silences the progress, never the run."""
         now = self._clock()
         self._last = now
-        self.stream.write(f"[{clock_time(now - self._start):>6}] {text}\n")
-        self.stream.flush()
+        if self._broken:
+            return
+        try:
+            self.stream.write(f"[{clock_time(now - self._start):>6}] {text}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._broken = True
 
     def _beat(self) -> None:
         wait = self.interval

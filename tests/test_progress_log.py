@@ -164,3 +164,27 @@ def test_quiet_writes_no_progress(fake, tmp_path):
     refused = CliRunner().invoke(main, ["run", str(_job(tmp_path))],
                                  env={**fake_env(fake), "BATCHOPT_PROGRESS_SECONDS": "never"})
     assert refused.exit_code == 2 and "BATCHOPT_PROGRESS_SECONDS='never'" in refused.output
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_run():
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    log = LogProgress(Closed(), 10.0, heartbeat=False)
+    log.stage("read")
+    log.sending(2)
+    log.close()
+
+
+def test_a_batch_stage_shows_its_spend():
+    clock, out = FakeClock(), io.StringIO()
+    log = LogProgress(out, 10.0, clock=clock, heartbeat=False)
+    log.stage("batch")
+    clock.now += 12
+    log.tick()
+    log.spent(0.125)
+    clock.now += 3
+    log.stage("write")
+    assert _lines(out) == ["batch: started", "batch: running for 12s · spent $0.0000",
+                           "batch: 15s in this stage · spent $0.1250", "write: started"]
