@@ -7,9 +7,10 @@ out of those to send, their rate and the money spent so far while sending, else 
 current stage has run (embedding, loading a model and waiting on batches say nothing themselves).
 
     [    0s] read: started
-    [    2s] send: 215 requests to send
-    [   12s] send: 120/215 requests (12.0/s) · spent $0.0031
-    [   22s] semantic dedup: running for 10s
+    [    1s] semantic dedup: started
+    [   11s] semantic dedup: running for 10s
+    [   14s] send: 215 requests to send
+    [   24s] send: 120/215 requests (12.0/s) · spent $0.0031
 
 Times count from the observer's start; every line is flushed as written.
 """
