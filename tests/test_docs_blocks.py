@@ -52,10 +52,6 @@ OTHER_LANGUAGES = {
     "text": "program output as batchopt prints it (the plan's what-if table), or a usage line",
 }
 
-# Names the docs use that are not in this branch's CLI yet.
-NOT_YET_COMMANDS = {"doctor"}  # added on another branch; remove when merged
-NOT_YET_OPTIONS = {"--limit": 1}  # added on another branch; remove when merged (option: values)
-
 # Programs other than batchopt that sh blocks may call, and what is checked of them.
 NOT_RUN_PROGRAMS = {
     "pip": "installs packages; not run by tests",
@@ -101,13 +97,7 @@ def check_batchopt(words: list[str]) -> None:
     required one, or a bad value fails."""
     command, path, args = _click_command(words[1:])
     if isinstance(command, click.Group) and args and not args[0].startswith("-"):
-        assert args[0] in NOT_YET_COMMANDS, f"{' '.join(path)} has no command {args[0]!r}"
-        return
-    known = {opt for param in command.params for opt in param.opts + param.secondary_opts}
-    for option, values in NOT_YET_OPTIONS.items():
-        if option in args and option not in known:
-            at = args.index(option)
-            args = args[:at] + args[at + 1 + values :]
+        raise AssertionError(f"{' '.join(path)} has no command {args[0]!r}")
     try:
         command.make_context(" ".join(path), list(args))
     except click.exceptions.Exit:  # --help, --version
@@ -223,16 +213,6 @@ def test_the_docs_have_blocks_of_each_kind() -> None:
     languages = {block.language for block in BLOCKS}
     assert {"sh", "yaml", "sql", "text"} <= languages
     assert sum(block.language == "sh" for block in BLOCKS) >= 20
-
-
-def test_the_not_yet_allow_lists_are_still_needed() -> None:
-    """Once `doctor` and `--limit` are in the CLI, the allow-lists above must go."""
-    for name in NOT_YET_COMMANDS:
-        assert name not in main.commands, f"`batchopt {name}` exists now: drop NOT_YET_COMMANDS"
-    for option in NOT_YET_OPTIONS:
-        run = main.commands["run"]
-        opts = {opt for param in run.params for opt in param.opts}
-        assert option not in opts, f"`run {option}` exists now: drop NOT_YET_OPTIONS"
 
 
 def test_a_misspelt_option_or_command_fails_the_check() -> None:
