@@ -5,7 +5,8 @@ its own (.venv-airflow, as Airflow advises) and runs this file with; elsewhere t
 `dag.test()` runs the DAG against a fake `batchopt` (a shell script that follows the exit-code
 contract and logs its calls) and against the real CLI and the fake provider server:
 
-    make .venv-airflow/.installed && .venv-airflow/bin/python -m pytest tests/test_airflow_example.py
+    make .venv-airflow/.installed && \
+        .venv-airflow/bin/python -m pytest tests/test_airflow_example.py
 
 AIRFLOW_HOME defaults to a temporary folder here; its SQLite database is migrated once.
 """

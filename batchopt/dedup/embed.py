@@ -454,3 +454,5 @@ def _go_offline() -> None:
     # Read by huggingface_hub and transformers at import: set before importing either.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # transformers' "Loading weights" bar: in a cron log it is a line of carriage returns
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
