@@ -197,9 +197,14 @@ def plan(
 
     Reads and dedups the rows, compresses and renders the prompts, routes what rules can route,
     leaves out what the response cache holds, and prices the rest per tier (output tokens from
-    past runs where the ledger has them, else max_tokens). API keys are not needed."""
+    past runs where the ledger has them, else max_tokens). API keys are not needed.
+
+    Exit codes: 0 the estimate is within budget.max_usd (or there is no budget), 2 bad config or
+    input, 3 the estimate is over budget.max_usd (the whole plan is printed first; `run` would
+    refuse with the same exit code)."""
     from batchopt.config import load_pipeline
-    from batchopt.plan_report import estimate_json, print_estimate
+    from batchopt.errors import EXIT_BUDGET
+    from batchopt.plan_report import estimate_json, over_budget, print_estimate
     from batchopt.runner import RunOptions, plan_run
 
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
@@ -210,6 +215,11 @@ def plan(
         click.echo(estimate_json(estimate))
     else:
         print_estimate(estimate)
+    if over_budget(estimate):
+        click.echo(f"error: budget.max_usd: the estimate {estimate.cost_usd:,.4f} USD is over "
+                   f"the budget of {estimate.budget_usd:,.4f} USD; `run` would refuse to "
+                   "start (exit 3)", err=True)
+        sys.exit(EXIT_BUDGET)
 
 
 @main.command()

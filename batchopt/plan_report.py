@@ -23,6 +23,11 @@ def estimate_json(est: JobEstimate) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
+def over_budget(est: JobEstimate) -> bool:
+    """Whether the estimate is over the pipeline's budget.max_usd (`plan` then exits 3)."""
+    return est.budget_usd is not None and est.cost_usd > est.budget_usd
+
+
 def print_estimate(est: JobEstimate) -> None:
     """The estimate, one fact a line, on stdout."""
     out = Console(highlight=False, soft_wrap=True).print
@@ -49,7 +54,7 @@ def print_estimate(est: JobEstimate) -> None:
         f"{usd(est.baseline_usd)} ({est.baseline_model}, every row online, uncompressed) · "
         f"saving {share:.1%}")
     if est.budget_usd is not None:
-        verdict = "within" if est.cost_usd <= est.budget_usd else "OVER"
+        verdict = "OVER" if over_budget(est) else "within"
         out(f"budget             {usd(est.budget_usd)}: {verdict}")
     if est.last_run is not None:
         last = est.last_run
