@@ -35,7 +35,10 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(package_name="batchopt")
 def main() -> None:
-    """Offline batch LLM jobs that cost less without returning less."""
+    """Offline batch LLM jobs that cost less without returning less.
+
+    Exit codes: 0 ok, 1 failed rows or a failed check, 2 usage, config or input error, 3 over
+    budget, 75 pending, 130 interrupted; each command's --help lists the ones it returns."""
 
 
 _path = click.Path(path_type=Path)
@@ -93,12 +96,15 @@ def run(
     """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger.
 
     A batch run lives across invocations: run it again with the same --run-id to collect and
-    finish. Exit codes: 0 done, 1 too many failed rows, 2 bad config or input, 75 batches still
-    pending (or another process is advancing this run), 130 interrupted.
+    finish.
 
     Progress goes to stderr: a bar on a terminal; otherwise (a file, a cron log) a line as each
     stage starts and at least one every $BATCHOPT_PROGRESS_SECONDS (default 10) with requests
-    done, their rate and the spend so far."""
+    done, their rate and the spend so far.
+
+    Exit codes: 0 done, 1 too many failed rows, 2 bad config, input or usage, 3 over
+    budget.max_usd (the estimate before sending, or the spend during the run), 75 batches
+    still pending (or another process is advancing this run), 130 interrupted."""
     from batchopt.config import load_pipeline
     from batchopt.progress import RichObserver, print_pending, print_summary
     from batchopt.progress_log import DEFAULT_PROGRESS_SECONDS, progress_seconds
@@ -151,10 +157,11 @@ def status(
 ) -> None:
     """Say where run RUN_ID of PIPELINE stands; asks the provider about open batches.
 
+    A scheduler's sensor waits while it says 75, then calls `run` once more.
+
     Exit codes: 0 finished, or nothing left to wait for (run it again to collect and finish);
-    1 finished with too many failed rows; 75 batches still running at the provider, or another
-    process is advancing the run; 2 no such run or bad config. A scheduler's sensor waits while
-    it says 75, then calls `run` once more."""
+    1 finished with too many failed rows; 2 no such run, bad config or usage; 75 batches still
+    running at the provider, or another process is advancing the run."""
     from batchopt.config import load_pipeline
     from batchopt.progress import print_status
     from batchopt.runner import RunOptions
@@ -225,7 +232,9 @@ def plan(
 @main.command()
 @click.argument("pipeline", type=_path)
 def validate(pipeline: Path) -> None:
-    """Check PIPELINE's YAML (keys, types, env vars) without reading data or spending."""
+    """Check PIPELINE's YAML (keys, types, env vars) without reading data or spending.
+
+    Exit codes: 0 valid, 2 a mistake (one line names the YAML key) or bad usage."""
     from batchopt.config import load_pipeline
 
     loaded = load_pipeline(pipeline)
@@ -258,7 +267,9 @@ def _prefix_note(loaded: Any, name: str, provider: str, model: str) -> str:
 
 @main.command()
 def schema() -> None:
-    """Print the JSON Schema of a pipeline YAML (for editors)."""
+    """Print the JSON Schema of a pipeline YAML (for editors).
+
+    Exit codes: 0 printed, 2 bad usage."""
     from batchopt.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -266,7 +277,9 @@ def schema() -> None:
 
 @main.group(cls=_Group)
 def ledger() -> None:
-    """Ask the cost ledger questions in SQL."""
+    """Ask the cost ledger questions in SQL.
+
+    Exit codes: 0 ok, 2 bad usage, a missing ledger or a failed query."""
 
 
 @ledger.command("query")
@@ -277,7 +290,9 @@ def ledger() -> None:
     show_default=True,
 )
 def ledger_query(sql: str, ledger_path: Path, fmt: str) -> None:
-    """Run SQL over the ledger; the ledger is the view `ledger`."""
+    """Run SQL over the ledger; the ledger is the view `ledger`.
+
+    Exit codes: 0 printed, 2 bad usage, no ledger there or the query failed."""
     from batchopt.ledger.store import query
 
     click.echo(query(ledger_path, sql, fmt))
@@ -296,7 +311,9 @@ def ledger_query(sql: str, ledger_path: Path, fmt: str) -> None:
 def report(run_id: str, ledger_path: Path, pipeline: str | None, outputs_path: Path | None,
            sample: int, out_path: Path) -> None:
     """Write one run's report as a single HTML file that opens offline: the savings waterfall,
-    cost by model and tier, cost per day across runs, failures and sample outputs."""
+    cost by model and tier, cost per day across runs, failures and sample outputs.
+
+    Exit codes: 0 written, 2 unknown run id, missing ledger or bad usage."""
     from batchopt.report import write_report
 
     written = write_report(ledger_path, run_id, out_path, pipeline=pipeline,
@@ -325,7 +342,9 @@ def dedup(
     model: str | None, no_semantic: bool, guard_off: tuple[str, ...], out_path: Path, sample: int,
     limit: int | None,
 ) -> None:
-    """Look before paying: group INPUT's rows by exact and guarded semantic duplicates."""
+    """Look before paying: group INPUT's rows by exact and guarded semantic duplicates.
+
+    Exit codes: 0 written, 2 bad input, model or usage."""
     from batchopt.dedup.guards import GuardConfig
     from batchopt.dedup.step import SemanticSettings, dedup_table
     from batchopt.io.reader import read_rows
@@ -347,7 +366,9 @@ def dedup(
 
 @main.group(cls=_Group)
 def router() -> None:
-    """Train the router that the `classifier` routing strategy loads."""
+    """Train the router that the `classifier` routing strategy loads.
+
+    Exit codes: 0 trained, 2 bad data, model or usage."""
 
 
 @router.command("train")
@@ -360,7 +381,9 @@ def router() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def router_train(data: Path, out_path: Path, backend: str, model: Path | None, seed: int) -> None:
     """Train a router on DATA (CSV or Parquet: `text`, the rendered prompt, and `label`
-    easy/hard, or `hard` true/false) and print its held-out AUC and threshold curve."""
+    easy/hard, or `hard` true/false) and print its held-out AUC and threshold curve.
+
+    Exit codes: 0 trained, 2 bad data, model or usage."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download a model at run time
@@ -388,7 +411,11 @@ def router_train(data: Path, out_path: Path, backend: str, model: Path | None, s
 @click.option("--batch-seconds", type=float, default=1.0, show_default=True,
               help="A batch ends this long after it is created")
 def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float) -> None:
-    """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending."""
+    """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending.
+
+    Runs until interrupted (Ctrl-C stops it cleanly).
+
+    Exit codes: 0 stopped, 2 a --host other than 127.0.0.1 or localhost, or bad usage."""
     from batchopt.errors import ConfigError
     from batchopt.providers.fake.server import serve
 

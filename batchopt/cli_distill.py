@@ -34,7 +34,10 @@ class _DistillGroup(click.Group):
 
 @click.group(cls=_DistillGroup)
 def distill() -> None:
-    """Teach a cheaper model from the strong tier's past answers."""
+    """Teach a cheaper model from the strong tier's past answers.
+
+    Exit codes: 0 ok, 1 a fine-tuning job failed, 2 bad config, input or usage, 75 a
+    fine-tuning job still training; each subcommand's --help lists its own."""
 
 
 def _since(value: dt.datetime | None) -> dt.datetime | None:
@@ -61,7 +64,9 @@ def export_command(pipeline: Path, out_dir: Path, since: dt.datetime | None,
     """Write PIPELINE's teacher answers from past runs as fine-tuning JSONL and Parquet.
 
     Only the teacher tier's paid answers that pass the validators, one per distinct request
-    (never a dedup follower or a cache copy). Exit 2, with the counts, when there are too few."""
+    (never a dedup follower or a cache copy).
+
+    Exit codes: 0 written, 2 too few examples (the counts are printed), bad config or usage."""
     from batchopt.config import load_pipeline
     from batchopt.distill.export import export
 
@@ -97,8 +102,10 @@ def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | N
     """Fine-tune a student on an exported set; run again to move the same job on.
 
     The job id is recorded the moment it is created, so a re-run (after a kill, or by cron with
-    --no-wait) polls that job and never creates a second. Exit codes: 0 done (the model id and a
-    profile that uses it are printed), 75 still training, 1 the job failed, 2 bad usage."""
+    --no-wait) polls that job and never creates a second.
+
+    Exit codes: 0 done (the model id and a profile that uses it are printed), 1 the job failed,
+    2 bad config, data or usage, 75 still training."""
     import json
 
     from batchopt.config import load_pipeline
@@ -152,7 +159,9 @@ def eval_command(pipeline: Path, student: str, teacher: str | None, sample: int,
     Reports agreement with the teacher, the validators' pass rate and what the runs would have
     cost with the student as the cheap tier. Answers go to the response cache: a re-run pays
     for nothing it paid for before. --router-data writes what `batchopt router train` needs to
-    train a router that sends the student's hard rows to the teacher."""
+    train a router that sends the student's hard rows to the teacher.
+
+    Exit codes: 0 reported, 2 bad config, input or usage."""
     import json
 
     from batchopt.config import load_pipeline

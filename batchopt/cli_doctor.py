@@ -35,7 +35,8 @@ def doctor(pipeline: Path | None, profile: str | None, cache_dir: Path | None, b
     print `skip`). A model2vec model not built yet is a warning: the first run that needs it
     builds it, or --build builds it now.
 
-    Exit codes: 0 no check failed (warnings allowed), 1 a check failed."""
+    Exit codes: 0 no check failed (warnings allowed), 1 a check failed (a PIPELINE that does
+    not validate is a failed check), 2 bad usage."""
     from batchopt.doctor import DoctorOptions, run_checks
 
     options = DoctorOptions(pipeline=pipeline, profile=profile, cache_dir=cache_dir, build=build,

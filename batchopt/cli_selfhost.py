@@ -27,7 +27,10 @@ def bench_tier(pipeline: Path, tier: str, sample: int, max_tokens: int | None,
     """Send a sample of PIPELINE's rendered prompts through self-hosted tier TIER, record
     requests/s, tokens/s and latency percentiles under <cache>/<pipeline>/bench/<tier>.json,
     and print the $/1M tokens they imply at the tier's $/hour. `batchopt plan` and the cost
-    estimate then use the recorded throughput for that tier."""
+    estimate then use the recorded throughput for that tier.
+
+    Exit codes: 0 measured, 1 the warm-up or every request failed, 2 an API tier, bad config,
+    input or usage."""
     from batchopt.config import load_pipeline
     from batchopt.selfhost.bench import BenchOptions
     from batchopt.selfhost.bench import bench_tier as run_bench

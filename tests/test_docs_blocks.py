@@ -299,6 +299,8 @@ def test_the_cli_reference_names_every_command_and_option() -> None:
         if not match:
             problems.append(f"no section '## `{name}`'")
             continue
+        if "Exit codes:" not in " ".join(match.group(1).split()):
+            problems.append(f"{name}: no 'Exit codes:' sentence")
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 for opt in [o for o in param.opts + param.secondary_opts if o.startswith("--")]:
