@@ -231,20 +231,38 @@ def plan(
 
 @main.command()
 @click.argument("pipeline", type=_path)
-def validate(pipeline: Path) -> None:
-    """Check PIPELINE's YAML (keys, types, env vars) without reading data or spending.
+@click.option("--profile", help="Check this profile only (as run --profile; default: the "
+              "routing tiers, else default_profile)")
+@click.option("--input", "input_path", type=_path, help="Override input.path (as run)")
+@click.option("--no-input", is_flag=True, help="Skip the input's schema (columns not checked)")
+def validate(pipeline: Path, profile: str | None, input_path: Path | None,
+             no_input: bool) -> None:
+    """Check PIPELINE without spending or reading a row: the YAML (keys, types, env vars); that
+    the API key of every profile a run sends to is set; that every template compiles and renders
+    in the sandbox; and, from the input's Parquet schema, that every column the YAML names
+    (id_column, input.columns, template variables, routing rules, dedup, compress) exists.
 
     Exit codes: 0 valid, 2 a mistake (one line names the YAML key) or bad usage."""
     from batchopt.config import load_pipeline
+    from batchopt.validate import check_columns, check_keys, check_templates, read_schema
 
     loaded = load_pipeline(pipeline)
+    keys = check_keys(loaded, profile)
+    path, schema = (None, None) if no_input else read_schema(loaded, input_path)
+    templates, notes, variables = check_templates(loaded, schema)
+    columns = ("input: not checked (--no-input)" if path is None or schema is None
+               else check_columns(loaded, path, schema, variables))
     names = ", ".join(sorted(loaded.config.profiles))
     click.echo(
         f"{loaded.source}: valid (pipeline '{loaded.config.name}', profiles: {names}, "
         f"default: {loaded.config.default_profile})"
     )
-    for name, profile in sorted(loaded.config.profiles.items()):
-        click.echo(f"  {name}: {_prefix_note(loaded, name, profile.provider, profile.model)}")
+    for name, settings in sorted(loaded.config.profiles.items()):
+        click.echo(f"  {name}: {_prefix_note(loaded, name, settings.provider, settings.model)}")
+    for line in (keys, templates, columns):
+        click.echo(f"  {line}")
+    for note in notes:
+        click.echo(f"  note: {note}")
 
 
 def _prefix_note(loaded: Any, name: str, provider: str, model: str) -> str:

@@ -194,14 +194,22 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def api_key_env(profile: ModelConfig) -> str | None:
+    """The environment variable holding the profile's API key; None for a provider that needs
+    no key (local)."""
+    if profile.provider not in _KEY_ENV:
+        return None
+    return profile.api_key_env or _KEY_ENV[profile.provider]
+
+
 def provider_settings(
     profile_name: str, profile: ModelConfig, env: dict[str, str], *, require_key: bool = True
 ) -> ProviderSettings:
     """Build provider settings from a profile, reading the API key from its env var."""
     api_key = None
     base_url = profile.base_url
-    if profile.provider in _KEY_ENV:
-        key_env = profile.api_key_env or _KEY_ENV[profile.provider]
+    key_env = api_key_env(profile)
+    if key_env is not None:
         api_key = env.get(key_env)
         if not api_key and require_key:
             raise ConfigError(

@@ -94,7 +94,9 @@ def test_model_without_a_price(fake, env, tmp_path):
 
 def test_validate_and_schema_commands(tmp_path):
     path = write_pipeline(tmp_path)
-    ok = CliRunner().invoke(main, ["validate", str(path)])
+    # validate checks the keys a run needs
+    keys = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002"}
+    ok = CliRunner(env=keys).invoke(main, ["validate", str(path)])
     assert ok.exit_code == 0 and "valid" in ok.output
     schema = CliRunner().invoke(main, ["schema"])
     assert schema.exit_code == 0 and '"profiles"' in schema.output

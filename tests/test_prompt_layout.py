@@ -66,7 +66,9 @@ def test_validate_says_which_profiles_get_the_prompt_cache() -> None:
     from batchopt.cli import main
 
     pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "summarize.yaml"
-    out = CliRunner().invoke(main, ["validate", str(pipeline)])
+    # validate checks the keys a run needs
+    keys = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002"}
+    out = CliRunner(env=keys).invoke(main, ["validate", str(pipeline)])
     assert out.exit_code == 0, out.output
     lines = {line.split(":")[0].strip(): line for line in out.output.splitlines()[1:]}
     assert "cached from the second request" in lines["anthropic"]
@@ -79,7 +81,9 @@ def test_a_short_prefix_is_reported_too_short(tmp_path) -> None:
 
     from batchopt.cli import main
 
-    out = CliRunner().invoke(main, ["validate", str(write_pipeline(tmp_path))])
+    # validate checks the keys a run needs
+    keys = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002"}
+    out = CliRunner(env=keys).invoke(main, ["validate", str(write_pipeline(tmp_path))])
     assert out.exit_code == 0, out.output
     assert "too short for claude-3-5-haiku-20241022's prompt cache (needs 2,048)" in out.output
     assert "too short for gpt-4o-mini's prompt cache (needs 1,024)" in out.output

@@ -48,6 +48,28 @@ def _check_readable(files: list[Path]) -> None:
             raise InputError(f"{file}: not a readable Parquet file ({reason})") from exc
 
 
+def input_schema(path: Path, hive_partitioning: bool | None = None) -> dict[str, pl.DataType]:
+    """The columns `path` holds and their types, from Parquet metadata only (no rows are read):
+    the first file's schema, with key=value folders as columns as `read_rows` reads them."""
+    files = list_input_files(path)
+    _check_readable(files[:1])
+    hive_root = path if path.is_dir() else None
+    if hive_root is not None and any(p.is_file() and p.suffix != ".parquet"
+                                     for p in hive_root.rglob("*")):
+        hive_root = None  # as read_rows: a folder with other files is read as a list
+        hive_partitioning = True if hive_partitioning is None else hive_partitioning
+    try:
+        schema = pl.scan_parquet(
+            files if hive_root is None else hive_root,
+            hive_partitioning=hive_partitioning,
+            missing_columns="insert",
+            extra_columns="ignore",
+        ).collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})") from exc
+    return dict(schema.items())
+
+
 def read_rows(
     path: Path,
     id_column: str,
