@@ -82,16 +82,14 @@ def default_model2vec_path() -> Path:
 
     It lives in a user cache folder, never inside site-packages (often read-only, and wiped by a
     reinstall): $BATCHOPT_MODELS_DIR if set, else ~/.cache/batchopt/models, as
-    all-MiniLM-L6-v2-m2v-pca256. When the $BATCHOPT_MODELS_DIR folder holds no model and cannot
-    be written (a read-only mount, a path under a file), ~/.cache/batchopt/models is used instead,
+    all-MiniLM-L6-v2-m2v-pca256. A $BATCHOPT_MODELS_DIR that can be written is used even while it
+    holds no model yet (it is built there); when it holds no model and cannot be written (a
+    read-only mount, a path under a file), ~/.cache/batchopt/models is used instead,
     so the model can still be built on first use. No I/O beyond stat calls: nothing is created.
     """
     locations = _model2vec_locations()
-    for folder in locations:
-        if (folder / "config.json").is_file():
-            return folder
-    for folder in locations:
-        if _writable(folder):
+    for folder in locations:  # the first that holds the model or can be written to build it
+        if (folder / "config.json").is_file() or _writable(folder):
             return folder
     return locations[0]
 
