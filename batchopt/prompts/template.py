@@ -2,7 +2,9 @@
 
 Templates run in `jinja2.sandbox.ImmutableSandboxedEnvironment` with `StrictUndefined`: a
 template cannot reach Python internals, and a misspelt variable is an error, not an empty string.
-Column values are data: they are never rendered as templates themselves.
+Column values are data: they are never rendered as templates themselves. A null never prints
+as the word "None": a null column value is passed as "" (so `| trim`, `| string` and the like
+see an empty string too) and any other expression that comes out None prints as "".
 
 The sandbox guards attributes, not resources, so this one also refuses a power or a repeated
 string or list past `MAX_RENDERED_CHARS`, a rendered prompt longer than that, and has no
@@ -38,6 +40,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+def _none_as_empty(value: Any) -> Any:
+    """What `{{ ... }}` prints: a null prints as nothing, never as the word "None"."""
+    return "" if value is None else value
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -63,7 +70,8 @@ class PromptRenderer:
     def __init__(self, template: str, *, where: str = "prompt.template") -> None:
         self.where = where
         self._env = _BoundedSandbox(
-            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+            finalize=_none_as_empty,
         )
         self._env.globals.pop("lipsum", None)  # lipsum(10**6) writes megabytes
         try:
@@ -94,6 +102,9 @@ def render_prompts(
 ) -> pl.DataFrame:
     """Add `out_column` with each row's rendered user message.
 
+    A null column value is passed as "" (whatever the column's type), so it never prints as
+    "None", through a filter (`| trim`, `| string`) or not.
+
     A row the template cannot render (a sandbox violation, a filter failing on its value, a
     division by zero...) is an InputError naming the row's id.
     """
@@ -101,7 +112,8 @@ def render_prompts(
     rendered: list[str] = []
     for values in frame.select(id_column, *columns).iter_rows(named=True):
         try:
-            rendered.append(renderer.render(values))
+            rendered.append(renderer.render(
+                {k: "" if v is None else v for k, v in values.items()}))
         except SecurityError as exc:
             raise InputError(
                 f"{renderer.where}: row {values[id_column]!r}: blocked by the sandbox ({exc})"
