@@ -44,6 +44,12 @@ class InputConfig(StrictModel):
     hive_partitioning: bool | None = Field(
         default=None, description="Read key=value folders as columns (default: auto)"
     )
+    on_empty: Literal["skip", "fail"] = Field(
+        default="skip",
+        description="A row with nothing to send: every column the prompt templates read (the id "
+        "column aside) is null or blank. skip: not sent, no cost, a null answer, and the ledger "
+        "says why (status skipped); fail: exit 2 before anything is sent, naming the rows",
+    )
 
 
 class OutputConfig(StrictModel):

@@ -143,6 +143,7 @@ class JobEstimate:
     self_hosted: list[SelfHostedCost] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     row_limit: int | None = None  # --limit: the estimate covers the input's first rows only
+    empty_skipped: int = 0  # rows with nothing to send (input.on_empty: skip): not sent, $0
 
     @property
     def to_send(self) -> int:
@@ -189,6 +190,9 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
     notes = []
     if plan.strategy == "cascade" and not source.startswith("past"):
         notes.append("no past run: escalations not counted (the cascade's upper tiers may add)")
+    if plan.empty:
+        notes.append(f"{len(plan.empty):,} row(s) skipped: empty input (input.on_empty: skip; "
+                     "every template field null or blank): not sent, $0")
     job = JobEstimate(
         pipeline=plan.pipeline.config.name, rows=rows.height,
         exact_followers=int(counts.get("exact", 0)),
@@ -197,7 +201,7 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
         baseline_usd=baseline, baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
         escalation_share=share, escalation_source=source,
         budget_usd=budget.max_usd if budget else None, last_run=plan.history.last_run,
-        notes=notes, row_limit=plan.row_limit,
+        notes=notes, row_limit=plan.row_limit, empty_skipped=len(plan.empty),
     )
     job.self_hosted = _self_hosted(plan, job)
     return job

@@ -48,7 +48,8 @@ def group_results(
         earlier = past.get(request.key)
         billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
         usage = result.usage if billed else Usage()
-        mode = "cache" if result.from_cache else (result.mode if result.ok else "failed")
+        mode = "cache" if result.from_cache else (result.mode if result.ok else (
+            "skipped" if result.status == "skipped" else "failed"))
         tier, reason = routes.get(group_id, (None, None))
         records.append({
             "group_id": group_id,
@@ -116,7 +117,8 @@ def ledger_facts(
         .alias("similarity"),
         pl.when(rep).then(pl.col("cached_from_run")).otherwise(None).alias("cached_from_run"),
         *[pl.lit(value).alias(name) for name, value in constants.items()],
-        pl.when(rep | (pl.col("group_mode") == "failed")).then(pl.col("group_mode"))
+        pl.when(rep | pl.col("group_mode").is_in(["failed", "skipped"]))
+        .then(pl.col("group_mode"))
         .otherwise(pl.lit("dedup")).alias("mode"),
         pl.when(rep).then(pl.col("escalated")).otherwise(False).alias("escalated"),
         pl.when(rep).then(pl.col("earlier_attempts_usd")).otherwise(0.0)

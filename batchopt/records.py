@@ -62,7 +62,7 @@ class Result:
     key: str
     text: str | None
     usage: Usage = field(default_factory=Usage)
-    status: str = "ok"  # ok | failed
+    status: str = "ok"  # ok | failed | skipped (never sent: an empty input)
     error: str | None = None
     finish_reason: str | None = None
     request_id: str | None = None

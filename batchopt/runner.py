@@ -25,6 +25,14 @@ import polars as pl
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.context_fit import fit_context
 from batchopt.dedup.exact import exact_groups
+from batchopt.empty_inputs import (
+    EMPTY_COLUMN,
+    check_empty,
+    drop_empty,
+    empty_groups,
+    isolate_empty,
+    template_columns,
+)
 from batchopt.engines import get_engine
 from batchopt.errors import (
     EXIT_BUDGET,
@@ -143,6 +151,8 @@ class Plan:
     # ones are not in `requests` (group -> (request, why)) and are never sent
     overflow: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, tuple[Request, str]] = field(default_factory=dict)
+    # the groups (one row each) skipped for an empty input (input.on_empty); also in `skipped`
+    empty: set[str] = field(default_factory=set)
     engine: str = "local"  # where row stages ran and API calls go out: local | ray
     ray_address: str | None = None
     # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
@@ -286,12 +296,12 @@ def prepare(
     observer.stage("read")
     renderer = PromptRenderer(cfg.prompt.template)
     sem = cfg.dedup.semantic
+    variables = [*renderer.variables, *tier_template_variables(loaded, names)]
     rows = read_rows(
         paths["input"],
         cfg.input.id_column,
         list(dict.fromkeys([
-            *renderer.variables, *tier_template_variables(loaded, names),
-            *([sem.column] if sem.enabled and sem.column else []),
+            *variables, *([sem.column] if sem.enabled and sem.column else []),
         ])),
         keep_columns=cfg.input.columns,
         hive_partitioning=cfg.input.hive_partitioning,
@@ -302,6 +312,9 @@ def prepare(
         raise ConfigError(
             f"prompt.output_column: '{cfg.prompt.output_column}' is already an input column"
         )
+    # rows with nothing to send (input.on_empty): fail here, or mark them to skip
+    rows = check_empty(rows, template_columns(variables, rows.columns, cfg.input.id_column),
+                       cfg.input.id_column, cfg.input.on_empty)
 
     if cfg.compress is not None:
         observer.stage("compress")
@@ -320,6 +333,7 @@ def prepare(
             enabled=cfg.dedup.exact,
             ignore_case=cfg.dedup.ignore_case,
         )
+        rows = isolate_empty(rows, cfg.input.id_column)  # each its own group, never merged
         semantic, guards = None, None
         if sem.enabled:
             from batchopt.dedup.guards import GuardConfig
@@ -335,11 +349,15 @@ def prepare(
                 neighbours=sem.neighbours, guards=guards,
             )
             cache_dir = paths["cache"] / cfg.name / "embeddings" if cfg.cache.enabled else None
+            empty = pl.col(EMPTY_COLUMN)  # out of semantic dedup: not embedded, not merged
             semantic = semantic_dedup(
-                rows, cfg.input.id_column, sem.column or "prompt_user", settings_sem, cache_dir,
+                rows.with_columns(pl.when(empty).then(pl.lit("empty")).otherwise(pl.col("dedup"))
+                                  .alias("dedup")),
+                cfg.input.id_column, sem.column or "prompt_user", settings_sem, cache_dir,
                 embed=engine.embed if engine.name == "ray" else None,  # Ray: an actor pool
             )
-            rows = semantic.rows
+            rows = semantic.rows.with_columns(
+                pl.when(empty).then(pl.lit("none")).otherwise(pl.col("dedup")).alias("dedup"))
         else:
             rows = rows.with_columns(
                 pl.lit(None, dtype=pl.String).alias("veto_guard"),
@@ -353,7 +371,11 @@ def prepare(
     tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
+    empty = empty_groups(rows)
+    requests, skipped_empty = drop_empty(requests, empty)  # never sent (input.on_empty: skip)
+    rows = rows.drop(EMPTY_COLUMN)
     requests, overflow, skipped = fit_context(rows, tiers, requests, prices)
+    skipped.update(skipped_empty)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     return Plan(
         pipeline=loaded,
@@ -381,6 +403,7 @@ def prepare(
         compression=compression,
         overflow=overflow,
         skipped=skipped,
+        empty=empty,
         engine=engine_name,
         ray_address=ray_address,
         row_limit=options.limit,
@@ -453,9 +476,10 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     results = dict(answers.results)
     final = {group: chain[-1] for group, chain in answers.chain.items()}
     routes, earlier, escalated = {}, {}, set()
-    for group, (request, why) in plan.skipped.items():  # too long for the context: never sent
+    for group, (request, why) in plan.skipped.items():  # too long or empty: never sent
         final[group], routes[group] = request, plan.routes[group]
-        results[request.key] = Result(key=request.key, text=None, status="failed", attempts=0,
+        status = "skipped" if group in plan.empty else "failed"  # empty: not a failure
+        results[request.key] = Result(key=request.key, text=None, status=status, attempts=0,
                                       error=why)
     for group, chain in answers.chain.items():
         tier, reason = plan.routes[group]
@@ -501,6 +525,9 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     if totals.failed and totals.failed / totals.rows > cfg.max_failed_share:
         exit_code = EXIT_FAILED_ROWS
     notes = []
+    if plan.empty:
+        notes.append(f"{len(plan.empty):,} row(s) skipped: empty input (input.on_empty: skip; "
+                     "every template field null or blank): not sent, no cost")
     if answers.budget_stop:
         exit_code = EXIT_BUDGET
         notes.append(f"{answers.budget_stop}: the rest was not sent (outputs and ledger kept)")

@@ -9,7 +9,8 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
   compression   actual model full price on baseline tokens - full price on the actual tokens
   prompt cache  full price on the actual tokens - the same tokens at prompt-cache rates
   batch         the batch discount on what is left
-- a failed row that was not billed has neither cost nor baseline: no answer was bought;
+- a failed row that was not billed has neither cost nor baseline: no answer was bought; nor
+  has a skipped one (status and mode `skipped`: an empty input never sent, `input.on_empty`);
 - a cascade row also paid for the cheaper tiers it tried first (`earlier_attempts_usd`, priced
   by the runner): that is in its cost and taken from its routing saving.
 
@@ -97,9 +98,10 @@ LEDGER_SCHEMA: dict[str, pl.DataType] = {
 }
 LEDGER_COLUMNS: tuple[str, ...] = tuple(LEDGER_SCHEMA)
 
-MODES = ("online", "batch", "cache", "dedup", "failed")
+# skipped: never sent, by the pipeline's choice (an empty input: `input.on_empty`)
+MODES = ("online", "batch", "cache", "dedup", "failed", "skipped")
 PAID_MODES = ("online", "batch", "failed")
-STATUSES = ("ok", "failed")
+STATUSES = ("ok", "failed", "skipped")
 DEDUP_KINDS = ("none", "exact", "semantic")
 _COUNT_COLUMNS = (
     "input_tokens",
@@ -266,7 +268,7 @@ def price_ledger(
     batched = (mode == "batch") & ~timed
     discount = pl.when(batched).then(pl.col("_discount")).otherwise(0.0)
     billed = priced & ((tokens > 0) | (timed & (pl.col("latency_ms") > 0)))
-    counts = ~((status == "failed") & ~billed.fill_null(False))
+    counts = ~(status.is_in(["failed", "skipped"]) & ~billed.fill_null(False))
     on_paid = priced & counts
 
     baseline = (

@@ -1,0 +1,142 @@
+"""Null and empty inputs (`input.on_empty`): never sent as the word "None", never paid for.
+
+The fake server answers "Summary: <the user message's first words>", so an answer shows what
+was sent; its stats count every request it received.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from helpers import fake_env, pipeline_dict, write_pipeline, write_tickets
+
+from batchopt.cli import main
+from batchopt.empty_inputs import EMPTY_REASON
+
+ROWS = [
+    {"ticket_id": "T1", "subject": "Refund", "body": "Please refund order #10233."},
+    {"ticket_id": "T2", "subject": None, "body": None},  # null text
+    {"ticket_id": "T3", "subject": "  ", "body": " \n\t "},  # blank text
+    {"ticket_id": "T4", "subject": "Login", "body": "I cannot log in since Monday."},
+    {"ticket_id": "T5", "subject": None, "body": "My parcel 88 is late."},  # one null field
+    {"ticket_id": "T6", "subject": "", "body": None},  # blank and null
+]
+EMPTY = ["T2", "T3", "T6"]
+
+
+def _pipeline(tmp_path: Path, on_empty: str | None = None, **extra) -> Path:
+    data = pipeline_dict(**extra)
+    data["prompt"]["template"] = "Subject: {{ subject }}\nReview:\n{{ body }}"
+    if on_empty is not None:
+        data["input"]["on_empty"] = on_empty
+    path = write_pipeline(tmp_path, data)
+    write_tickets(tmp_path / "data" / "tickets.parquet", ROWS)
+    return path
+
+
+def _invoke(args: list[str], fake) -> object:
+    return CliRunner().invoke(main, args, env=fake_env(fake))
+
+
+def _ledger(tmp_path: Path, run_id: str) -> pl.DataFrame:
+    return pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / f"run_id={run_id}"
+                           / "part.parquet").sort("row_id")
+
+
+@pytest.mark.parametrize("on_empty", [None, "skip"])
+def test_null_and_blank_rows_are_skipped_not_sent_and_not_paid(fake, tmp_path, on_empty):
+    path = _pipeline(tmp_path, on_empty)
+    result = _invoke(["run", str(path), "--run-id", "r1"], fake)
+    assert result.exit_code == 0, result.output  # max_failed_share 0: skipped is not failed
+    assert fake.stats()["requests"] == 3  # T1, T4, T5 only
+    assert "3 row(s) skipped: empty input (input.on_empty: skip" in result.output
+
+    out = pl.read_parquet(tmp_path / "out" / "outputs.parquet").sort("ticket_id")
+    answers = dict(zip(out["ticket_id"].to_list(), out["summary"].to_list(), strict=True))
+    assert [answers[i] for i in EMPTY] == [None, None, None]
+    sent = [a for i, a in answers.items() if i not in EMPTY]
+    assert all(a and "None" not in a for a in sent), sent
+    assert answers["T5"].startswith("Summary: Subject: Review: My parcel")  # null subject: ""
+
+    ledger = _ledger(tmp_path, "r1")
+    assert ledger.height == len(ROWS)
+    skipped = ledger.filter(pl.col("row_id").is_in(EMPTY))
+    for row in skipped.iter_rows(named=True):
+        assert (row["status"], row["mode"], row["dedup"], row["cost_usd"],
+                row["baseline_cost_usd"], row["attempts"], row["input_tokens"]) == (
+            "skipped", "skipped", "none", 0.0, 0.0, 0, 0), row
+        assert row["error"] == EMPTY_REASON and row["overflow"] is None
+    assert skipped["group_id"].n_unique() == 3  # T2 and T6 render alike: not deduplicated
+    others = ledger.filter(~pl.col("row_id").is_in(EMPTY))
+    assert (others["status"] == "ok").all() and (others["cost_usd"] > 0).all()
+
+
+def test_a_null_field_among_others_is_sent_without_the_word_none(fake, tmp_path):
+    from batchopt.config import load_pipeline
+    from batchopt.runner import RunOptions, prepare
+
+    path = _pipeline(tmp_path)
+    plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})
+    users = {r["ticket_id"]: r["prompt_user"] for r in plan.rows.iter_rows(named=True)}
+    assert users["T5"] == "Subject: \nReview:\nMy parcel 88 is late."
+    assert all("None" not in plan.requests[g].user for g in plan.requests)
+    assert len(plan.requests) == 3 and len(plan.empty) == 3
+    assert {why for _, why in plan.skipped.values()} == {EMPTY_REASON}
+
+
+def test_fail_exits_2_naming_the_rows_and_sends_nothing(fake, tmp_path):
+    path = _pipeline(tmp_path, "fail")
+    result = _invoke(["run", str(path), "--run-id", "r1"], fake)
+    assert result.exit_code == 2, result.output
+    assert "input.on_empty: fail: 3 row(s) have nothing to send" in result.output
+    assert "(every template field null or blank: body, subject)" in result.output
+    assert "ids T2, T3, T6;" in result.output
+    assert fake.stats()["requests"] == 0 and fake.stats()["batches_created"] == 0
+    assert not (tmp_path / "out" / "outputs.parquet").exists()
+    assert not (tmp_path / "out" / "ledger").exists()
+
+
+def test_fail_names_at_most_five_ids(fake, tmp_path):
+    path = _pipeline(tmp_path, "fail")
+    write_tickets(tmp_path / "data" / "tickets.parquet",
+                  [*ROWS, *({"ticket_id": f"E{i}", "subject": None, "body": ""}
+                            for i in range(5))])
+    result = _invoke(["run", str(path)], fake)
+    assert result.exit_code == 2, result.output
+    assert "8 row(s) have nothing to send" in result.output
+    assert "ids T2, T3, T6, E0, E1 (and 3 more)" in result.output
+    assert fake.stats()["requests"] == 0
+
+
+def test_fail_with_no_empty_row_runs(fake, tmp_path):
+    path = _pipeline(tmp_path, "fail")
+    write_tickets(tmp_path / "data" / "tickets.parquet", [ROWS[0], ROWS[3], ROWS[4]])
+    result = _invoke(["run", str(path)], fake)
+    assert result.exit_code == 0, result.output
+    assert fake.stats()["requests"] == 3
+
+
+def test_plan_counts_the_skipped_rows_as_not_sent(fake, tmp_path):
+    path = _pipeline(tmp_path)
+    result = _invoke(["plan", str(path)], fake)
+    assert result.exit_code == 0, result.output
+    assert "to send            3 " in result.output
+    assert "3 row(s) skipped: empty input" in result.output
+    data = json.loads(_invoke(["plan", str(path), "--json"], fake).output)
+    assert (data["rows"], data["to_send"], data["empty_skipped"]) == (6, 3, 3)
+    assert fake.stats()["requests"] == 0
+
+
+def test_a_template_reading_no_column_is_never_empty(fake, tmp_path):
+    path = _pipeline(tmp_path)
+    data = pipeline_dict()
+    data["prompt"]["template"] = "Say hello."
+    path.write_text(json.dumps(data))
+    result = _invoke(["run", str(path)], fake)
+    assert result.exit_code == 0, result.output
+    assert fake.stats()["requests"] == 1  # one prompt for every row (exact dedup)
+
