@@ -140,3 +140,23 @@ def test_a_template_reading_no_column_is_never_empty(fake, tmp_path):
     assert result.exit_code == 0, result.output
     assert fake.stats()["requests"] == 1  # one prompt for every row (exact dedup)
 
+
+
+def test_semantic_dedup_leaves_the_empty_rows_out(fake, tmp_path):
+    path = _pipeline(tmp_path, dedup={"semantic": {"enabled": True}})
+    rows = [*ROWS, {"ticket_id": "T7", "subject": "Refund", "body": "Please refund order 10233"}]
+    write_tickets(tmp_path / "data" / "tickets.parquet", rows)
+    result = _invoke(["run", str(path), "--run-id", "r1"], fake)
+    assert result.exit_code == 0, result.output
+    ledger = _ledger(tmp_path, "r1")
+    skipped = ledger.filter(pl.col("row_id").is_in(EMPTY))
+    assert (skipped["status"] == "skipped").all() and (skipped["dedup"] == "none").all()
+    assert skipped["representative_id"].to_list() == EMPTY  # each answers for itself only
+    others = ledger.filter(~pl.col("row_id").is_in(EMPTY))
+    assert (others["status"] == "ok").all()
+    assert not others["representative_id"].is_in(EMPTY).any()
+    assert fake.stats()["requests"] == others.filter(pl.col("dedup") == "none").height
+    again = _invoke(["run", str(path), "--run-id", "r2"], fake)  # across runs: still skipped
+    assert again.exit_code == 0, again.output
+    assert (_ledger(tmp_path, "r2").filter(pl.col("row_id").is_in(EMPTY))["status"]
+            == "skipped").all()
