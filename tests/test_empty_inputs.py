@@ -160,3 +160,13 @@ def test_semantic_dedup_leaves_the_empty_rows_out(fake, tmp_path):
     assert again.exit_code == 0, again.output
     assert (_ledger(tmp_path, "r2").filter(pl.col("row_id").is_in(EMPTY))["status"]
             == "skipped").all()
+
+
+def test_batch_mode_leaves_the_empty_rows_out_of_the_batch(bfake, tmp_path):
+    path = _pipeline(tmp_path, execution={"mode": "batch", "poll_seconds": 0.05})
+    result = _invoke(["run", str(path), "--run-id", "r1"], bfake)
+    assert result.exit_code == 0, result.output
+    assert bfake.stats()["batch_requests"] == 3 and bfake.stats()["requests"] == 3
+    ledger = _ledger(tmp_path, "r1")
+    assert ledger.filter(pl.col("row_id").is_in(EMPTY))["mode"].to_list() == ["skipped"] * 3
+    assert (ledger.filter(~pl.col("row_id").is_in(EMPTY))["mode"] == "batch").all()
