@@ -1,7 +1,8 @@
 """The row-local stages of a plan as one step: compress the prompt's fields, then render the
-user prompt. A function from a chunk of rows to the same rows with columns added, so an engine
-can run it chunk by chunk, in this process or on Ray workers (it pickles: the template is kept
-as text and compiled once per process that runs it).
+user prompt (and, for the exact-dedup key, each tier's own prompt variant). A function from a
+chunk of rows to the same rows with columns added, so an engine can run it chunk by chunk, in
+this process or on Ray workers (it pickles: the templates are kept as text and compiled once per
+process that runs it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from batchopt.prompts.template import PromptRenderer, render_prompts
 
 REPORT_PREFIX = "_compress."  # the per-step report columns the step adds (summed by the driver)
 SAVED = "compression_tokens_saved"
+KEY_PREFIX = "__dedup_key_"  # the tier-variant renderings the step adds for the dedup key
+
+
+def key_columns(count: int) -> list[str]:
+    """The columns `RenderStep` adds for `count` key templates."""
+    return [f"{KEY_PREFIX}{i}" for i in range(count)]
 
 
 @dataclass
@@ -26,10 +33,15 @@ class RenderStep:
     id_column: str
     compress: CompressConfig | None
     model: str  # whose tokenizer counts what compression removed
+    # (where, template) of each tier's own prompt variant that differs from `template`: each is
+    # rendered too, into `key_columns(len(key_templates))`, so exact dedup keys on every
+    # request the run may send (batchopt.tiers.dedup_key_templates)
+    key_templates: tuple[tuple[str, str], ...] = ()
     _renderer: Any = field(default=None, repr=False, compare=False)
+    _key_renderers: Any = field(default=None, repr=False, compare=False)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_renderer": None}  # a jinja environment does not pickle
+    def __getstate__(self) -> dict[str, Any]:  # a jinja environment does not pickle
+        return {**self.__dict__, "_renderer": None, "_key_renderers": None}
 
     def __call__(self, rows: pl.DataFrame) -> pl.DataFrame:
         if self._renderer is None:
@@ -46,6 +58,12 @@ class RenderStep:
             )
         else:
             rows = rows.with_columns(pl.lit(0, dtype=pl.Int64).alias(SAVED))
+        if self._key_renderers is None:
+            self._key_renderers = [PromptRenderer(template, where=where)
+                                   for where, template in self.key_templates]
+        for renderer_k, column in zip(self._key_renderers,
+                                      key_columns(len(self._key_renderers)), strict=True):
+            rows = render_prompts(rows, renderer_k, self.id_column, out_column=column)
         return render_prompts(rows, renderer, self.id_column)
 
 
