@@ -7,7 +7,12 @@ of approved neighbours (ties in input order) and each joins the most similar rep
 already chosen, else becomes one. So every member is within the threshold of its group's
 REPRESENTATIVE, whose answer it receives, and passed the guards against it: no chaining (A~B and
 B~C put C with A only when both sit next to one representative, never through a member).
-Names and opposite words are also checked against the whole group (see `_Group`). Visiting hubs
+Names and opposite words are also checked against the whole group (see `_Group`).
+With `same_columns` (columns a tier's own prompt variant reads and the embedded default
+rendering does not), two rows with different values there are never merged: the group's
+representative's variant is what every member would be answered from, and the guards cannot
+see a difference in text they are not shown (a refused pair is reported as guard
+"tier_template"). Visiting hubs
 first lets a request that many paraphrases resemble represent them: on the labelled set it
 raised recall from 0.54 to 0.65 at 0.75 over input order, with the same precision.
 """
@@ -15,6 +20,7 @@ raised recall from 0.54 to 0.65 at 0.75 over input order, with the same precisio
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -32,6 +38,8 @@ from batchopt.dedup.index import SEED, kmeans, neighbours
 from batchopt.dedup.mapped import drop_pages, gather_rows
 
 DEFAULT_GUARDS = GuardConfig()
+TIER_GUARD = "tier_template"  # the refusal of a pair that differs in a tier template's column
+REFUSALS = (*GUARD_ORDER, TIER_GUARD)  # by code: veto_many's codes, then TIER_GUARD
 # Measured on tests/data/dedup_labelled.parquet with all-MiniLM-L6-v2 and the default guards:
 # precision 1.0 at 0.75 (recall 0.59 at k=10). Fresh draws of the same generator (other seeds)
 # give precision 0.98-0.99 at 0.75 and 0.95 at 0.60: requests with the same facts but another
@@ -58,8 +66,11 @@ def semantic_groups(
     threshold: float = DEFAULT_THRESHOLD,
     guards: GuardConfig = DEFAULT_GUARDS,
     k: int = 10,
+    same_columns: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Merge paraphrases among the exact representatives of `frame`.
+
+    Rows merge only when their values in every one of `same_columns` are equal (nulls equal).
 
     `frame` carries the exact-dedup columns (`group_id`, `representative_id`, `dedup`,
     `similarity`); `vectors` holds one L2-normalised row per frame row whose `dedup` is "none",
@@ -75,8 +86,12 @@ def semantic_groups(
             f"semantic dedup needs one vector per exact representative: {len(positions)} rows "
             f"with dedup 'none', {len(vectors)} vectors"
         )
+    partition = None
+    if same_columns:  # one code per distinct tuple of values, for the rows with a vector
+        partition = (frame.select(pl.struct(list(same_columns)).rank("dense")).to_series()
+                     .to_numpy().astype(np.int64)[positions])
     leader, sims, vetoed_by, vetoed_guard = _cluster_in_buckets(
-        _unit(vectors), frame[text_column], positions, threshold, guards, k
+        _unit(vectors), frame[text_column], positions, threshold, guards, k, partition
     )
     # integer positions throughout: gathers of string columns copy 16-byte views, not texts
     height = frame.height
@@ -157,8 +172,12 @@ def _cluster(
     threshold: float,
     guards: GuardConfig,
     k: int,
+    partition: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
     """Greedy leader clustering over the guard-approved neighbour lists.
+
+    With `partition` (a code per row), a pair whose codes differ is refused, as if by a guard
+    named `TIER_GUARD`: every member then has its representative's code.
 
     Rows are visited by decreasing number of approved neighbours (ties in input order), so a
     row that many paraphrases resemble becomes a representative before its outliers do; each
@@ -185,13 +204,15 @@ def _cluster(
     facts = _facts_of(texts, involved, guards)
     del involved
     refused = veto_many(facts, local[row], local[other], guards)
+    if partition is not None:  # another value in a column only a tier's template reads
+        refused = np.where(partition[row] != partition[other], len(GUARD_ORDER), refused)
     # the first refused neighbour of each row is its most similar one: lists are best first
     vetoed = refused >= 0
     first = np.unique(row[vetoed], return_index=True)[1]
     vetoed_rows = row[vetoed][first]
     vetoed_by[vetoed_rows] = other[vetoed][first]
     for i, code in zip(vetoed_rows.tolist(), refused[vetoed][first].tolist(), strict=True):
-        vetoed_guard[i] = GUARD_ORDER[code]
+        vetoed_guard[i] = REFUSALS[code]
     approved = np.full(nbr_ids.shape, -1, np.int32)
     approved[row[~vetoed], slot[~vetoed]] = other[~vetoed]
     del row, slot, other, refused, vetoed, nbr_ids
@@ -235,12 +256,14 @@ def _cluster_in_buckets(
     threshold: float,
     guards: GuardConfig,
     k: int,
+    partition: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
     """`_cluster` of vectors against texts[positions]: in one piece up to BUCKET_ROWS rows,
-    else bucket by bucket (see BUCKET_ROWS), with the results in the same form."""
+    else bucket by bucket (see BUCKET_ROWS), with the results in the same form. `partition`:
+    a code per vector row (see `_cluster`)."""
     n = len(vectors)
     if n <= BUCKET_ROWS:
-        return _cluster(vectors, texts.gather(positions), threshold, guards, k)
+        return _cluster(vectors, texts.gather(positions), threshold, guards, k, partition)
     leader = np.arange(n)
     sims = np.zeros(n, np.float32)
     vetoed_by = np.full(n, -1, np.int64)
@@ -248,7 +271,8 @@ def _cluster_in_buckets(
     for rows in _buckets(vectors, np.arange(n)):
         part = gather_rows(vectors, rows)
         lead, close, by, guard = _cluster(part, texts.gather(positions[rows]), threshold,
-                                          guards, k)
+                                          guards, k,
+                                          None if partition is None else partition[rows])
         del part
         leader[rows], sims[rows] = rows[lead], close
         hit = np.flatnonzero(by >= 0)

@@ -33,6 +33,9 @@ class SemanticSettings:
     model: str | None = None
     neighbours: int = 10
     guards: GuardConfig = field(default_factory=GuardConfig)
+    # columns two rows must agree on to merge: those a tier's own template reads and the
+    # embedded text does not show (batchopt.tiers.tier_extra_columns)
+    same_columns: tuple[str, ...] = ()
 
 
 class _RowIndex:
@@ -181,6 +184,7 @@ def semantic_dedup(
         threshold=settings.threshold,
         guards=settings.guards,
         k=settings.neighbours,
+        same_columns=settings.same_columns,
     )
     index = _RowIndex(grouped[id_column].gather(positions))
     return SemanticOutcome(
