@@ -55,12 +55,14 @@ from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
 from batchopt.rounds import Answers, RunPending, execute, result_cost
-from batchopt.row_stages import RenderStep, take_report
+from batchopt.row_stages import RenderStep, key_columns, take_report
 from batchopt.tiers import (
     Tier,
+    dedup_key_templates,
     first_requests,
     make_tier,
     route_groups,
+    tier_extra_columns,
     tier_names,
     tier_price,
     tier_template_variables,
@@ -319,7 +321,10 @@ def prepare(
     if cfg.compress is not None:
         observer.stage("compress")
     observer.stage("render")  # one pass over each chunk: compress, then render
-    step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model)
+    # dedup keys on what is sent: each tier's own prompt variant is rendered for the key too
+    key_templates = tuple(dedup_key_templates(loaded, names)) if cfg.dedup.exact else ()
+    step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model,
+                      key_templates=key_templates)
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address
     engine = get_engine(engine_name, ray_address, cfg.execution.ray_workers)
@@ -332,7 +337,8 @@ def prepare(
             "prompt_user",
             enabled=cfg.dedup.exact,
             ignore_case=cfg.dedup.ignore_case,
-        )
+            key_columns=key_columns(len(key_templates)),
+        ).drop(key_columns(len(key_templates)))
         rows = isolate_empty(rows, cfg.input.id_column)  # each its own group, never merged
         semantic, guards = None, None
         if sem.enabled:
@@ -347,6 +353,9 @@ def prepare(
                 threshold=sem.threshold, backend=sem.backend,
                 model=str(loaded.resolve(sem.model)) if sem.model else None,
                 neighbours=sem.neighbours, guards=guards,
+                # columns only a tier's own template reads: merged rows must agree on them
+                same_columns=tuple(c for c in tier_extra_columns(loaded, names)
+                                   if c in rows.columns),
             )
             cache_dir = paths["cache"] / cfg.name / "embeddings" if cfg.cache.enabled else None
             empty = pl.col(EMPTY_COLUMN)  # out of semantic dedup: not embedded, not merged

@@ -241,6 +241,32 @@ def tier_template_variables(loaded: LoadedPipeline, names: list[str]) -> list[st
     return found
 
 
+def dedup_key_templates(loaded: LoadedPipeline, names: list[str]) -> list[tuple[str, str]]:
+    """(where, template) of each distinct prompt variant of tiers `names` other than the
+    prompt's own template: what exact dedup must key on besides the default rendering, since
+    a tier with its own template sends the group representative's rendering for every member
+    (two rows may render the same by default and not in a tier's variant)."""
+    default = loaded.config.prompt.template
+    found: dict[str, str] = {}
+    for name in names:
+        template = loaded.config.profiles[name].template
+        if template is not None and template != default and template not in found:
+            found[template] = f"profiles.{name}.template"
+    return [(where, template) for template, where in found.items()]
+
+
+def tier_extra_columns(loaded: LoadedPipeline, names: list[str]) -> list[str]:
+    """Columns the tiers' own templates read that the prompt's template does not: semantic dedup
+    compares rows on the default rendering, which does not show them, so it merges two rows
+    only when these columns are equal (its guards cannot see a difference they do not read)."""
+    from batchopt.prompts.template import PromptRenderer
+
+    cfg = loaded.config
+    default = set(PromptRenderer(cfg.prompt.template).variables)
+    extra = [v for v in tier_template_variables(loaded, names) if v not in default]
+    return list(dict.fromkeys(extra))
+
+
 def judge_request_factory(tier: Tier, max_tokens: int = 16) -> Callable[[str], Request]:
     """Requests to a judge on `tier`: its user message as given, no system text, no schema."""
     spec = tier.spec
