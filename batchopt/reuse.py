@@ -29,8 +29,17 @@ def rep_ids(plan: Plan) -> dict[str, str]:
 
 
 def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
+    """The index of earlier runs' answers, or None when this run neither reuses nor remembers.
+
+    None too when a tier's own template reads a column the embedded default rendering does not
+    (`tiers.tier_extra_columns`): the index keeps no such values, so a past answer for another
+    customer could not be told apart (within a run, semantic dedup requires them equal)."""
+    from batchopt.tiers import tier_extra_columns
+
     sem = plan.pipeline.config.dedup.semantic
     if plan.semantic is None or not sem.across_runs or not cache.enabled:
+        return None
+    if tier_extra_columns(plan.pipeline, list(plan.tiers)):
         return None
     from batchopt.dedup.crossrun import AnsweredIndex
 

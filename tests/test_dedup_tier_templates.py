@@ -139,3 +139,16 @@ def test_semantic_dedup_in_a_run_keeps_other_customers_apart(fake, tmp_path):
     assert answers["T1"].startswith("Summary: Customer: alice")
     assert answers["T2"].startswith("Summary: Customer: bob")
     assert len(fake.log()) == 2
+
+
+def test_no_answer_from_an_earlier_run_for_another_customer(fake, tmp_path):
+    semantic = {"semantic": {"enabled": True, "backend": "model2vec", "threshold": 0.8}}
+    template = "Customer: {{ customer }}\n\n{{ body }}"
+    path = _pipeline(tmp_path, _rows("alice"), template, dedup=semantic)
+    _run(path, fake, "d1")
+    assert len(fake.log()) == 1
+    rows = _rows("bob", bodies=["Please refund my order #10233, it arrived broken."])
+    pl.DataFrame(rows).write_parquet(tmp_path / "data" / "tickets.parquet")
+    _run(path, fake, "d2")
+    assert len(fake.log()) == 2  # sent again: the earlier answer was alice's
+    assert _answers(tmp_path)["T1"].startswith("Summary: Customer: bob")
