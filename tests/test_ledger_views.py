@@ -345,7 +345,9 @@ def test_daily_trend_counts_utc_days_and_old_runs_under_null(
         per_run.group_by("pipeline", "day")
         .agg(
             pl.len().cast(pl.Int64).alias("runs"),
+            pl.lit(0, dtype=pl.Int64).alias("cache_reruns"),
             pl.col("rows").sum().cast(pl.Int64),
+            pl.col("rows").sum().cast(pl.Int64).alias("distinct_rows"),  # row ids differ by run
             pl.col("cost_usd").sum(),
             pl.col("baseline_cost_usd").sum(),
         )
@@ -364,6 +366,43 @@ def test_daily_trend_counts_utc_days_and_old_runs_under_null(
         ("other", dt.date(2026, 11, 26), 1),
     ]
     assert sum(r["rows"] for r in actual) == ledger.height
+
+
+def test_daily_trend_counts_a_cache_rerun_baseline_once(tmp_path: Path) -> None:
+    """Point 7: a day with a paid run and a $0 cache re-run of the same rows has the paid run's
+    baseline and spend, and says that one of its two runs was a cache re-run."""
+    prices = PriceTable.load()
+    day = dt.datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    facts = _facts("d1", 7).with_columns(run_at=pl.lit(day), mode=pl.lit("online"),
+                                         status=pl.lit("ok"), error=pl.lit(None, pl.String),
+                                         dedup=pl.lit("none"), cached_from_run=pl.lit(None,
+                                                                                      pl.String))
+    paid = price_ledger(facts.with_columns(run_id=pl.lit("p1")), prices, "openai", "gpt-4o")
+    rerun_facts = facts.with_columns(
+        run_id=pl.lit("p2"), run_at=pl.lit(day + dt.timedelta(hours=2)), mode=pl.lit("cache"),
+        cached_from_run=pl.lit("p1"), input_tokens=pl.lit(0), output_tokens=pl.lit(0),
+        cached_input_tokens=pl.lit(0), cache_write_tokens=pl.lit(0),
+        earlier_attempts_usd=pl.lit(0.0),
+    )
+    rerun = price_ledger(rerun_facts, prices, "openai", "gpt-4o")
+    write_ledger(paid, tmp_path, "demo", "p1")
+    write_ledger(rerun, tmp_path, "demo", "p2")
+    assert rerun["cost_usd"].sum() == 0
+    assert paid["cost_usd"].sum() > 0
+    con = connect(tmp_path)
+    try:
+        trend = rows_of(con, "SELECT * FROM daily_trend")
+    finally:
+        con.close()
+    assert len(trend) == 1
+    (row,) = trend
+    assert row["day"] == dt.date(2026, 11, 27)
+    assert (row["runs"], row["cache_reruns"]) == (2, 1)
+    assert (row["rows"], row["distinct_rows"]) == (2 * paid.height, paid.height)
+    assert row["cost_usd"] == pytest.approx(paid["cost_usd"].sum(), **NUM)
+    assert row["baseline_cost_usd"] == pytest.approx(paid["baseline_cost_usd"].sum(), **NUM)
+    assert row["saved_usd"] == pytest.approx(
+        paid["baseline_cost_usd"].sum() - paid["cost_usd"].sum(), **NUM)
 
 
 def test_estimate_accuracy(con: duckdb.DuckDBPyConnection, ledger: pl.DataFrame) -> None:

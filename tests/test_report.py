@@ -260,6 +260,40 @@ def test_failures_are_listed_and_the_sample_shows_inputs_beside_outputs(runs, pa
     assert "--outputs PATH" in render_report(bare, bundle="")
 
 
+def test_a_cache_rerun_does_not_double_the_days_baseline(fake_server, tmp_path):
+    """Point 7: a paid run and, the same day, a re-run answered wholly from the response cache:
+    the day's baseline and spend are the paid run's, and the page says 1 run was a re-run."""
+    path = write_pipeline(tmp_path, pipeline_dict())
+    tickets = [t for t in TICKETS if t["ticket_id"] in ("T1", "T3")]
+    pl.DataFrame(tickets).write_parquet(tmp_path / "data" / "tickets.parquet")
+    fake_server.reset()
+    fake_server.latency_ms = 0
+    try:
+        for run_id in ("p1", "p2"):
+            summary = run_pipeline(load_pipeline(path), RunOptions(run_id=run_id),
+                                   env=fake_env(fake_server))
+            assert isinstance(summary, RunSummary) and summary.failed_rows == 0
+    finally:
+        fake_server.reset()
+    ledger = tmp_path / "out" / "ledger"
+    paid, rerun = _ledger_rows(Runs(tmp_path, ledger, {}), "p1"), \
+        _ledger_rows(Runs(tmp_path, ledger, {}), "p2")
+    assert set(rerun["mode"]) == {"cache"} and rerun["cost_usd"].sum() == 0
+    assert paid["cost_usd"].sum() > 0
+    data = load(ledger, "p2")
+    assert data.by_day.height == 1
+    (day,) = data.by_day.to_dicts()
+    assert (day["runs"], day["cache_reruns"]) == (2, 1)
+    assert day["distinct_rows"] == paid.height
+    assert day["cost_usd"] == pytest.approx(paid["cost_usd"].sum(), abs=1e-12)
+    assert day["baseline_cost_usd"] == pytest.approx(paid["baseline_cost_usd"].sum(), abs=1e-12)
+    page = render_report(data, bundle="")
+    assert "1 of these 2 run(s) were cache re-runs" in page
+    (value,) = _values(_specs(page)["days"])
+    assert value["cache_reruns"] == 1
+    assert value["baseline"] == usd(paid["baseline_cost_usd"].sum())
+
+
 def test_a_ledger_written_before_run_at_and_a_lever_existed(runs, tmp_path):
     old = tmp_path / "ledger"
     for run_id in ("r1", "r2"):

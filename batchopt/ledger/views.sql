@@ -250,32 +250,69 @@ CREATE OR REPLACE MACRO most_expensive(n, run := NULL) AS TABLE
 SELECT * FROM most_expensive_rows WHERE run IS NULL OR run_id = run LIMIT n;
 
 -- One row per pipeline and UTC day of run_at (the time each run wrote its ledger, whatever the
--- session's TimeZone): runs, rows, spend, baseline, saving. Runs written before ledgers had
--- run_at have a NULL day, listed last.
+-- session's TimeZone): runs, how many of them were cache re-runs (a run that sent nothing: no
+-- row online, batch or failed, at least one answered from the response cache, so $0 spent),
+-- ledger rows and distinct rows, spend, baseline, saving. Spend is what every run of the day
+-- paid; the baseline counts each row (pipeline + row_id) once per day, however many runs
+-- answered it that day (its largest baseline of the day), so a re-run does not add a second
+-- baseline for rows already counted. Runs written before ledgers had run_at have a NULL day,
+-- listed last.
 CREATE OR REPLACE VIEW daily_trend AS
 WITH per_run AS (
     SELECT
         pipeline,
         run_id,
         make_timestamp(epoch_us(run_at))::DATE AS day,
+        count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')) = 0
+            AND count(*) FILTER (WHERE mode = 'cache') > 0 AS cache_rerun,
         count(*) AS rows,
-        fsum(cost_usd) AS cost_usd,
-        fsum(baseline_cost_usd) AS baseline_cost_usd
+        fsum(cost_usd) AS cost_usd
     FROM ledger
     GROUP BY pipeline, run_id, day
+),
+per_row AS (
+    SELECT
+        pipeline,
+        make_timestamp(epoch_us(run_at))::DATE AS day,
+        row_id,
+        max(baseline_cost_usd) AS baseline_cost_usd
+    FROM ledger
+    GROUP BY pipeline, day, row_id
+),
+per_day_rows AS (
+    SELECT
+        pipeline,
+        day,
+        count(*) AS distinct_rows,
+        fsum(baseline_cost_usd) AS baseline_cost_usd
+    FROM per_row
+    GROUP BY pipeline, day
+),
+per_day_runs AS (
+    SELECT
+        pipeline,
+        day,
+        count(*) AS runs,
+        count(*) FILTER (WHERE cache_rerun) AS cache_reruns,
+        sum(rows)::BIGINT AS rows,
+        fsum(cost_usd) AS cost_usd
+    FROM per_run
+    GROUP BY pipeline, day
 )
 SELECT
-    pipeline,
-    day,
-    count(*) AS runs,
-    sum(rows)::BIGINT AS rows,
-    fsum(cost_usd) AS cost_usd,
-    fsum(baseline_cost_usd) AS baseline_cost_usd,
-    fsum(baseline_cost_usd) - fsum(cost_usd) AS saved_usd,
-    (fsum(baseline_cost_usd) - fsum(cost_usd)) / nullif(fsum(baseline_cost_usd), 0) AS saved_share
-FROM per_run
-GROUP BY pipeline, day
-ORDER BY pipeline, day NULLS LAST;
+    r.pipeline,
+    r.day,
+    r.runs,
+    r.cache_reruns,
+    r.rows,
+    d.distinct_rows,
+    r.cost_usd,
+    d.baseline_cost_usd,
+    d.baseline_cost_usd - r.cost_usd AS saved_usd,
+    (d.baseline_cost_usd - r.cost_usd) / nullif(d.baseline_cost_usd, 0) AS saved_share
+FROM per_day_runs r
+JOIN per_day_rows d ON r.pipeline = d.pipeline AND r.day IS NOT DISTINCT FROM d.day
+ORDER BY r.pipeline, r.day NULLS LAST;
 
 -- One row per run: the offline estimate made before sending against what was billed, over the
 -- rows billed this run (online and batch rows, and failed rows that cost something). The cost

@@ -89,16 +89,24 @@ def by_model(frame: pl.DataFrame) -> dict[str, Any]:
 
 
 def by_day(frame: pl.DataFrame) -> dict[str, Any]:
-    """Spent per day (bars) against the baseline (line), over every run of the pipeline."""
+    """Spent per day (bars) against the baseline (line), over every run of the pipeline.
+
+    A day's spend is what its runs paid; its baseline counts each row answered that day once,
+    so a $0 re-run from the response cache adds nothing. The tooltip says how many of the
+    day's runs were such cache re-runs.
+    """
     values = [
         {"day": r["day"], "cost_usd": r["cost_usd"], "baseline_cost_usd": r["baseline_cost_usd"],
-         "runs": r["runs"], "cost": usd(r["cost_usd"]), "baseline": usd(r["baseline_cost_usd"])}
+         "runs": r["runs"], "cache_reruns": r["cache_reruns"], "rows": r["distinct_rows"],
+         "cost": usd(r["cost_usd"]), "baseline": usd(r["baseline_cost_usd"])}
         for r in frame.iter_rows(named=True)
     ]
     base = alt.Chart(alt.Data(values=values)).encode(
         x=alt.X("day:O", title="day of run (UTC)", axis=alt.Axis(labelAngle=0)),
-        tooltip=[alt.Tooltip("day:O"), alt.Tooltip("runs:Q"), alt.Tooltip("cost:N", title="spent"),
-                 alt.Tooltip("baseline:N")],
+        tooltip=[alt.Tooltip("day:O"), alt.Tooltip("runs:Q"),
+                 alt.Tooltip("cache_reruns:Q", title="of which cache re-runs"),
+                 alt.Tooltip("rows:Q", title="rows answered"),
+                 alt.Tooltip("cost:N", title="spent"), alt.Tooltip("baseline:N")],
     )
     spent = base.mark_bar().encode(
         y=alt.Y("cost_usd:Q", title="USD", axis=alt.Axis(format=AXIS_USD)),

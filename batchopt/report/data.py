@@ -81,7 +81,8 @@ class ReportData:
     header: Header
     waterfall: list[Step]
     by_model: pl.DataFrame  # tier, provider, model, rows, billed_rows, failed_rows, cost, baseline
-    by_day: pl.DataFrame  # day (YYYY-MM-DD, UTC), runs, rows, cost_usd, baseline_cost_usd
+    # day (YYYY-MM-DD, UTC), runs, cache_reruns, rows, distinct_rows, cost_usd, baseline_cost_usd
+    by_day: pl.DataFrame
     undated_runs: list[str]  # runs of the pipeline without run_at (left out of by_day)
     failures: pl.DataFrame  # row_id, error, attempts, tier, model (at most MAX_FAILURES)
     sample: Sample | None
@@ -193,32 +194,56 @@ def _by_model(db: _Ledger, pipeline: str, run_id: str) -> pl.DataFrame:
 
 
 def _by_day(db: _Ledger, pipeline: str) -> tuple[pl.DataFrame, list[str]]:
+    """Per UTC day of run_at: runs, cache re-runs, rows, spend and baseline (see daily_trend).
+
+    Spend is what the day's runs paid. The baseline counts each row id once a day, however
+    many runs answered it that day (its largest baseline), so a $0 re-run from the response
+    cache adds nothing to it. A cache re-run is a run with no row online, batch or failed and
+    at least one answered from the cache.
+    """
+    run_at = db.col("run_at", "TIMESTAMPTZ")
     runs = db.frame(
         f"""
-        SELECT run_id, max({db.col('run_at', 'TIMESTAMPTZ')}) AS run_at, count(*) AS rows,
-               {db.money('cost_usd')} AS cost_usd,
-               {db.money('baseline_cost_usd')} AS baseline_cost_usd
+        SELECT run_id, max({run_at}) AS run_at,
+               CAST(make_timestamp(epoch_us(max({run_at})))::DATE AS VARCHAR) AS day,
+               count(*) AS rows,
+               count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')) = 0
+                   AND count(*) FILTER (WHERE mode = 'cache') > 0 AS cache_rerun,
+               {db.money('cost_usd')} AS cost_usd
         FROM ledger WHERE pipeline = ? GROUP BY run_id ORDER BY run_id
         """,
         [pipeline],
     )
-    undated = runs.filter(pl.col("run_at").is_null())["run_id"].to_list()
-    stamp = pl.col("run_at")
-    if isinstance(runs.schema["run_at"], pl.Datetime):
-        zone = runs.schema["run_at"].time_zone  # type: ignore[union-attr]
-        stamp = stamp.dt.convert_time_zone("UTC") if zone else stamp.dt.replace_time_zone("UTC")
-    else:  # every run undated: DuckDB typed the NULLs as something else
-        stamp = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
+    undated = runs.filter(pl.col("day").is_null())["run_id"].to_list()
+    per_row = db.frame(
+        f"""
+        WITH days AS (
+            SELECT run_id, make_timestamp(epoch_us(max({run_at})))::DATE AS day
+            FROM ledger WHERE pipeline = ? GROUP BY run_id
+        ), per_row AS (
+            SELECT d.day, l.row_id, max(coalesce(l.baseline_cost_usd, 0.0)) AS baseline
+            FROM ledger l JOIN days d USING (run_id)
+            WHERE l.pipeline = ? AND d.day IS NOT NULL
+            GROUP BY d.day, l.row_id
+        )
+        SELECT CAST(day AS VARCHAR) AS day, count(*) AS distinct_rows,
+               coalesce(fsum(baseline), 0.0) AS baseline_cost_usd
+        FROM per_row GROUP BY day
+        """,
+        [pipeline, pipeline],
+    )
     days = (
-        runs.filter(pl.col("run_at").is_not_null())
-        .with_columns(day=stamp.dt.strftime("%Y-%m-%d"))
+        runs.filter(pl.col("day").is_not_null())
         .group_by("day")
         .agg(
             runs=pl.len(),
+            cache_reruns=pl.col("cache_rerun").sum().cast(pl.Int64),
             rows=pl.col("rows").sum(),
             cost_usd=pl.col("cost_usd").sum(),
-            baseline_cost_usd=pl.col("baseline_cost_usd").sum(),
         )
+        .join(per_row, on="day", how="left")
+        .select("day", "runs", "cache_reruns", "rows", "distinct_rows", "cost_usd",
+                "baseline_cost_usd")
         .sort("day")
     )
     return days, undated

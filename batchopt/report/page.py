@@ -156,9 +156,18 @@ def _models(data: ReportData, spec: dict[str, Any]) -> str:
 def _days(data: ReportData, spec: dict[str, Any]) -> str:
     parts = [f"<h2>Cost per day across runs of {escape(data.header.pipeline)}</h2>"]
     if data.by_day.height:
+        reruns = int(data.by_day["cache_reruns"].sum())
+        runs = int(data.by_day["runs"].sum())
+        parts.append(
+            '<p class="note">Spent: what the day\'s runs paid. Baseline: each row answered that '
+            "day counted once, however many runs answered it, so a re-run served from the "
+            f"response cache adds nothing. {reruns} of these {runs} run(s) were cache re-runs "
+            "(sent nothing, spent $0).</p>"
+        )
         parts.append(_chart("days", spec))
         parts.append(_table(data.by_day, [
-            ("day", "day (UTC)", ""), ("runs", "runs", "num"), ("rows", "rows", "num"),
+            ("day", "day (UTC)", ""), ("runs", "runs", "num"),
+            ("cache_reruns", "cache re-runs", "num"), ("distinct_rows", "rows", "num"),
             ("cost_usd", "spent", "usd"), ("baseline_cost_usd", "baseline", "usd"),
         ]))
     if data.undated_runs:
