@@ -59,9 +59,12 @@ from batchopt.row_stages import RenderStep, key_columns, take_report
 from batchopt.tiers import (
     Tier,
     dedup_key_templates,
+    drop_rule_inputs,
     first_requests,
+    keep_rule_inputs,
     make_tier,
     route_groups,
+    rule_columns,
     tier_extra_columns,
     tier_names,
     tier_price,
@@ -320,6 +323,10 @@ def prepare(
 
     if cfg.compress is not None:
         observer.stage("compress")
+        # rules test the input columns they name; compression may rewrite the ones the
+        # template uses, so the rules get a copy taken before it (dropped after routing)
+        rows = keep_rule_inputs(rows, [c for c in rule_columns(loaded, strategy)
+                                       if c in renderer.variables])
     observer.stage("render")  # one pass over each chunk: compress, then render
     # dedup keys on what is sent: each tier's own prompt variant is rendered for the key too
     key_templates = tuple(dedup_key_templates(loaded, names)) if cfg.dedup.exact else ()
@@ -379,6 +386,7 @@ def prepare(
     tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
     tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
+    rows = drop_rule_inputs(rows)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)
     empty = empty_groups(rows)
     requests, skipped_empty = drop_empty(requests, empty)  # never sent (input.on_empty: skip)

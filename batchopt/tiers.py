@@ -36,6 +36,28 @@ if TYPE_CHECKING:
     from batchopt.dedup.step import SemanticOutcome
 
 ROUTE_COLUMNS = ("__tier", "__route_reason")
+RULE_INPUT_PREFIX = "__rule_input."  # an input column's value before compression, for rules
+
+
+def rule_columns(loaded: LoadedPipeline, strategy: str) -> list[str]:
+    """The input columns the routing rules test (`column:` conditions), in order."""
+    routing = loaded.config.routing
+    if strategy != "rules" or routing is None:
+        return []
+    named = [c.column for rule in routing.rules for c in rule.when if c.column is not None]
+    return list(dict.fromkeys(named))
+
+
+def keep_rule_inputs(rows: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """`rows` with an untouched copy of each of `columns` it has, so that rules test the input
+    value even after compression rewrites the column for the prompt."""
+    return rows.with_columns(
+        pl.col(name).alias(RULE_INPUT_PREFIX + name) for name in columns if name in rows.columns
+    )
+
+
+def drop_rule_inputs(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.drop([c for c in rows.columns if c.startswith(RULE_INPUT_PREFIX)])
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,11 @@ def route_groups(
     if strategy == "rules":
         assert routing is not None
         chosen = rows.filter(pl.col("dedup") == "none")  # rules may name any column
+        kept = [c for c in chosen.columns if c.startswith(RULE_INPUT_PREFIX)]
+        if kept:  # rules test the input values, not the compressed text the prompt got
+            chosen = chosen.with_columns(
+                pl.col(c).alias(c.removeprefix(RULE_INPUT_PREFIX)) for c in kept
+            ).drop(kept)
         counts = pl.Series(
             [count_tokens(text, tiers[0].profile.model) for text in chosen["prompt_user"]],
             dtype=pl.Int64,

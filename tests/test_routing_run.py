@@ -262,3 +262,27 @@ def test_the_classifier_reuses_the_semantic_steps_vectors(fake, tmp_path, monkey
     long_rows = ledger["row_id"].is_in([f"T{i:02d}" for i in range(6, 10)])
     assert (ledger.filter(long_rows)["tier"] == "strong").all()
     assert (ledger.filter(~long_rows)["tier"] == "cheap").all()
+
+
+def test_a_rule_tests_the_input_column_not_its_compressed_text(fake, tmp_path):
+    """Point 12a: boilerplate removal drops the quoted reply's 'On ..., Bob wrote:' line from
+    the prompt, but a rule on `column: body` still sees it in the input and routes the row."""
+    routing = {"strategy": "rules", "tiers": ["cheap", "strong"], "default_tier": "cheap",
+               "rules": [{"name": "reply", "when": {"column": "body", "matches": r"wrote:"},
+                          "tier": "strong"}]}
+    path = _pipeline(tmp_path, routing, compress={"steps": [{"type": "boilerplate"}]})
+    reply = ("Where is my refund for order #777?\n\n"
+             "On Monday, Bob wrote:\n> Your refund is on its way.\n> Bob")
+    tickets = [{"ticket_id": "T01", "subject": "Refund", "body": reply},
+               {"ticket_id": "T02", "subject": "Order", "body": "Where is my order #778?"}]
+    pl.DataFrame(tickets).write_parquet(tmp_path / "data" / "tickets.parquet")
+    summary = _run(path, fake, run_id="b1")
+    assert isinstance(summary, RunSummary) and summary.exit_code == 0
+    ledger = _ledger(tmp_path, "b1").sort("row_id")
+    assert ledger["tier"].to_list() == ["strong", "cheap"]
+    assert ledger["model"].to_list() == ["gpt-4o", "gpt-4o-mini"]
+    assert ledger["route_reason"][0].startswith("rule 'reply'")
+    assert ledger["route_reason"][1] == "default"
+    assert ledger["compression_tokens_saved"][0] > 0  # the prompt lost the quoted reply
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+    assert not any(c.startswith("__") for c in outputs.columns)
