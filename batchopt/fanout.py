@@ -149,18 +149,74 @@ def output_table(
     json_schema: dict[str, Any] | None,
 ) -> pl.DataFrame:
     """The input columns plus the answer; an object schema's top-level properties also get a
-    column each (`<output_column>_<property>`, JSON text for non-scalar values)."""
+    column each (`<output_column>_<property>`), typed as the property's schema declares
+    (`property_dtype`): JSON text for arrays, objects and anything else."""
     frame = rows.join(groups.select("group_id", "answer", "parsed_json"), on="group_id",
                       how="left", maintain_order="left")
     columns = [pl.col(c) for c in keep_columns] + [pl.col("answer").alias(output_column)]
     schema = json_schema or {}
     properties = schema.get("properties") or {} if schema.get("type") == "object" else {}
-    for prop in properties:
+    for prop, prop_schema in properties.items():
         path = "$[" + json.dumps(prop) + "]"
-        columns.append(
-            pl.col("parsed_json").str.json_path_match(path).alias(f"{output_column}_{prop}")
-        )
+        text = pl.col("parsed_json").str.json_path_match(path)
+        columns.append(_typed(text, property_dtype(prop_schema)).alias(f"{output_column}_{prop}"))
     return frame.select(columns)
+
+
+_JSON_TYPES: dict[str, pl.DataType] = {
+    "integer": pl.Int64(), "number": pl.Float64(), "boolean": pl.Boolean(), "string": pl.String(),
+}
+
+
+def property_dtype(schema: Any) -> pl.DataType:
+    """The column type a JSON Schema property declares: integer Int64, number Float64, boolean
+    Boolean, string String; a type that also allows null (`["number", "null"]`, or an `anyOf` /
+    `oneOf` with a `{"type": "null"}` branch) is the other type, nullable. `integer` with
+    `number` is Float64. Arrays, objects, several types and an undeclared type: String (the
+    value's JSON text)."""
+    if not isinstance(schema, dict):
+        return pl.String()
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        kinds = {declared}
+    elif isinstance(declared, list) and all(isinstance(k, str) for k in declared):
+        kinds = set(declared)
+    else:
+        branches = schema.get("anyOf") or schema.get("oneOf")
+        if not isinstance(branches, list) or not branches:
+            return pl.String()
+        kinds = set()
+        for branch in branches:
+            if not isinstance(branch, dict):
+                return pl.String()
+            kind = branch.get("type")
+            if isinstance(kind, str):
+                kinds.add(kind)
+            elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+                kinds.update(kind)
+            else:
+                return pl.String()
+    kinds.discard("null")
+    if kinds == {"integer", "number"}:
+        return pl.Float64()
+    if len(kinds) == 1:
+        return _JSON_TYPES.get(kinds.pop(), pl.String())
+    return pl.String()
+
+
+def _typed(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """The text json_path_match found, as `dtype`; a value that does not fit is null."""
+    if dtype == pl.Boolean:
+        return (pl.when(text == "true").then(True).when(text == "false").then(False)
+                .otherwise(None).cast(pl.Boolean))
+    if dtype == pl.Int64:
+        number = text.cast(pl.Float64, strict=False)  # 3.0 is an integer to JSON Schema
+        whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2.0**63)
+        return pl.coalesce(text.cast(pl.Int64, strict=False),
+                           pl.when(whole).then(number).otherwise(None).cast(pl.Int64))
+    if dtype == pl.Float64:
+        return text.cast(pl.Float64, strict=False)
+    return text
 
 
 FAN_OUT_ROWS = 500_000  # input rows joined, priced and written at a time

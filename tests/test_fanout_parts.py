@@ -88,3 +88,62 @@ def test_no_rows_still_writes_the_columns(tmp_path):
     with ParquetParts(target) as parts:
         parts.commit(empty=pl.DataFrame({"a": [1]}, schema={"a": pl.Int32}))
     assert pl.read_parquet(target).schema == pl.Schema({"a": pl.Int32})
+
+
+TYPED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer", "minimum": 3},
+        "amount": {"type": ["number", "null"], "minimum": 12.5},
+        "refund": {"anyOf": [{"type": "integer", "minimum": 7}, {"type": "null"}]},
+        "urgent": {"type": "boolean"},
+        "note": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["count", "amount", "refund", "urgent", "note", "tags"],
+}
+
+
+def test_schema_outputs_get_the_column_types_the_schema_declares(fake, tmp_path):
+    """Point 12b: an `amount` declared number-or-null is a Float64 column, not text."""
+    data = pipeline_dict()
+    data["prompt"]["json_schema"] = TYPED_SCHEMA
+    data["profiles"]["openai"]["max_tokens"] = 512  # room for the whole object
+    path = write_pipeline(tmp_path, data)
+    _tickets(5).write_parquet(tmp_path / "data" / "tickets.parquet")
+    summary = run_pipeline(load_pipeline(path), RunOptions(run_id="typed"), env=fake_env(fake))
+    assert summary.failed_rows == 0
+    out = pl.read_parquet(summary.output_path)
+    assert {name: out.schema[f"summary_{name}"] for name in TYPED_SCHEMA["properties"]} == {
+        "count": pl.Int64, "amount": pl.Float64, "refund": pl.Int64, "urgent": pl.Boolean,
+        "note": pl.String, "tags": pl.String,
+    }
+    assert out["summary_count"].to_list() == [3] * 5
+    assert out["summary_amount"].to_list() == [12.5] * 5
+    assert out["summary_refund"].to_list() == [7] * 5
+    assert out["summary_urgent"].to_list() == [True] * 5
+    assert all(isinstance(v, str) and v for v in out["summary_note"])
+    assert all(v.startswith("[") for v in out["summary_tags"])  # JSON text
+
+
+def test_schema_property_types_and_values_that_do_not_fit():
+    assert fanout.property_dtype({"type": ["number", "null"]}) == pl.Float64
+    assert fanout.property_dtype({"anyOf": [{"type": "null"}, {"type": "boolean"}]}) == pl.Boolean
+    assert fanout.property_dtype({"type": ["integer", "number"]}) == pl.Float64
+    assert fanout.property_dtype({"type": ["integer", "string"]}) == pl.String
+    assert fanout.property_dtype({"type": "object"}) == pl.String
+    assert fanout.property_dtype({"enum": ["a", "b"]}) == pl.String
+    groups = pl.DataFrame({
+        "group_id": ["g1", "g2", "g3"],
+        "answer": ["a", "b", None],
+        "parsed_json": ['{"n": 3, "x": 2, "b": true}', '{"n": 4.0, "x": null, "b": "yes"}',
+                        None],
+    })
+    rows = pl.DataFrame({"id": ["1", "2", "3"], "group_id": ["g1", "g2", "g3"]})
+    schema = {"type": "object", "properties": {"n": {"type": "integer"},
+                                               "x": {"type": ["number", "null"]},
+                                               "b": {"type": "boolean"}}}
+    out = fanout.output_table(rows, groups, ["id"], "out", schema)
+    assert out.schema["out_n"] == pl.Int64 and out["out_n"].to_list() == [3, 4, None]
+    assert out.schema["out_x"] == pl.Float64 and out["out_x"].to_list() == [2.0, None, None]
+    assert out.schema["out_b"] == pl.Boolean and out["out_b"].to_list() == [True, None, None]
