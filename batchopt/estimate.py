@@ -79,6 +79,19 @@ def request_cost(plan: Plan, request: Request, *, batch: bool = False, first: bo
     return plan.prices.cost(tier.price, usage, batch=batch, latency_ms=latency)
 
 
+def max_request_cost(plan: Plan, request: Request, *, batch: bool = False) -> float:
+    """The most `request` can cost on its tier: every prompt token at the full input rate (an
+    Anthropic cacheable prefix at the cache-write rate, dearer) and `max_tokens` of output; a
+    time-priced tier, the time those tokens should take. What the budget reserves before a send."""
+    prefix = _prefix(request.provider, request.model, request.system)
+    write = min(prefix, request.estimated_input_tokens) if request.provider == "anthropic" else 0
+    usage = Usage(input_tokens=request.estimated_input_tokens, output_tokens=request.max_tokens,
+                  cached_input_tokens=0, cache_write_tokens=write)
+    tier = plan.tier_of(request)
+    latency = expected_latency_ms(plan.history, request, usage, tier_rates(plan, tier.name))
+    return plan.prices.cost(tier.price, usage, batch=batch, latency_ms=latency)
+
+
 def tier_rates(plan: Plan, name: str) -> tuple[float, float] | None:
     """The (prompt, generated) tokens/s tier `name` is costed at, when a bench record or its
     stated throughput gives them (`tier_throughput`); found once per plan."""

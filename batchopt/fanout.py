@@ -147,13 +147,20 @@ def output_table(
     keep_columns: list[str],
     output_column: str,
     json_schema: dict[str, Any] | None,
+    status_column: str | None = None,
 ) -> pl.DataFrame:
     """The input columns plus the answer; an object schema's top-level properties also get a
     column each (`<output_column>_<property>`), typed as the property's schema declares
-    (`property_dtype`): JSON text for arrays, objects and anything else."""
-    frame = rows.join(groups.select("group_id", "answer", "parsed_json"), on="group_id",
-                      how="left", maintain_order="left")
-    columns = [pl.col(c) for c in keep_columns] + [pl.col("answer").alias(output_column)]
+    (`property_dtype`): JSON text for arrays, objects and anything else; with `status_column`,
+    each row's ledger status too (a run stopped by its budget says which answers are
+    `unverified: budget`)."""
+    frame = rows.join(
+        groups.select("group_id", pl.col("answer").alias("_answer"), "parsed_json",
+                      pl.col("status").alias("_status")),
+        on="group_id", how="left", maintain_order="left")
+    columns = [pl.col(c) for c in keep_columns] + [pl.col("_answer").alias(output_column)]
+    if status_column is not None:
+        columns.append(pl.col("_status").alias(status_column))
     schema = json_schema or {}
     properties = schema.get("properties") or {} if schema.get("type") == "object" else {}
     for prop, prop_schema in properties.items():

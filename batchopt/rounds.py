@@ -55,34 +55,87 @@ class Answers:
     escalations: dict[str, str] = field(default_factory=dict)  # group_id -> why it went up
     judged: dict[str, list[Request]] = field(default_factory=dict)  # group_id -> judge calls
     budget_stop: str | None = None  # why sending stopped at the budget, if it did
+    unsent: set[str] = field(default_factory=set)  # request keys the budget kept from sending
+    unverified: dict[str, str] = field(default_factory=dict)  # group_id -> why (budget)
+
+
+SPENT_KEY = "budget_spent_usd"  # the run state's record of what this run id has paid
 
 
 class _Budget:
-    """Money spent by this invocation against `budget.max_usd`."""
+    """Money this run id has spent against `budget.max_usd`: what earlier invocations of the
+    run paid (kept in its run state) plus this one's. A request is sent only once its most
+    (`max_request_cost`) is reserved within what is left; the reservation is settled to the
+    actual cost when its answer is persisted, or released when it fails unbilled."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, state: RunState | None = None) -> None:
         budget = plan.pipeline.config.budget
         self.limit = budget.max_usd if budget is not None else None
-        self.spent = 0.0
+        self._state = state
+        self.before = float(state.get(SPENT_KEY) or 0.0) if state is not None else 0.0
+        self.spent = self.before
+        self.held: dict[str, float] = {}  # request key -> its reservation, while in flight
         self._plan = plan
 
     def add(self, results: list[Result], requests: dict[str, Request]) -> float:
-        """Count what `results` cost (those this invocation sent); returns that amount."""
+        """Count what `results` cost (those this invocation sent), settling their reservations;
+        returns that amount. The run's total is written to its state at once."""
         added = 0.0
         for result in results:
             request = requests.get(result.key)
+            self.held.pop(result.key, None)
             if request is not None and not result.from_cache:
                 cost = result_cost(self._plan, self._plan.tier_of(request), result)
                 self.spent += cost
                 added += cost
+        if added and self._state is not None:
+            self._state.set(SPENT_KEY, self.spent)
         return added
 
     @property
     def reached(self) -> bool:
         return self.limit is not None and self.spent >= self.limit
 
+    @property
+    def left(self) -> float:
+        """What is left to reserve (infinite without a budget)."""
+        if self.limit is None:
+            return float("inf")
+        return self.limit - self.spent - sum(self.held.values())
+
+    def most(self, request: Request, *, batch: bool | None = None) -> float:
+        from batchopt.estimate import max_request_cost
+
+        batch = self._plan.mode == "batch" if batch is None else batch
+        return max_request_cost(self._plan, request, batch=batch)
+
+    def reserve(self, request: Request, *, batch: bool | None = None,
+                force: bool = False) -> bool:
+        """Hold `request`'s most against the budget; False (nothing held) when what is left
+        cannot cover it. `force` holds it anyway (a request already submitted in a batch)."""
+        if self.limit is None:
+            return True
+        cost = self.most(request, batch=batch)
+        if not force and cost > self.left + 1e-12:
+            return False
+        self.held[request.key] = self.held.get(request.key, 0.0) + cost
+        return True
+
+    def release(self, key: str) -> None:
+        """Give back a reservation whose request was not billed (failed, or not sent)."""
+        self.held.pop(key, None)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.held)
+
+    def stop_reason(self) -> str:
+        assert self.limit is not None
+        return (f"budget reached: spent ${self.spent:,.4f} of ${self.limit:,.4f}, the next "
+                "request could pass it")
+
     def estimate(self, misses: list[Request]) -> float:
-        """This invocation's spend so far plus what `misses` are estimated to cost."""
+        """This run's spend so far plus what `misses` are estimated to cost."""
         batch = self._plan.mode == "batch"
         return self.spent + sum(request_cost(self._plan, r, batch=batch) for r in misses)
 
@@ -92,9 +145,12 @@ class _Budget:
             return
         estimate = self.estimate(misses)
         if estimate > self.limit:
+            already = (f" (${self.before:,.4f} of it already spent by earlier invocations of "
+                       "this run id)" if self.before else "")
             raise BudgetExceededError(
-                f"budget.max_usd: this run is estimated at ${estimate:,.4f} (inputs counted, "
-                f"outputs at max_tokens) against a budget of ${self.limit:,.4f}; nothing was sent"
+                f"budget.max_usd: this run is estimated at ${estimate:,.4f}{already} (inputs "
+                f"counted, outputs at max_tokens) against a budget of ${self.limit:,.4f}; "
+                "nothing was sent"
             )
 
 
@@ -112,7 +168,7 @@ def execute(
 
         observer = RunObserver()
     answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
-    budget = _Budget(plan)
+    budget = _Budget(plan, state)
     round_ = _Round(plan, cache, observer, state, answers, budget)
     try:  # the Requests made once (plan.requests makes them when asked), shared with `chain`
         pending = round_.answer([chain[0] for chain in answers.chain.values()], first=True)
@@ -159,6 +215,10 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
                 answers.judged.setdefault(group, []).append(request)
             pending += round_.answer(list(to_judge.values()))
             for group, request in to_judge.items():
+                if request.key in answers.unsent:  # the budget stopped it: keep the answer
+                    answers.judged[group].remove(request)
+                    answers.unverified[group] = "budget"
+                    continue
                 judged = answers.results.get(request.key)
                 verdict = judge.read_judgement(judged) if judged is not None else None
                 if verdict is not None and not verdict.ok:
@@ -169,6 +229,7 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
             plan.rows, list(rejected), plan.tiers[names[step]],
             plan.pipeline.config.input.id_column,
         )
+        before = dict(answers.escalations)
         for group, request in upper.items():
             plan.key_tier[request.key] = names[step]
             answers.chain[group].append(request)
@@ -176,6 +237,14 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
                 f"{answers.escalations[group]}; " if group in answers.escalations else ""
             ) + f"{names[step - 1]} rejected ({rejected[group]})"
         pending += round_.answer(list(upper.values()))
+        for group, request in upper.items():
+            if request.key in answers.unsent:  # the budget stopped it: keep the answer below
+                answers.chain[group].pop()
+                if group in before:
+                    answers.escalations[group] = before[group]
+                else:
+                    answers.escalations.pop(group, None)
+                answers.unverified[group] = "budget"
     return pending
 
 
@@ -221,6 +290,31 @@ class _Round:
         self.cache.put_many(results, self.plan.run_id)
         self.observer.spent(self.budget.add(results, self.sent))
 
+    def _not_sent(self, requests: list[Request], stop: str) -> None:
+        """`requests` are not sent: the budget cannot pay for them."""
+        answers = self.answers
+        answers.budget_stop = answers.budget_stop or stop
+        for request in requests:
+            answers.unsent.add(request.key)
+            answers.results[request.key] = Result(
+                key=request.key, text=None, status="failed", attempts=0,
+                error=f"not sent: {answers.budget_stop}",
+            )
+
+    def _reserve_batch(self, misses: list[Request]) -> list[Request]:
+        """Batch mode: the misses whose most the budget can hold, reserved before any batch is
+        submitted (those already in one of this run's batches always: they are billed
+        anyway); the rest are not sent."""
+        assert self.state is not None
+        submitted = self.state.open_keys()
+        fit, over = [], []
+        for request in misses:
+            force = request.key in submitted
+            (fit if self.budget.reserve(request, force=force) else over).append(request)
+        if over:
+            self._not_sent(over, self.budget.stop_reason())
+        return fit
+
     def answer(self, requests: list[Request], first: bool = False) -> list[Submission]:
         plan, answers = self.plan, self.answers
         misses: list[Request] = []
@@ -238,21 +332,12 @@ class _Round:
             return []
         if first:
             self.budget.check_estimate(misses)
-        elif self.budget.limit is not None and (
-            self.budget.reached
-            or (plan.mode == "batch" and self.budget.estimate(misses) > self.budget.limit)
-        ):
-            # a later round (escalations) that the budget cannot pay for is not sent
-            stop = answers.budget_stop or (
-                f"budget: ${self.budget.spent:,.4f} spent, the next round would pass "
-                f"${self.budget.limit:,.4f}"
-            )
-            answers.budget_stop = stop
-            for request in misses:
-                answers.results[request.key] = Result(
-                    key=request.key, text=None, status="failed", attempts=0,
-                    error=f"not sent: {stop}",
-                )
+        if self.budget.limit is not None and plan.mode == "batch":
+            misses = self._reserve_batch(misses)
+        elif self.budget.reached:  # a later round (escalations) the budget cannot pay for
+            self._not_sent(misses, self.budget.stop_reason())
+            misses = []
+        if not misses:
             return []
         self.sent.update({r.key: r for r in misses})
         by_tier: dict[str, list[Request]] = {}
@@ -282,6 +367,10 @@ class _Round:
                 k: replace(r, retry_reason=reasons[k]) if k in reasons else r
                 for k, r in sent.items()
             })
+        for key, result in answers.results.items():
+            if result.attempts == 0 and (result.error or "").startswith("not sent: budget"):
+                answers.unsent.add(key)
+                answers.budget_stop = answers.budget_stop or result.error[len("not sent: "):]
         if self.index is not None and first:
             fresh = [r for r in misses if _fresh_answer(answers, r.key)]
             reuse.remember(plan, self.index, self.reps, fresh)
@@ -313,11 +402,8 @@ async def _send_online(
 
     def persist(results: list[Result]) -> None:
         round_.persist(results)
-        if budget.reached and round_.answers.budget_stop is None:
-            round_.answers.budget_stop = (
-                f"budget reached: spent ${budget.spent:,.4f} of ${budget.limit:,.4f}"
-            )
-            executor.stop(round_.answers.budget_stop)
+        if budget.reached:
+            executor.stop(budget.stop_reason())
 
     claims = round_.claims
     ttl = 2 * profile.timeout_s * profile.max_attempts + 120.0  # a request's longest retry
@@ -343,7 +429,8 @@ async def _send_online(
                              workers=plan.pipeline.config.execution.ray_workers)
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
-                                  claim=claim if claims is not None else None)
+                                  claim=claim if claims is not None else None,
+                                  budget=budget if budget.limit is not None else None)
     try:
         todo, waiting = misses, []
         while todo or waiting:

@@ -518,6 +518,15 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         answers.past,
         routes, earlier, escalated, plan.overflow,
     )
+    if answers.unverified:  # a cascade the budget stopped keeps its answer so far
+        from batchopt.ledger.ledger import UNVERIFIED
+
+        groups = groups.with_columns(
+            status=pl.when(pl.col("group_id").is_in(list(answers.unverified))
+                           & (pl.col("status") == "ok"))
+            .then(pl.lit(UNVERIFIED)).otherwise(pl.col("status"))
+        )
+    status_column = f"{cfg.prompt.output_column}_status" if answers.budget_stop else None
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),
                  "row_limit": plan.row_limit}
 
@@ -528,7 +537,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
 
     def to_outputs(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         return output_table(rows, groups, plan.keep_columns, cfg.prompt.output_column,
-                            cfg.prompt.json_schema)
+                            cfg.prompt.json_schema, status_column)
 
     with (ParquetParts(plan.paths["output"]) as outputs,
           LedgerPart(plan.paths["ledger"], cfg.name, plan.run_id) as ledger):

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
@@ -70,6 +71,18 @@ class OnlineSettings:
     max_attempts: int = 5
 
 
+class BudgetGate(Protocol):
+    """What an executor asks before each send: `reserve` holds the request's most (False: it
+    does not fit now), `release` gives an unbilled reservation back, `holding` says whether
+    any request is in flight, `stop_reason` why sending stops."""
+
+    def reserve(self, request: Request) -> bool: ...
+    def release(self, key: str) -> None: ...
+    @property
+    def holding(self) -> bool: ...
+    def stop_reason(self) -> str: ...
+
+
 def not_sent(request: Request, reason: str) -> Result:
     """The result of a request an executor stopped before sending."""
     return Result(key=request.key, text=None, status="failed", attempts=0,
@@ -87,12 +100,14 @@ class OnlineExecutor:
         on_progress: Callable[[Result], None] | None = None,
         claim: Callable[[list[Request]], set[str]] | None = None,
         limiter: RateLimiter | None = None,
+        budget: BudgetGate | None = None,
     ) -> None:
         """`claim`, when given, is asked before requests are sent (a few at a time): it claims
         them for this run and returns the keys another run holds, which are not sent here but
         left in `gate.deferred` (see `execute.claims`). `limiter`, when given, paces the calls
         instead of one of `settings.rpm` / `settings.tpm` of the executor's own (a limit shared
-        with other executors: see `engines.ray_send`)."""
+        with other executors: see `engines.ray_send`). `budget`, when given, must hold a
+        request's reservation before it is sent (see `BudgetGate`)."""
         self.provider = provider
         self.settings = settings
         self.limiter = limiter if limiter is not None else RateLimiter(settings.rpm, settings.tpm)
@@ -101,6 +116,7 @@ class OnlineExecutor:
         self._abort: str | None = None
         self.gate = ClaimGate(claim)
         self._ready: list[Request] = []
+        self._budget = budget
 
     def stop(self, reason: str) -> None:
         """Send nothing more: every request not yet started fails with `not sent: reason`."""
@@ -147,9 +163,35 @@ class OnlineExecutor:
             self._ready = self.gate.admit(taken, stopped=self._abort is not None)
         return self._ready.pop(0)
 
-    async def _one(self, request: Request) -> Result:
+    async def _admit(self, request: Request) -> bool:
+        """Reserve `request`'s most against the budget, waiting while requests in flight may
+        leave room when they settle; when nothing is in flight and it still does not fit,
+        stop: nothing more is sent."""
+        if self._budget is None:
+            return True
+        while not self._budget.reserve(request):
+            if self._abort is not None:
+                return False
+            if not self._budget.holding:
+                self.stop(self._budget.stop_reason())
+                return False
+            await asyncio.sleep(0.005)
         if self._abort is not None:
+            self._budget.release(request.key)
+            return False
+        return True
+
+    async def _one(self, request: Request) -> Result:
+        if self._abort is not None or not await self._admit(request):
+            assert self._abort is not None
             return not_sent(request, self._abort)
+        try:
+            return await self._send(request)
+        finally:
+            if self._budget is not None:  # settled already when its answer was persisted
+                self._budget.release(request.key)
+
+    async def _send(self, request: Request) -> Result:
         started = time.perf_counter()
         # Fast path: most calls succeed at once, and tenacity's machinery costs about 50 us a
         # request, 5% of a request at a thousand a second. It takes over after a transient error.

@@ -101,7 +101,8 @@ LEDGER_COLUMNS: tuple[str, ...] = tuple(LEDGER_SCHEMA)
 # skipped: never sent, by the pipeline's choice (an empty input: `input.on_empty`)
 MODES = ("online", "batch", "cache", "dedup", "failed", "skipped")
 PAID_MODES = ("online", "batch", "failed")
-STATUSES = ("ok", "failed", "skipped")
+UNVERIFIED = "unverified: budget"  # a cascade the budget stopped: its answer so far, kept
+STATUSES = ("ok", "failed", "skipped", UNVERIFIED)
 DEDUP_KINDS = ("none", "exact", "semantic")
 _COUNT_COLUMNS = (
     "input_tokens",
