@@ -63,6 +63,7 @@ class Result:
     text: str | None
     usage: Usage = field(default_factory=Usage)
     status: str = "ok"  # ok | failed | skipped (never sent: an empty input)
+    # (the ledger also says "unverified: budget": a cascade the budget stopped)
     error: str | None = None
     finish_reason: str | None = None
     request_id: str | None = None
