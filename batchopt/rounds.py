@@ -113,12 +113,12 @@ class _Budget:
                 force: bool = False) -> bool:
         """Hold `request`'s most against the budget; False (nothing held) when what is left
         cannot cover it. `force` holds it anyway (a request already submitted in a batch)."""
-        if self.limit is None:
+        if self.limit is None or request.key in self.held:  # held already (batch mode)
             return True
         cost = self.most(request, batch=batch)
         if not force and cost > self.left + 1e-12:
             return False
-        self.held[request.key] = self.held.get(request.key, 0.0) + cost
+        self.held[request.key] = cost
         return True
 
     def release(self, key: str) -> None:
@@ -426,7 +426,8 @@ async def _send_online(
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
                              address=plan.ray_address,
-                             workers=plan.pipeline.config.execution.ray_workers)
+                             workers=plan.pipeline.config.execution.ray_workers,
+                             budget=budget if budget.limit is not None else None)
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
                                   claim=claim if claims is not None else None,

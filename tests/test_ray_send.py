@@ -191,3 +191,41 @@ def test_execution_ray_workers_sets_how_many_workers_send(ray_cluster, fake, tmp
     # unset: one sender per CPU of the cluster (2 here)
     _run(_job(tmp_path / "default", _tickets(12), "ray", concurrency=2), fake, "default")
     assert [len(sender._actors) for sender in made] == [3, WORKERS]
+
+
+def test_ray_workers_never_pass_the_budget(ray_cluster, fake, tmp_path):
+    # A cascade whose cheap round fits and whose escalations (8 in flight) only partly do: each
+    # is handed to a worker only once its most is reserved.
+    from batchopt.ledger.pricing import PriceTable
+    from batchopt.records import Usage
+
+    prices = PriceTable.load()
+    long = ("My order arrived with the wrong colour, the box was damaged, the invoice shows the "
+            "wrong address and the tracking page still says it is in transit, what now?")
+    rows = [{"ticket_id": f"T{i:02d}", "subject": "Order", "body": f"{long} #{i}"}
+            for i in range(16)]
+    data = pipeline_dict(routing={"strategy": "cascade", "tiers": ["cheap", "strong"],
+                                  "validators": [{"type": "finish_reason"}]})
+    data["execution"] = {"engine": "ray"}
+    data["profiles"]["cheap"] = {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 16,
+                                 "concurrency": 8, "timeout_s": 10}
+    data["profiles"]["strong"] = {"provider": "openai", "model": "gpt-4o", "max_tokens": 64,
+                                  "concurrency": 8, "timeout_s": 10}
+
+    def most(model: str, out: int) -> float:
+        return prices.cost(prices.price("openai", model), Usage(80, out))
+
+    cap = 16 * most("gpt-4o-mini", 16) + 4.5 * most("gpt-4o", 64)
+    data["budget"] = {"max_usd": cap}
+    path = write_pipeline(tmp_path, data)
+    pl.DataFrame(rows).write_parquet(tmp_path / "data" / "tickets.parquet")
+    fake.latency_ms = 30
+    summary = _run(path, fake, "cap")
+    assert summary.exit_code == 3
+    billed = sum(prices.cost(prices.price("openai", e["model"]),
+                             Usage(e["input_tokens"], e["output_tokens"])) for e in fake.log())
+    strong = sum(e["model"] == "gpt-4o" for e in fake.log())
+    assert 1 <= strong < 16 and billed <= cap
+    ledger = _ledger(tmp_path, "cap")
+    assert ledger["cost_usd"].sum() <= cap
+    assert pl.read_parquet(tmp_path / "out" / "outputs.parquet")["summary"].null_count() == 0

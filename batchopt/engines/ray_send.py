@@ -32,7 +32,7 @@ from typing import Any
 
 from batchopt.engines.ray_runtime import ensure_ray
 from batchopt.execute.claims import ClaimGate
-from batchopt.execute.online import OnlineExecutor, OnlineSettings, not_sent
+from batchopt.execute.online import BudgetGate, OnlineExecutor, OnlineSettings, not_sent
 from batchopt.execute.ratelimit import RateLimiter
 from batchopt.providers.base import Provider, ProviderSettings
 from batchopt.records import Request, Result
@@ -203,8 +203,13 @@ class RaySender:
         *,
         workers: int | None = None,
         address: str | None = None,
+        budget: BudgetGate | None = None,
     ) -> None:
+        """`budget`, when given, must hold each request's reservation before the request is
+        handed to a worker (see `execute.online.BudgetGate`)."""
         self.settings = settings
+        self._budget = budget
+        self._blocked = False  # the budget held the last requests back: wait for answers
         self.online = online
         self._persist = persist
         self._on_progress = on_progress
@@ -265,8 +270,9 @@ class RaySender:
             if self._abort is not None:
                 while queue:
                     self._not_sent(queue.popleft(), results)
+            self._blocked = False
             for worker in range(len(self._actors)):
-                while queue and failure is None and (
+                while queue and failure is None and not self._blocked and (
                     concurrency - out[worker] >= min(chunk, len(queue))
                 ):
                     batch = self._take(queue, min(chunk, concurrency - out[worker]))
@@ -274,6 +280,11 @@ class RaySender:
                         out[worker] += len(batch)
                         tasks.add(asyncio.ensure_future(send(worker, batch)))
             if not tasks:
+                if queue and self._blocked:  # held back, and nothing in flight to make room
+                    if self._abort is None and self._budget is not None:
+                        self.stop(self._budget.stop_reason())
+                    while queue:
+                        self._not_sent(queue.popleft(), results)
                 break
             moved.clear()
             waiter = asyncio.ensure_future(moved.wait())
@@ -292,7 +303,17 @@ class RaySender:
         """Up to `n` requests off `queue`, claimed for this run (those another run holds go
         to `gate.deferred`)."""
         taken = [queue.popleft() for _ in range(min(n, len(queue)))]
-        return self.gate.admit(taken, stopped=self._abort is not None)
+        admitted = self.gate.admit(taken, stopped=self._abort is not None)
+        if self._budget is None or self._abort is not None:
+            return admitted
+        for i, request in enumerate(admitted):
+            if not self._budget.reserve(request):
+                if i == 0 and not self._budget.holding:  # nothing in flight can make room
+                    self.stop(self._budget.stop_reason())
+                queue.extendleft(reversed(admitted[i:]))
+                self._blocked = True
+                return admitted[:i]
+        return admitted
 
     async def _send(self, worker: int, batch: list[Request], results: dict[str, Result],
                     out: list[int], moved: asyncio.Event) -> None:
@@ -327,6 +348,9 @@ class RaySender:
                         self.stop(message[2])
         finally:
             out[worker] -= len(batch) - freed
+            if self._budget is not None:  # settled already when its answer was persisted
+                for request in batch:
+                    self._budget.release(request.key)
 
     def _not_sent(self, request: Request, results: dict[str, Result]) -> None:
         assert self._abort is not None
