@@ -29,8 +29,8 @@ CHEAP_MAX, STRONG_MAX = 16, 64
 
 
 def _pipeline(tmp_path: Path, max_usd: float, n_short: int = 6, n_long: int = 4,
-              concurrency: int = 2, **extra: object) -> Path:
-    data = pipeline_dict(routing=CASCADE, budget={"max_usd": max_usd}, **extra)
+              concurrency: int = 2, routing: dict | None = None, **extra: object) -> Path:
+    data = pipeline_dict(routing=routing or CASCADE, budget={"max_usd": max_usd}, **extra)
     data["profiles"]["cheap"] = {"provider": "openai", "model": "gpt-4o-mini",
                                  "max_tokens": CHEAP_MAX, "concurrency": concurrency,
                                  "timeout_s": 10}
@@ -177,3 +177,19 @@ def test_batch_mode_submits_only_what_the_budget_can_hold(fake, tmp_path):
             == "unverified: budget").all()
     outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
     assert outputs["summary"].null_count() == 0
+
+
+def test_a_judge_call_the_budget_cannot_pay_for_leaves_the_answer_unverified(fake, tmp_path):
+    routing = {"strategy": "cascade", "tiers": ["cheap", "strong"],
+               "validators": [{"type": "refusal"}, {"type": "judge", "tier": "strong"}]}
+    cap = _first_round(6, 4) + 0.0001  # the cheap round fits, no judge call (gpt-4o) does
+    path = _pipeline(tmp_path, cap, routing=routing)
+    summary = _run(path, fake, "judge")
+    assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
+    assert all(e["model"] == "gpt-4o-mini" for e in fake.log())
+    ledger = _ledger(tmp_path, "judge")
+    assert (ledger["status"] == "unverified: budget").all()
+    assert ledger["cost_usd"].sum() <= cap
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+    assert outputs["summary"].null_count() == 0
+    assert (outputs["summary_status"] == "unverified: budget").all()
