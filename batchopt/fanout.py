@@ -154,9 +154,9 @@ def output_table(
     (`property_dtype`): JSON text for arrays, objects and anything else; with `status_column`,
     each row's ledger status too (a run stopped by its budget says which answers are
     `unverified: budget`)."""
+    status = [pl.col("status").alias("_status")] if status_column is not None else []
     frame = rows.join(
-        groups.select("group_id", pl.col("answer").alias("_answer"), "parsed_json",
-                      pl.col("status").alias("_status")),
+        groups.select("group_id", pl.col("answer").alias("_answer"), "parsed_json", *status),
         on="group_id", how="left", maintain_order="left")
     columns = [pl.col(c) for c in keep_columns] + [pl.col("_answer").alias(output_column)]
     if status_column is not None:
