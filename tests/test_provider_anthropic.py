@@ -172,7 +172,9 @@ async def test_json_schema_round_trip(fake: FakeServer) -> None:
     result = await prov.complete(request(json_schema=SCHEMA, max_tokens=300))
     assert result.parsed is not None
     jsonschema.validate(result.parsed, SCHEMA)
-    assert result.parsed["priority"] == "high"
+    assert result.parsed["priority"] in ("high", "low")  # drawn per row by the fake
+    again = await prov.complete(request(json_schema=SCHEMA, max_tokens=300))
+    assert again.parsed == result.parsed  # and the same for the same request
     await prov.aclose()
 
 

@@ -101,14 +101,18 @@ def test_structured_output_fills_columns_and_is_validated(fake, tmp_path):
         "required": ["category", "urgent"],
     }
     path = write_pipeline(tmp_path, data)
+    categories = []
     for profile in ("openai", "anthropic"):
         result = subprocess.run([str(BATCHOPT), "run", str(path), "--profile", profile,
                                  "--run-id", profile], env=_env(fake), capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         out = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
-        assert out["summary_category"].to_list() == ["refund"] * 4
+        # the fake draws each row's category from the enum by a stable hash of the row's text
+        assert set(out["summary_category"]) <= {"refund", "login", "other"}
         assert out["summary_urgent"].null_count() == 0
+        categories.append(out.sort("ticket_id")["summary_category"].to_list())
+    assert categories[0] == categories[1]  # the row's "true" value, whichever the model
 
 
 @pytest.mark.local_model

@@ -18,6 +18,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from batchopt.providers.fake.oracle import hash_unit
 from batchopt.tokens import count_tokens
 
 SUMMARY_WORDS = 20
@@ -123,11 +124,64 @@ def anthropic_schema(body: dict[str, Any], system_text: str) -> dict[str, Any] |
     return schema if isinstance(schema, dict) else None
 
 
-def json_answer(schema: dict[str, Any], user_text: str) -> str:
-    """A compact JSON document that validates against `schema`, derived from `user_text`."""
+def json_answer(
+    schema: dict[str, Any], user_text: str, flaw: str | None = None, model: str = ""
+) -> str:
+    """A compact JSON document for `schema`, derived from `user_text`.
+
+    Enum values, numbers and booleans are drawn per row: by a stable hash of the user text and
+    the property's path (the row's "true" values, the same for every model). With `flaw`
+    "wrong", every enum (of two values or more) takes another value and booleans flip (still
+    valid); with "invalid", a required property is left out, or failing that an enum value is
+    replaced by one outside the enum (see `quality`).
+    """
     words = first_words(user_text, STRING_WORDS) or "text"
-    value = _value(schema, schema, words, depth=0)
+    draw = _Draw(user_text, wrong=flaw == "wrong", model=model)
+    value = _value(schema, schema, words, 0, draw, "$")
+    if flaw == "invalid":
+        value = _break(schema, value, draw)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def wrong_text_answer(user_text: str) -> str:
+    """A plain-text answer that is not the right one: it summarises the message's last words."""
+    return ("Summary: " + " ".join(user_text.split()[-SUMMARY_WORDS:])).rstrip()
+
+
+class _Draw:
+    """Deterministic per-row draws in [0, 1) by property path."""
+
+    def __init__(self, user_text: str, wrong: bool, model: str) -> None:
+        self.user_text, self.wrong, self.model = user_text, wrong, model
+
+    def unit(self, kind: str, path: str) -> float:
+        return hash_unit(kind, path, self.user_text)
+
+    def pick(self, options: list[Any], path: str) -> Any:
+        n = len(options)
+        index = min(n - 1, int(self.unit("enum", path) * n))
+        if self.wrong and n > 1:
+            shift = 1 + min(
+                n - 2, int(hash_unit("wrong", self.model, path, self.user_text) * (n - 1))
+            )
+            index = (index + shift) % n
+        return options[index]
+
+
+def _break(schema: dict[str, Any], value: Any, draw: _Draw) -> Any:
+    """`value` made to fail `schema`: a required property dropped, else an enum value changed."""
+    required = schema.get("required") if isinstance(schema, dict) else None
+    if isinstance(value, dict) and isinstance(required, list):
+        present = [name for name in required if name in value]
+        if present:
+            drop = present[min(len(present) - 1, int(draw.unit("drop", "$") * len(present)))]
+            return {k: v for k, v in value.items() if k != drop}
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(value, dict) and isinstance(props, dict):
+        for name, sub in props.items():
+            if isinstance(sub, dict) and isinstance(sub.get("enum"), list) and name in value:
+                return {**value, name: f"not {value[name]}"}
+    return {"invalid": value} if not isinstance(value, dict) else [value]
 
 
 def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
@@ -142,24 +196,26 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     return node if isinstance(node, dict) else {}
 
 
-def _value(schema: Any, root: dict[str, Any], words: str, depth: int) -> Any:
+def _value(
+    schema: Any, root: dict[str, Any], words: str, depth: int, draw: _Draw, path: str
+) -> Any:
     if not isinstance(schema, dict) or depth > 12:
         return None if depth > 12 else words
     if "$ref" in schema:
-        return _value(_resolve(schema["$ref"], root), root, words, depth + 1)
+        return _value(_resolve(schema["$ref"], root), root, words, depth + 1, draw, path)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
+        return draw.pick(schema["enum"], path)
     for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
             non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-            return _value((non_null or options)[0], root, words, depth + 1)
+            return _value((non_null or options)[0], root, words, depth + 1, draw, path)
     if isinstance(schema.get("allOf"), list):
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
-            value = _value(part, root, words, depth + 1)
+            value = _value(part, root, words, depth + 1, draw, path)
             if isinstance(value, dict):
                 merged.update(value)
             elif not merged:
@@ -172,17 +228,20 @@ def _value(schema: Any, root: dict[str, Any], words: str, depth: int) -> Any:
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     if kind == "object":
         props = schema.get("properties") or {}
-        return {name: _value(sub, root, words, depth + 1) for name, sub in props.items()}
+        return {
+            name: _value(sub, root, words, depth + 1, draw, f"{path}.{name}")
+            for name, sub in props.items()
+        }
     if kind == "array":
         count = max(1, int(schema.get("minItems", 1)))
-        item = _value(schema.get("items", {}), root, words, depth + 1)
-        return [item] * count
+        items = schema.get("items", {})
+        return [_value(items, root, words, depth + 1, draw, f"{path}[{i}]") for i in range(count)]
     if kind == "string":
         return _string(schema, words)
     if kind in ("integer", "number"):
-        return _number(schema, integer=kind == "integer")
+        return _number(schema, integer=kind == "integer", unit=draw.unit("number", path))
     if kind == "boolean":
-        return True
+        return (draw.unit("boolean", path) < 0.5) != draw.wrong
     return None
 
 
@@ -207,17 +266,35 @@ def _string(schema: dict[str, Any], words: str) -> str:
     return text
 
 
-def _number(schema: dict[str, Any], integer: bool) -> int | float:
-    value: float = 1 if integer else 0.5
+# Numbers without bounds are drawn from this span (from a bound when there is one).
+_NUMBER_SPAN = 100
+
+
+def _number(schema: dict[str, Any], integer: bool, unit: float = 0.0) -> int | float:
     low = schema.get("minimum")
     if isinstance(schema.get("exclusiveMinimum"), int | float):
         low = schema["exclusiveMinimum"] + (1 if integer else 0.5)
     high = schema.get("maximum")
     if isinstance(schema.get("exclusiveMaximum"), int | float):
         high = schema["exclusiveMaximum"] - (1 if integer else 0.5)
-    if isinstance(low, int | float) and value < low:
+    has_low, has_high = isinstance(low, int | float), isinstance(high, int | float)
+    if has_low and has_high:
+        start, span = float(low), max(0.0, float(high) - float(low))
+    elif has_low:
+        start, span = float(low), float(_NUMBER_SPAN)
+    elif has_high:
+        start, span = float(high) - _NUMBER_SPAN, float(_NUMBER_SPAN)
+    else:
+        start, span = 0.0, float(_NUMBER_SPAN)
+    if integer:
+        first = math.ceil(start)
+        count = max(1, math.floor(start + span) - first + 1)
+        value: float = first + min(count - 1, int(unit * count))
+    else:
+        value = round(start + unit * span, 2)
+    if has_low and value < low:
         value = low
-    if isinstance(high, int | float) and value > high:
+    if has_high and value > high:
         value = high
     if not integer:
         return float(value)

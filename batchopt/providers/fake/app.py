@@ -18,6 +18,10 @@ Endpoints:
     POST /_fake/oracle          set the answer oracle (JSON, see `oracle`); 400 if malformed
     GET  /_fake/oracle          a summary of it (`set`, `items`, `by_difficulty`, `models`, ...)
     DELETE /_fake/oracle        drop it
+    POST /_fake/quality         set the answers' flaws and the judge (JSON: invalid_share,
+                                wrong_share, judge_reject_share; see `quality`); 400 if malformed
+    GET  /_fake/quality         the settings in force
+    DELETE /_fake/quality       back to the server's own settings (as `reset` does)
     POST /_fake/faults          queue faults (a JSON list) for the next model calls / batches
     GET  /_fake/faults          how many faults are pending (`pending`, `pending_batch`)
     DELETE /_fake/faults        drop pending faults
@@ -66,6 +70,7 @@ from batchopt.providers.fake.batches import BatchStore
 from batchopt.providers.fake.finetune_routes import FineTuneRoutes
 from batchopt.providers.fake.oracle import Oracle, parse_oracle
 from batchopt.providers.fake.prompt_cache import PromptCache
+from batchopt.providers.fake.quality import FlawLog, Quality, parse_quality
 from batchopt.providers.fake.state import UNBILLED_KINDS, Fault, ServerState, parse_faults
 from batchopt.providers.fake.wire import json_response
 
@@ -76,7 +81,10 @@ _MAX_BODY_BYTES = 300 * 1024 * 1024
 _ID_HEADERS = {"openai": "x-request-id", "anthropic": "request-id"}
 # What a proxy in front of the API answers when its upstream is gone (a `malformed` fault).
 _PROXY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>bad gateway</body></html>"
-ReplyMaker = Callable[[dict[str, Any], str, Oracle | None, PromptCache | None], wire.Reply]
+ReplyMaker = Callable[
+    [dict[str, Any], str, Oracle | None, PromptCache | None, Quality | None, FlawLog | None],
+    wire.Reply,
+]
 ErrorMaker = Callable[[int, web.Request, Fault | None, str], web.Response]
 
 
@@ -121,6 +129,9 @@ class FakeProviderApp:
         app.router.add_post("/_fake/oracle", self.post_oracle)
         app.router.add_get("/_fake/oracle", self.get_oracle)
         app.router.add_delete("/_fake/oracle", self.delete_oracle)
+        app.router.add_post("/_fake/quality", self.post_quality)
+        app.router.add_get("/_fake/quality", self.get_quality)
+        app.router.add_delete("/_fake/quality", self.delete_quality)
         return app
 
     def stats(self) -> dict[str, Any]:
@@ -176,7 +187,12 @@ class FakeProviderApp:
         ident = self._next_id()
         try:
             reply = make_reply(
-                wire.json_object(body), ident, self.state.oracle, self.state.prompt_cache
+                wire.json_object(body),
+                ident,
+                self.state.oracle,
+                self.state.prompt_cache,
+                self.state.quality,
+                self.state.flaws,
             )
         except wire.BadRequest as exc:
             self.state.record_failed(wire_name)
@@ -206,10 +222,16 @@ class FakeProviderApp:
         return await self._serve(request, "openai", self._openai_reply, self._openai_error)
 
     def _openai_reply(
-        self, data: dict[str, Any], ident: str, oracle: Oracle | None, cache: PromptCache | None
+        self,
+        data: dict[str, Any],
+        ident: str,
+        oracle: Oracle | None,
+        cache: PromptCache | None,
+        quality: Quality | None,
+        flaws: FlawLog | None,
     ) -> wire.Reply:
         self.finetunes.check_model(data.get("model"))  # an `ft:` model must have been made here
-        return wire.openai_reply(data, ident, oracle, cache)
+        return wire.openai_reply(data, ident, oracle, cache, quality, flaws)
 
     def _openai_error(
         self,
@@ -304,6 +326,24 @@ class FakeProviderApp:
     async def delete_oracle(self, request: web.Request) -> web.Response:
         """DELETE /_fake/oracle."""
         self.state.set_oracle(None)
+        return json_response({"ok": True})
+
+    async def post_quality(self, request: web.Request) -> web.Response:
+        """POST /_fake/quality: replace the answers' flaw settings."""
+        try:
+            quality = parse_quality(json.loads(await request.read()))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        self.state.set_quality(quality)
+        return json_response({"ok": True, **quality.describe()})
+
+    async def get_quality(self, request: web.Request) -> web.Response:
+        """GET /_fake/quality."""
+        return json_response(self.state.quality.describe())
+
+    async def delete_quality(self, request: web.Request) -> web.Response:
+        """DELETE /_fake/quality: back to the server's own settings."""
+        self.state.set_quality(None)
         return json_response({"ok": True})
 
 

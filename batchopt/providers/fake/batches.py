@@ -230,7 +230,14 @@ class BatchStore:
                 self.state.record_failed(billed_wire, model if isinstance(model, str) else None)
                 continue
             try:
-                reply = answer(body, ident, self.state.oracle, self.state.prompt_cache)
+                reply = answer(
+                    body,
+                    ident,
+                    self.state.oracle,
+                    self.state.prompt_cache,
+                    self.state.quality,
+                    self.state.flaws,
+                )
             except wire.BadRequest as exc:
                 outcomes.append(RowOutcome(custom_id, "errored", 400, None, str(exc), ident))
                 self.state.record_failed(billed_wire)

@@ -15,6 +15,7 @@ from aiohttp import web
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.app import DEFAULT_BATCH_SECONDS, HOST, FakeProviderApp
 from batchopt.providers.fake.oracle import parse_oracle
+from batchopt.providers.fake.quality import Quality
 from batchopt.providers.fake.state import ServerState, parse_faults
 
 READY_LINE = "fake server listening on {url}"
@@ -45,9 +46,18 @@ class FakeServer:
     """
 
     def __init__(
-        self, latency_ms: float = 0.0, port: int = 0, batch_seconds: float = DEFAULT_BATCH_SECONDS
+        self,
+        latency_ms: float = 0.0,
+        port: int = 0,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        invalid_share: dict[str, float] | None = None,
+        wrong_share: dict[str, float] | None = None,
+        judge_reject_share: float = 0.0,
     ) -> None:
-        self.state = ServerState()
+        """`invalid_share` / `wrong_share` map a model (or `*`) to the share of its answers
+        the fake makes invalid / wrong; see `batchopt.providers.fake.quality`."""
+        quality = Quality(dict(invalid_share or {}), dict(wrong_share or {}), judge_reject_share)
+        self.state = ServerState(quality)
         self._app = FakeProviderApp(self.state, latency_ms, batch_seconds)
         self._requested_port = port
         self.port = 0
@@ -182,6 +192,22 @@ class FakeServer:
         """Drop the oracle (DELETE /_fake/oracle); `reset` drops it too."""
         self.state.set_oracle(None)
 
+    def set_quality(
+        self,
+        invalid_share: dict[str, float] | None = None,
+        wrong_share: dict[str, float] | None = None,
+        judge_reject_share: float = 0.0,
+    ) -> None:
+        """Flaw the answers from now on (POST /_fake/quality); `reset` puts back the server's
+        own settings. ValueError if a share is not from 0 to 1."""
+        self.state.set_quality(
+            Quality(dict(invalid_share or {}), dict(wrong_share or {}), judge_reject_share)
+        )
+
+    def clear_quality(self) -> None:
+        """Back to the server's own flaw settings (DELETE /_fake/quality)."""
+        self.state.set_quality(None)
+
     def oracle_verdict(self, model: str, user_text: str) -> tuple[str, str | None]:
         """(right | wrong | unmatched, the answer) the oracle gives `model` for `user_text`."""
         oracle = self.state.oracle
@@ -191,8 +217,10 @@ class FakeServer:
         return verdict.kind, verdict.text
 
 
-async def _serve_forever(port: int, latency_ms: float, batch_seconds: float) -> None:
-    app = FakeProviderApp(ServerState(), latency_ms, batch_seconds)
+async def _serve_forever(
+    port: int, latency_ms: float, batch_seconds: float, quality: Quality | None
+) -> None:
+    app = FakeProviderApp(ServerState(quality), latency_ms, batch_seconds)
     runner, bound = await start_site(app, port)
     print(READY_LINE.format(url=f"http://{HOST}:{bound}"), flush=True)
     try:
@@ -201,11 +229,16 @@ async def _serve_forever(port: int, latency_ms: float, batch_seconds: float) -> 
         await runner.cleanup()
 
 
-def serve(port: int, latency_ms: float = 0.0, batch_seconds: float = DEFAULT_BATCH_SECONDS) -> None:
+def serve(
+    port: int,
+    latency_ms: float = 0.0,
+    batch_seconds: float = DEFAULT_BATCH_SECONDS,
+    quality: Quality | None = None,
+) -> None:
     """Serve on 127.0.0.1:`port` in the foreground until Ctrl-C.
 
     Prints "fake server listening on http://127.0.0.1:PORT" once ready (with the bound port,
-    so port 0 works too).
+    so port 0 works too). `quality` flaws the answers (see `quality`).
     """
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(port, latency_ms, batch_seconds))
+        asyncio.run(_serve_forever(port, latency_ms, batch_seconds, quality))

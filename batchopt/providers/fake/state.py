@@ -22,6 +22,7 @@ from typing import Any
 
 from batchopt.providers.fake.oracle import UNMATCHED, VERDICTS, Oracle
 from batchopt.providers.fake.prompt_cache import PromptCache
+from batchopt.providers.fake.quality import FlawLog, Quality
 
 WIRES = ("openai", "anthropic", "openai-batch", "anthropic-batch")
 _LOG_FIELDS = (
@@ -178,7 +179,7 @@ def _verdicts() -> dict[str, int]:
 class ServerState:
     """Stats, paid-call log and pending faults, shared by both wire formats."""
 
-    def __init__(self) -> None:
+    def __init__(self, quality: Quality | None = None) -> None:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._batch_faults: deque[BatchFault] = deque()
@@ -191,6 +192,15 @@ class ServerState:
         self._verdicts_by_model: dict[str, dict[str, int]] = {}
         self.oracle: Oracle | None = None  # read without the lock: replaced, never mutated
         self.prompt_cache = PromptCache()  # both providers' prompt caches (own lock)
+        # the answers' deliberate flaws (see `quality`): replaced, never mutated; `reset` puts
+        # back the server's own settings
+        self.default_quality = quality or Quality()
+        self.quality = self.default_quality
+        self.flaws = FlawLog()  # the flawed answers given, for the judge (own lock)
+
+    def set_quality(self, quality: Quality | None) -> None:
+        """Flaw answers by `quality` from now on; None puts back the server's own settings."""
+        self.quality = quality or self.default_quality
 
     def set_oracle(self, oracle: Oracle | None) -> None:
         """Answer matching requests from `oracle` from now on; None drops it."""
@@ -200,6 +210,8 @@ class ServerState:
         """Zero the stats, empty the log, drop pending faults, the oracle and the prompt cache."""
         self.oracle = None
         self.prompt_cache.clear()
+        self.quality = self.default_quality
+        self.flaws.clear()
         with self._lock:
             self._faults.clear()
             self._batch_faults.clear()

@@ -8,6 +8,10 @@ answered with that item's right or wrong answer instead of the summary. When the
 for JSON, an oracle answer that is itself valid JSON text is returned as is; any other answer is
 replaced by the usual schema-built JSON (the verdict, and so the logprobs, stay the oracle's).
 OpenAI requests with `"logprobs": true` get `choices[0].logprobs` (see `logprobs`).
+
+Without an oracle answer, `quality` decides: a judge call gets "yes" or "no", and a model's
+answer may be deliberately invalid or wrong (see `quality`); flawed answers are remembered in
+`flaws` (as are the oracle's wrong ones) so that the judge rejects them.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from aiohttp import web
 from batchopt.hashing import stable_hash
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.logprobs import openai_logprobs
-from batchopt.providers.fake.oracle import NO_MATCH, Oracle, Verdict
+from batchopt.providers.fake.oracle import NO_MATCH, WRONG, Oracle, Verdict
 from batchopt.providers.fake.prompt_cache import CacheControlError, PromptCache
+from batchopt.providers.fake.quality import (
+    FlawLog,
+    Quality,
+    is_judge_call,
+    judge_answer,
+)
 
 if TYPE_CHECKING:
     from batchopt.providers.fake.state import ServerState
@@ -84,6 +94,8 @@ def openai_reply(
     ident: str,
     oracle: Oracle | None = None,
     cache: PromptCache | None = None,
+    quality: Quality | None = None,
+    flaws: FlawLog | None = None,
 ) -> Reply:
     """The chat completion answering `data`; BadRequest if the body is invalid.
 
@@ -99,7 +111,7 @@ def openai_reply(
     top = _top_logprobs(data)
     texts = [answers.content_text(m.get("content")) for m in messages if isinstance(m, dict)]
     text, cut, input_tokens, output_tokens, verdict = _answer(
-        data, texts, answers.openai_schema(data), limit, oracle
+        data, texts, answers.openai_schema(data), limit, oracle, quality, flaws
     )
     logprobs = openai_logprobs(verdict, model, text, top) if data.get("logprobs") else None
     cached = 0
@@ -142,6 +154,8 @@ def anthropic_reply(
     ident: str,
     oracle: Oracle | None = None,
     cache: PromptCache | None = None,
+    quality: Quality | None = None,
+    flaws: FlawLog | None = None,
 ) -> Reply:
     """The Messages answer to `data`; BadRequest if the body is invalid.
 
@@ -162,7 +176,7 @@ def anthropic_reply(
     if system:
         texts.append(system)
     text, cut, input_tokens, output_tokens, verdict = _answer(
-        data, texts, answers.anthropic_schema(data, system), limit, oracle
+        data, texts, answers.anthropic_schema(data, system), limit, oracle, quality, flaws
     )
     read = write = 0
     if cache is not None:
@@ -226,6 +240,8 @@ def _answer(
     schema: dict[str, Any] | None,
     limit: int,
     oracle: Oracle | None,
+    quality: Quality | None = None,
+    flaws: FlawLog | None = None,
 ) -> tuple[str, bool, int, int, Verdict]:
     """(answer text, whether max_tokens cut it, input tokens, output tokens, oracle verdict)."""
     model = data["model"]
@@ -234,9 +250,13 @@ def _answer(
     full = verdict.text
     if full is not None and schema is not None and not _is_json(full):
         full = None
+    flawed = verdict.kind == WRONG
     if full is None:
-        full = answers.text_answer(user) if schema is None else answers.json_answer(schema, user)
+        full, flaw = _own_answer(model, user, schema, quality, flaws)
+        flawed = flawed or flaw is not None
     text, cut = answers.truncate_to_tokens(full, limit, model)
+    if flawed and flaws is not None:
+        flaws.add(user, text)
     return (
         text,
         cut,
@@ -244,6 +264,26 @@ def _answer(
         answers.cached_count(text, model),
         verdict,
     )
+
+
+def _own_answer(
+    model: str,
+    user: str,
+    schema: dict[str, Any] | None,
+    quality: Quality | None,
+    flaws: FlawLog | None,
+) -> tuple[str, str | None]:
+    """(the fake's own answer, its flaw: invalid | wrong | None) when no oracle item answers."""
+    if quality is None:
+        quality = Quality()
+    if is_judge_call(user, schema is not None):
+        return judge_answer(quality, flaws if flaws is not None else FlawLog(0), model, user), None
+    flaw = quality.flaw(model, user, structured=schema is not None)
+    if schema is not None:
+        return answers.json_answer(schema, user, flaw, model), flaw
+    if flaw is not None:
+        return answers.wrong_text_answer(user), flaw
+    return answers.text_answer(user), None
 
 
 def _is_json(text: str) -> bool:
