@@ -7,6 +7,7 @@ answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -428,20 +429,41 @@ def router_train(data: Path, out_path: Path, backend: str, model: Path | None, s
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)
 @click.option("--batch-seconds", type=float, default=1.0, show_default=True,
               help="A batch ends this long after it is created")
-def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float) -> None:
+@click.option("--invalid-share", "invalid_share", multiple=True, metavar="MODEL=SHARE",
+              help="Share of MODEL's JSON answers that fail their schema (MODEL * for every "
+                   "model); repeatable")
+@click.option("--wrong-share", "wrong_share", multiple=True, metavar="MODEL=SHARE",
+              help="Share of MODEL's answers that are valid but wrong (the judge says no to "
+                   "them); repeatable")
+@click.option("--judge-reject-share", type=float, default=0.0, show_default=True,
+              help="Share of the other answers the judge says no to as well")
+def fake_server(host: str, port: int, latency_ms: float, batch_seconds: float,
+                invalid_share: tuple[str, ...], wrong_share: tuple[str, ...],
+                judge_reject_share: float) -> None:
     """Serve fake OpenAI and Anthropic endpoints on 127.0.0.1, to rehearse without spending.
 
-    Runs until interrupted (Ctrl-C stops it cleanly).
+    Runs until interrupted (Ctrl-C stops it cleanly). JSON answers are drawn per row from the
+    schema; a judge call (a message asking for "yes or no") is answered yes, or no to the
+    answers made wrong by --wrong-share. The quality settings may also come from the
+    environment variable BATCHOPT_FAKE_QUALITY, a JSON object such as
+    {"invalid_share": {"gpt-4o-mini": 0.1}, "wrong_share": {}, "judge_reject_share": 0};
+    the options override it.
 
     Exit codes: 0 stopped, 2 a --host other than 127.0.0.1 or localhost, or bad usage."""
     from batchopt.errors import ConfigError
+    from batchopt.providers.fake.quality import quality_from_options
     from batchopt.providers.fake.server import serve
 
     if host not in ("127.0.0.1", "localhost"):
         raise ConfigError(f"fake-server --host {host}: refused; the fake server answers any API "
                           "key, so it listens on 127.0.0.1 only")
+    try:
+        quality = quality_from_options(os.environ.get("BATCHOPT_FAKE_QUALITY"), invalid_share,
+                                       wrong_share, judge_reject_share)
+    except ValueError as exc:
+        raise ConfigError(f"fake-server: {exc}") from None
 
-    serve(port=port, latency_ms=latency_ms, batch_seconds=batch_seconds)
+    serve(port=port, latency_ms=latency_ms, batch_seconds=batch_seconds, quality=quality)
 
 
 from batchopt.cli_distill import distill  # noqa: E402 - registered after main is defined

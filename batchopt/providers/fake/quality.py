@@ -23,6 +23,7 @@ is one the fake made flawed (or that the oracle made wrong) for the question it 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -171,3 +172,35 @@ def judge_answer(quality: Quality, flaws: FlawLog, model: str, message: str) -> 
     ):
         return "no"
     return "yes"
+
+
+def parse_shares(options: tuple[str, ...] | list[str], where: str) -> dict[str, float]:
+    """`MODEL=SHARE` options as {model: share}; ValueError says which one is wrong."""
+    shares: dict[str, float] = {}
+    for option in options:
+        model, sep, value = option.rpartition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = math.nan
+        if not sep or not model or not math.isfinite(share):
+            raise ValueError(f"{where} {option!r}: expected MODEL=SHARE, e.g. gpt-4o-mini=0.1")
+        shares[model] = share
+    return shares
+
+
+def quality_from_options(
+    env_json: str | None,
+    invalid: tuple[str, ...] | list[str] = (),
+    wrong: tuple[str, ...] | list[str] = (),
+    judge_reject_share: float | None = None,
+) -> Quality:
+    """The server's settings: the JSON of BATCHOPT_FAKE_QUALITY, then the command's options."""
+    try:
+        base = parse_quality(json.loads(env_json)) if env_json else Quality()
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"BATCHOPT_FAKE_QUALITY is not JSON: {exc}") from None
+    invalid_share = {**base.invalid_share, **parse_shares(invalid, "--invalid-share")}
+    wrong_share = {**base.wrong_share, **parse_shares(wrong, "--wrong-share")}
+    reject = judge_reject_share or base.judge_reject_share
+    return Quality(invalid_share, wrong_share, reject)
