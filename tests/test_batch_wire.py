@@ -540,10 +540,13 @@ def test_batch_faults_are_validated(fake: FakeServer) -> None:
 
 def test_batch_seconds_command_line_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     from batchopt.providers.fake import __main__ as cli
+    from batchopt.providers.fake.quality import Quality
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(cli, "serve", lambda **kwargs: seen.update(kwargs))
     cli.main(["--port", "0", "--batch-seconds", "2.5"])
-    assert seen == {"port": 0, "latency_ms": 0.0, "batch_seconds": 2.5}
+    assert seen == {"port": 0, "latency_ms": 0.0, "batch_seconds": 2.5, "quality": Quality()}
+    cli.main(["--port", "0", "--invalid-share", "gpt-4o-mini=0.1", "--wrong-share", "*=0.2"])
+    assert seen["quality"] == Quality({"gpt-4o-mini": 0.1}, {"*": 0.2})
     cli.main(["--port", "0"])
     assert seen["batch_seconds"] == 1.0
