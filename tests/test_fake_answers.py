@@ -5,6 +5,7 @@ judge that says yes or no, so that a cascade with validators can be rehearsed.""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,24 @@ def test_a_cascade_with_a_judge_escalates_the_wrong_answers(fake: FakeServer, tm
     assert wrong and sorted(ledger.filter(pl.col("escalated"))["row_id"]) == wrong
     assert ledger.filter(pl.col("escalated"))["route_reason"].str.contains("judge").all()
     assert summary.saving_usd > 0
+
+
+def _http(server: FakeServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.url + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_quality_endpoint_sets_reads_and_drops_the_settings(fake: FakeServer) -> None:
+    status, answer = _http(fake, "POST", "/_fake/quality", {"invalid_share": {CHEAP: 1.0}})
+    assert status == 200 and answer["invalid_share"] == {CHEAP: 1.0}
+    assert not valid(chat(fake, CHEAP, review(1), SCHEMA))
+    assert _http(fake, "GET", "/_fake/quality")[1]["invalid_share"] == {CHEAP: 1.0}
+    status, answer = _http(fake, "POST", "/_fake/quality", {"wrong_share": {CHEAP: 2}})
+    assert status == 400 and "from 0 to 1" in answer["error"]
+    assert _http(fake, "DELETE", "/_fake/quality")[0] == 200
+    assert valid(chat(fake, CHEAP, review(1), SCHEMA))
