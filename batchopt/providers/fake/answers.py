@@ -1,7 +1,9 @@
 """Deterministic answers and token counts for the fake provider server.
 
 Text answers are "Summary: " plus the first words of the last user message. Structured answers
-are built from the JSON schema alone, so they always validate (unless cut by `max_tokens`).
+are built from the JSON schema, with enum values, numbers and booleans drawn per row by a stable
+hash of the last user message and the property's path: they validate (unless cut by
+`max_tokens`, or made invalid or wrong on purpose, see `quality`).
 
 How a request asks for JSON:
 - OpenAI wire: `response_format = {"type": "json_schema", "json_schema": {"schema": {...}}}`.
