@@ -187,6 +187,9 @@ def status(
 @click.option("--mode", type=click.Choice(["online", "batch", "auto"]),
               help="Override execution.mode")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON")
+@click.option("--show", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also print the first N distinct requests exactly as a run would send them "
+              "(rendered, compressed), with their tier and why")
 @limit_option
 @engine_options
 def plan(
@@ -197,6 +200,7 @@ def plan(
     cache_dir: Path | None,
     mode: str | None,
     as_json: bool,
+    show: int,
     limit: int | None,
     engine: str | None,
     ray_address: str | None,
@@ -218,7 +222,7 @@ def plan(
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
                          cache_dir=cache_dir, mode=mode, engine=engine,
                          ray_address=ray_address, limit=limit)
-    estimate = plan_run(load_pipeline(pipeline), options)
+    estimate = plan_run(load_pipeline(pipeline), options, show=show)
     if as_json:
         click.echo(estimate_json(estimate))
     else:

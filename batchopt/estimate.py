@@ -157,6 +157,8 @@ class JobEstimate:
     notes: list[str] = field(default_factory=list)
     row_limit: int | None = None  # --limit: the estimate covers the input's first rows only
     empty_skipped: int = 0  # rows with nothing to send (input.on_empty: skip): not sent, $0
+    # `plan --show N`: the first N distinct requests exactly as a run would send them
+    shown: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def to_send(self) -> int:

@@ -77,6 +77,21 @@ def print_estimate(est: JobEstimate) -> None:
             f"{c.capacity_rows:,.0f} rows/month")
     for note in est.notes:
         out(f"[yellow]{note}[/yellow]")
+    _print_shown(est.shown)
+
+
+def _print_shown(shown: list[dict[str, Any]]) -> None:
+    """`plan --show N`: each request's messages as sent, verbatim (no markup read in them)."""
+    for number, request in enumerate(shown, 1):
+        print(f"\n--- request {number} of {len(shown)} · group {request['group_id']} · tier "
+              f"{request['tier']} ({request['provider']}/{request['model']}, max_tokens "
+              f"{request['max_tokens']}, about {request['estimated_input_tokens']:,} input "
+              f"tokens) · {request['route_reason']}")
+        if request["system"]:
+            print("[system]")
+            print(request["system"])
+        print("[user]")
+        print(request["user"])
 
 
 def _print_whatif(c: SelfHostedCost, w: TierWhatIf) -> None:

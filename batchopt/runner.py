@@ -431,9 +431,13 @@ def plan_run(
     loaded: LoadedPipeline,
     options: RunOptions,
     env: dict[str, str] | None = None,
+    *,
+    show: int = 0,
 ) -> JobEstimate:
     """`batchopt plan`: everything up to the first paid request, then what the run should cost.
-    Reads the response cache to leave out what it holds; sends nothing and writes nothing."""
+    Reads the response cache to leave out what it holds; sends nothing and writes nothing.
+    `show`: also the first `show` distinct requests, rendered and compressed as a run sends them,
+    with their tier and why they go there."""
     from batchopt.estimate import estimate_job
 
     plan = prepare(loaded, options, env, require_keys=False)
@@ -443,10 +447,27 @@ def plan_run(
     if cfg.cache.enabled and (folder / "cache.db").exists():
         cache = ResponseCache(folder, enabled=True)
     try:
-        return estimate_job(plan, cache)
+        estimate = estimate_job(plan, cache)
     finally:
         if cache is not None:
             cache.close()
+    estimate.shown = _shown_requests(plan, show)
+    return estimate
+
+
+def _shown_requests(plan: Plan, count: int) -> list[dict[str, object]]:
+    """The first `count` distinct requests in input order, as sent: messages, model, tier, why."""
+    shown: list[dict[str, object]] = []
+    for group, request in plan.requests.items():
+        if len(shown) >= count:
+            break
+        tier, reason = plan.routes[group]
+        shown.append({"group_id": group, "tier": tier, "route_reason": reason,
+                      "provider": request.provider, "model": request.model,
+                      "max_tokens": request.max_tokens, "system": request.system,
+                      "user": request.user, "estimated_input_tokens":
+                      request.estimated_input_tokens})
+    return shown
 
 
 _BATCH_WINDOW_HOURS = 24.0  # OpenAI's completion window; Anthropic's batches also end by 24 h
