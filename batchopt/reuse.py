@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from batchopt.execute.cache import ResponseCache
-from batchopt.records import Request
+from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
-    from batchopt.dedup.crossrun import AnsweredIndex
+    from batchopt.dedup.crossrun import AnsweredIndex, PastAnswer
     from batchopt.rounds import Answers
     from batchopt.runner import Plan
 
@@ -46,22 +46,37 @@ def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
     return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
 
 
+def past_hits(
+    plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
+    keys: list[str],
+) -> dict[str, tuple[PastAnswer, Result]]:
+    """Of the request `keys`, those a guarded near-duplicate of an earlier run's answer answers:
+    key -> (the hit, that answer). What a run reuses and what `batchopt plan` leaves out."""
+    assert plan.semantic is not None and plan.guards is not None
+    if not keys:
+        return {}
+    ids = [rep_ids[key] for key in keys]
+    vectors = plan.semantic.vectors.take(ids)
+    texts = plan.semantic.texts.take(ids)
+    threshold = plan.pipeline.config.dedup.semantic.threshold
+    found = {}
+    for key, hit in zip(keys, index.lookup(texts, vectors, threshold, plan.guards), strict=True):
+        earlier = cache.get(hit.request_key) if hit is not None else None
+        if hit is not None and earlier is not None and earlier.ok:
+            found[key] = (hit, earlier)
+    return found
+
+
 def reuse_past(
     plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
     misses: list[Request], answers: Answers,
 ) -> list[Request]:
     """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
-
-    assert plan.semantic is not None and plan.guards is not None
-    ids = [rep_ids[r.key] for r in misses]
-    vectors = plan.semantic.vectors.take(ids)
-    texts = plan.semantic.texts.take(ids)
-    threshold = plan.pipeline.config.dedup.semantic.threshold
+    found = past_hits(plan, cache, index, rep_ids, [r.key for r in misses])
     remaining = []
-    for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
-                            strict=True):
-        earlier = cache.get(hit.request_key) if hit is not None else None
-        if hit is not None and earlier is not None and earlier.ok:
+    for request in misses:
+        if request.key in found:
+            hit, earlier = found[request.key]
             answers.results[request.key] = earlier
             answers.past[request.key] = hit
         else:
