@@ -147,7 +147,10 @@ def test_the_budget_guard_stops_sending_when_spend_reaches_it(fake, tmp_path):
     prices = PriceTable.load()
     cheap = prices.price("openai", "gpt-4o-mini")
     first_round = 10 * prices.cost(cheap, Usage(80, 16))
-    path = _pipeline(tmp_path, CASCADE, budget={"max_usd": first_round + 0.0001})
+    # no escalation expected up front (else the pre-send check, which counts the plan's
+    # assumed 20%, refuses the run): this is the in-flight stop
+    path = _pipeline(tmp_path, {**CASCADE, "assume_escalation": 0.0},
+                     budget={"max_usd": first_round + 0.0001})
     summary = _run(path, fake, run_id="b2")
     assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
     assert any("budget" in note for note in summary.notes)
