@@ -2,7 +2,8 @@
 
 A request that is a guarded near-duplicate of one an earlier run answered reuses that answer;
 what a run answers is remembered for the runs after it. The index lives beside the response
-cache, one per embedding model (`dedup.crossrun.AnsweredIndex`).
+cache, one per pipeline configuration (`fingerprint.config_hash`: the same models asked the same
+way) and embedding model (`dedup.crossrun.AnsweredIndex`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
         return None
     from batchopt.dedup.crossrun import AnsweredIndex
 
-    return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
+    # one index per configuration: an answer is reused only where this run would have asked
+    # the same model the same way (another model's or prompt's answer is not this one's)
+    return AnsweredIndex(cache.path / "answered" / plan.config_hash, plan.semantic.embedder_name)
 
 
 def past_hits(
