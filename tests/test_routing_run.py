@@ -100,11 +100,25 @@ def test_a_cascade_escalates_what_its_validators_reject_and_pays_for_both(fake, 
     assert summary.escalated == 4 and summary.tiers == {"cheap": 6, "strong": 4}
 
 
+# A negotiated contract for both tiers, the same in the pipeline and at the fake server, whose
+# batch discount is not a half (so a discount applied as `1 - discount` shows).
+CONTRACT = {"gpt-4o-mini": {"input": 0.12, "output": 0.5, "cached_input": 0.06},
+            "gpt-4o": {"input": 2.0, "output": 8.0, "cached_input": 1.0}}
+CONTRACT_DISCOUNT = 0.3
+
+
+@pytest.mark.parametrize("contract", [False, True], ids=["list-price", "contract"])
 def test_a_cascade_through_batch_apis_takes_two_rounds_with_only_escalated_rows_in_the_second(
-    fake, tmp_path
+    fake, tmp_path, contract
 ):
     fake.batch_seconds = 0.2
-    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1})
+    extra: dict = {}
+    if contract:
+        extra["pricing"] = {"models": {m: {**r, "batch_discount": CONTRACT_DISCOUNT}
+                                       for m, r in CONTRACT.items()}}
+        fake.set_prices({m: {**r, "batch": 1 - CONTRACT_DISCOUNT} for m, r in CONTRACT.items()})
+    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1},
+                     **extra)
     summary = _run(path, fake, run_id="cb")
     assert isinstance(summary, RunSummary) and summary.exit_code == 0
     stats = fake.stats()
