@@ -11,10 +11,11 @@ the plan was off.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,12 +56,51 @@ def _prefix(provider: str, model: str, system: str) -> int:
 
 
 def expected_output(history: History, request: Request) -> tuple[int, str]:
-    """(output tokens, where the figure comes from) for `request`."""
+    """(output tokens, where the figure comes from) for `request`: the mean of past answers of
+    the same configuration; without them, an answer of the JSON schema's shape where there is
+    one (`schema_answer_tokens`), else `max_tokens` (an upper bound)."""
     past = history.output_tokens.get((request.provider, request.model))
     if past is None:
+        if request.json_schema:
+            shaped = schema_answer_tokens(request.json_schema, request.model)
+            if shaped < request.max_tokens:
+                return shaped, "an answer of the schema's shape (no past run)"
         return request.max_tokens, "max_tokens"
     mean, rows = past
     return min(request.max_tokens, round(mean)), f"mean of {rows:,} past answers"
+
+
+# What a value of each JSON type looks like in a typical answer; a free string: a few words.
+_SAMPLE_VALUES: dict[str, Any] = {"string": "a few words here", "number": 1234.56,
+                                  "integer": 1234, "boolean": False, "null": None}
+
+
+def _sample(schema: Any) -> Any:
+    """A typical instance of `schema`: the longest enum value, one item of an array, every
+    property of an object (a nullable type as its non-null type)."""
+    if not isinstance(schema, dict):
+        return _SAMPLE_VALUES["string"]
+    if schema.get("enum"):
+        return max(schema["enum"], key=lambda v: len(json.dumps(v)))
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {name: _sample(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_sample(schema.get("items", {}))]
+    return _SAMPLE_VALUES.get(kind, _SAMPLE_VALUES["string"])
+
+
+@lru_cache(maxsize=256)
+def _schema_tokens(schema_json: str, model: str) -> int:
+    return count_tokens(json.dumps(_sample(json.loads(schema_json))), model)
+
+
+def schema_answer_tokens(schema: dict[str, Any], model: str) -> int:
+    """Output tokens of a typical answer to `schema` (`_sample`), counted for `model`: what a
+    plan without history expects a structured answer to take (max_tokens only bounds it)."""
+    return _schema_tokens(json.dumps(schema, sort_keys=True), model)
 
 
 def expected_usage(history: History, request: Request, *, first: bool = False) -> Usage:
