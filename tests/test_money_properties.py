@@ -1,0 +1,358 @@
+"""Money properties over generated pipeline shapes (issue 20, acceptance 1).
+
+Hypothesis draws a job: strategy single / rules / cascade (gpt-4o-mini -> gpt-4o, with an
+anthropic tier in some shapes), a judge or not (cascade only), a JSON-schema or a free-text answer,
+online or batch, an empty or a warm response cache (a first run on part of the input), no budget,
+a generous one or one that stops the run part-way (or refuses it up front), and 6-30 input rows
+with exact copies, an empty or null row and rows differing only in an order number. Each shape is
+planned (`plan_run`) and run (`run_pipeline`) against one fake server, and four properties are
+checked, each in its own test so that each finds its own minimal failing shape:
+
+1. `plan`: the plan's request count per tier equals what the run sent, where that is knowable in
+   advance. Knowable: the requests the first tier is sent (every tier's, for `single` and
+   `rules`, whose routing depends only on the input) and the cache hits. Not knowable, so not
+   compared: a cascade's escalations (they depend on answers not yet given) and the judge's
+   verdicts (a "no" escalates), hence every tier of a cascade but its first. A run the budget
+   stopped part-way sent at most what was planned; one it refused up front sent nothing.
+2. `tokens`: the ledger's tokens per model (its per-call record when the ledger has one, else
+   its rows by `model`) equal the fake server's billing log exactly, input and output.
+3. `summary`: the run's summary equals the ledger's sums (counts and tokens exactly, dollars to
+   float rounding).
+4. `budget`: the ledger's total never exceeds `budget.max_usd`, nor does the server's bill.
+
+The examples are drawn the same way every run (the `ci` profile in tests/conftest.py). Each
+shape is run once and its observation shared by the four tests (same test function, same draws).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+from faults.provider_helpers import billed_cost
+from helpers import fake_env, pipeline_dict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchopt.config import load_pipeline
+from batchopt.errors import EXIT_BUDGET, BudgetExceededError
+from batchopt.estimate import JobEstimate
+from batchopt.providers.fake import FakeServer
+from batchopt.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
+
+CHEAP, MID, STRONG = "gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"
+MODEL_OF = {"cheap": CHEAP, "mid": MID, "strong": STRONG}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "neutral", "negative"]},
+        "topic": {"type": "string", "enum": ["damage", "delivery", "billing", "other"]},
+    },
+    "required": ["sentiment", "topic"],
+}
+BODIES = (
+    "Where is my order #{n}?",
+    "Please refund order #{n}, it never came.",
+    "The box of order #{n} arrived damaged, the invoice shows the wrong address and the "
+    "tracking page still says it is in transit. What now?",
+    "Wrong colour delivered for order #{n}; I asked for blue and got a green one instead.",
+)
+SUBJECTS = ("Order", "Urgent")
+EMPTY_ROWS = ((None, None), ("", ""), (None, "  "))
+
+Row = tuple[str, str | None, str | None]  # ticket_id, subject, body
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One generated job."""
+
+    strategy: str  # single | rules | cascade
+    anthropic: bool  # an anthropic tier: the only tier (single), a rule's, a cascade's middle
+    judge: bool  # cascade only: {type: judge, tier: strong}
+    structured: bool  # a json_schema answer (and validator) or free text
+    mode: str  # online | batch
+    warm: bool  # a first run on part of the input filled the response cache
+    budget: str  # none | generous | partway (1.3 x the plan) | refused (0.5 x the plan)
+    rows: tuple[Row, ...]
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> tuple[Row, ...]:
+    base = draw(st.lists(st.tuples(st.integers(0, len(BODIES) - 1), st.integers(0, 3),
+                                   st.sampled_from(SUBJECTS)), min_size=4, max_size=20))
+    rows: list[Row] = [(f"T{i:03d}", subject, BODIES[body].format(n=10400 + number))
+                       for i, (body, number, subject) in enumerate(base)]
+    copies = draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, max_size=6))
+    rows += [(f"D{i:03d}", *rows[j][1:]) for i, j in enumerate(copies)]
+    subject, body = draw(st.sampled_from(EMPTY_ROWS))
+    rows.insert(draw(st.integers(0, len(rows))), ("E000", subject, body))
+    return tuple(rows)
+
+
+@st.composite
+def shapes(draw: st.DrawFn) -> Shape:
+    strategy = draw(st.sampled_from(["single", "rules", "cascade"]))
+    return Shape(
+        strategy=strategy,
+        anthropic=draw(st.booleans()),
+        judge=strategy == "cascade" and draw(st.booleans()),
+        structured=draw(st.booleans()),
+        mode=draw(st.sampled_from(["online", "batch"])),
+        warm=draw(st.booleans()),
+        budget=draw(st.sampled_from(["none", "generous", "partway", "refused"])),
+        rows=draw(_rows()),
+    )
+
+
+def _tiers(shape: Shape) -> list[str]:
+    if shape.strategy == "single":
+        return ["mid" if shape.anthropic else "cheap"]
+    return ["cheap", "mid", "strong"] if shape.anthropic else ["cheap", "strong"]
+
+
+def _routing(shape: Shape) -> dict[str, Any]:
+    tiers = _tiers(shape)
+    routing: dict[str, Any] = {"strategy": shape.strategy, "tiers": tiers}
+    if shape.strategy == "rules":
+        rules = [{"name": "urgent", "when": {"column": "subject", "equals": "Urgent"},
+                  "tier": "strong"}]
+        if shape.anthropic:
+            rules.append({"name": "long", "when": {"prompt_tokens": {"gt": 20}}, "tier": "mid"})
+        routing.update(rules=rules, default_tier="cheap")
+    elif shape.strategy == "cascade":
+        validators: list[dict[str, Any]] = [{"type": "json_schema"} if shape.structured
+                                            else {"type": "finish_reason"}]
+        if shape.judge:
+            validators.append({"type": "judge", "tier": "strong"})
+        routing["validators"] = validators
+    return routing
+
+
+def _pipeline(shape: Shape, max_usd: float | None) -> dict[str, Any]:
+    def profile(provider: str, model: str, max_tokens: int) -> dict[str, Any]:
+        return {"provider": provider, "model": model, "max_tokens": max_tokens,
+                "concurrency": 4, "max_attempts": 2, "timeout_s": 10}
+
+    # a cheap answer cut at max_tokens fails `finish_reason`: free-text cascades escalate
+    cheap_max = 40 if shape.structured else 16
+    data = pipeline_dict(
+        default_profile=_tiers(shape)[0],
+        profiles={"cheap": profile("openai", CHEAP, cheap_max),
+                  "mid": profile("anthropic", MID, 48), "strong": profile("openai", STRONG, 64)},
+        routing=_routing(shape),
+        execution={"mode": shape.mode, "poll_seconds": 0.05},
+    )
+    if shape.structured:
+        data["prompt"]["json_schema"] = SCHEMA
+        data["prompt"]["output_column"] = "label"
+    if max_usd is not None:
+        data["budget"] = {"max_usd": max_usd}
+    return data
+
+
+@dataclass
+class Observed:
+    """What one shape's plan and run showed."""
+
+    shape: Shape
+    plan: JobEstimate  # the plan of the run, with its budget
+    budget: float | None
+    outcome: RunSummary | BudgetExceededError
+    ledger: pl.DataFrame | None  # None: nothing was written (refused up front)
+    calls: pl.DataFrame | None  # the ledger's per-call record, where the ledger has one
+    log: list[dict[str, Any]]  # the fake's billing log of the run (not of the warm-up)
+
+    @property
+    def stopped(self) -> bool:
+        """The budget stopped the run before it was done (or before it began)."""
+        return isinstance(self.outcome, BudgetExceededError) or self.outcome.exit_code == (
+            EXIT_BUDGET)
+
+
+_OBSERVED: dict[Shape, Observed] = {}
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    """One fake server for the module; batches end 50 ms after they are created."""
+    with FakeServer(batch_seconds=0.05) as fake:
+        yield fake
+
+
+def _write_rows(folder: Path, rows: tuple[Row, ...]) -> None:
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame([{"ticket_id": r[0], "subject": r[1], "body": r[2]} for r in rows],
+                         schema={"ticket_id": pl.String, "subject": pl.String, "body": pl.String})
+    frame.write_parquet(folder / "data" / "tickets.parquet")
+
+
+def _run(path: Path, fake: FakeServer, run_id: str) -> RunSummary | BudgetExceededError:
+    try:
+        outcome = run_pipeline(load_pipeline(path), RunOptions(run_id=run_id),
+                               env=fake_env(fake))
+    except BudgetExceededError as exc:
+        return exc
+    assert not isinstance(outcome, RunPending), outcome  # wait=True: every batch collected
+    return outcome
+
+
+def _plan(path: Path, fake: FakeServer, run_id: str) -> JobEstimate:
+    return plan_run(load_pipeline(path), RunOptions(run_id=run_id), env=fake_env(fake))
+
+
+def observe(fake: FakeServer, shape: Shape) -> Observed:
+    """Plan and run `shape` once (in a fresh folder); later calls return what was seen."""
+    if shape in _OBSERVED:
+        return _OBSERVED[shape]
+    fake.reset()
+    fake.batch_seconds = 0.05
+    # the cheap model flaws some answers: an invalid JSON fails json_schema, a wrong one the judge
+    fake.set_quality(invalid_share={CHEAP: 0.3} if shape.structured else {},
+                     wrong_share={CHEAP: 0.3})
+    with tempfile.TemporaryDirectory(prefix="money-") as tmp:
+        folder = Path(tmp)
+        path = folder / "pipeline.yaml"
+        if shape.warm:  # the first half of the input, answered and cached by an earlier run
+            _write_rows(folder, shape.rows[: len(shape.rows) // 2])
+            path.write_text(yaml.safe_dump(_pipeline(shape, None)))
+            warm = _run(path, fake, "warm")
+            assert isinstance(warm, RunSummary), warm
+        _write_rows(folder, shape.rows)
+        path.write_text(yaml.safe_dump(_pipeline(shape, None)))
+        budget = None
+        if shape.budget != "none":
+            unbounded = _plan(path, fake, "prop").cost_usd
+            factor = {"generous": 100.0, "partway": 1.3, "refused": 0.5}[shape.budget]
+            budget = max(factor * unbounded, 1e-6)
+        path.write_text(yaml.safe_dump(_pipeline(shape, budget)))
+        plan = _plan(path, fake, "prop")
+        billed_before = len(fake.log())
+        outcome = _run(path, fake, "prop")
+        run_folder = folder / "out" / "ledger" / "pipeline=tickets" / "run_id=prop"
+        ledger = calls = None
+        if (run_folder / "part.parquet").exists():
+            ledger = pl.read_parquet(run_folder / "part.parquet")
+        found = sorted(run_folder.glob("calls*.parquet")) if run_folder.exists() else []
+        if found:
+            calls = pl.read_parquet(found[0])
+        seen = Observed(shape, plan, budget, outcome, ledger, calls, fake.log()[billed_before:])
+    _OBSERVED[shape] = seen
+    return seen
+
+
+# ---- the four properties ------------------------------------------------------------------------
+
+
+def _sent_by_model(log: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(e["model"] for e in log)
+
+
+def check_plan(seen: Observed) -> None:
+    shape, plan = seen.shape, seen.plan
+    planned = {t.tier: t.requests - t.escalated for t in plan.tiers}
+    sent = _sent_by_model(seen.log)
+    knowable = _tiers(shape)[:1] if shape.strategy == "cascade" else _tiers(shape)
+    if isinstance(seen.outcome, BudgetExceededError):
+        assert sent == Counter(), ("refused up front, yet sent", sent)
+        return
+    for tier in knowable:
+        model = MODEL_OF[tier]
+        if seen.stopped:
+            assert sent[model] <= planned[tier], (tier, "planned", planned[tier], "sent",
+                                                  sent[model])
+        else:
+            assert sent[model] == planned[tier], (tier, "planned", planned[tier], "sent",
+                                                  sent[model])
+    assert seen.ledger is not None
+    reps = seen.ledger.filter(pl.col("dedup") == "none")
+    from_cache = int((reps["mode"] == "cache").sum())
+    assert from_cache == plan.cached, ("cache hits: planned", plan.cached, "run", from_cache)
+
+
+_TOKENS = (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"))
+
+
+def ledger_tokens_by_model(seen: Observed) -> dict[str, dict[str, int]]:
+    """Per model: the ledger's per-call record where it has one, else its rows by `model`."""
+    frame = seen.calls if seen.calls is not None else seen.ledger
+    assert frame is not None
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {c: 0 for c, _ in _TOKENS})
+    for row in frame.iter_rows(named=True):
+        for column, _ in _TOKENS:
+            if row["model"] is not None and row[column]:
+                out[row["model"]][column] += int(row[column])
+    return {model: dict(tokens) for model, tokens in out.items()}
+
+
+def billed_tokens_by_model(log: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {c: 0 for c, _ in _TOKENS})
+    for entry in log:
+        for column, field in _TOKENS:
+            out[entry["model"]][column] += int(entry[field])
+    return {model: dict(tokens) for model, tokens in out.items()}
+
+
+def check_tokens(seen: Observed) -> None:
+    if seen.ledger is None:
+        assert seen.log == [], "nothing in the ledger, yet billed"
+        return
+    billed = billed_tokens_by_model(seen.log)
+    ledger = ledger_tokens_by_model(seen)
+    assert ledger == billed, {"ledger": ledger, "billed": billed}
+    for column, field in _TOKENS:  # the ledger's own rows add up too (a row carries all its calls)
+        assert int(seen.ledger[column].sum()) == sum(e[field] for e in seen.log), column
+
+
+def check_summary(seen: Observed) -> None:
+    if not isinstance(seen.outcome, RunSummary):
+        return
+    summary, ledger = seen.outcome, seen.ledger
+    assert ledger is not None
+    reps = ledger.filter(pl.col("dedup") == "none")
+    sums = {
+        "rows": ledger.height,
+        "failed_rows": int((ledger["status"] == "failed").sum()),
+        "exact_duplicates": int((ledger["dedup"] == "exact").sum()),
+        "cache_hits": int((ledger["mode"] == "cache").sum()),
+        "sent": int(reps["mode"].is_in(["online", "batch"]).sum()),
+        "escalated": int(ledger["escalated"].sum()),
+        "input_tokens": int(ledger["input_tokens"].sum()),
+        "cached_input_tokens": int(ledger["cached_input_tokens"].sum()),
+        "output_tokens": int(ledger["output_tokens"].sum()),
+    }
+    told = {key: getattr(summary, key) for key in sums}
+    assert told == sums, {"summary": told, "ledger": sums}
+    for key in ("cost_usd", "baseline_cost_usd"):
+        assert math.isclose(getattr(summary, key), float(ledger[key].sum()),
+                            rel_tol=1e-12, abs_tol=1e-15), (key, getattr(summary, key),
+                                                            float(ledger[key].sum()))
+
+
+def check_budget(seen: Observed) -> None:
+    if seen.budget is None:
+        return
+    spent = float(seen.ledger["cost_usd"].sum()) if seen.ledger is not None else 0.0
+    assert spent <= seen.budget, ("ledger", spent, "max_usd", seen.budget)
+    billed = sum(billed_cost(e) for e in seen.log)
+    assert billed <= seen.budget + 1e-12, ("billed", billed, "max_usd", seen.budget)
+
+
+CHECKS = {"plan": check_plan, "tokens": check_tokens, "summary": check_summary,
+          "budget": check_budget}
+
+
+@pytest.mark.parametrize("prop", list(CHECKS))
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(shape=shapes())
+def test_money_adds_up_on_any_job_shape(server, prop, shape):
+    CHECKS[prop](observe(server, shape))
