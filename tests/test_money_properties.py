@@ -18,7 +18,8 @@ checked, each in its own test so that each finds its own minimal failing shape:
    its rows by `model`) equal the fake server's billing log exactly, input and output.
 3. `summary`: the run's summary equals the ledger's sums (counts and tokens exactly, dollars to
    float rounding).
-4. `budget`: the ledger's total never exceeds `budget.max_usd`, nor does the server's bill.
+4. `budget`: the ledger's total never exceeds `budget.max_usd`, nor does the server's bill; and
+   what the budget guard counts as spent by the run id is the ledger's total.
 
 A fifth, `finishes`: the run ends in a summary or a budget refusal, not a crash (the four above
 are not checked on a crashed run, so that a crash does not hide their own failures).
@@ -43,13 +44,15 @@ import pytest
 import yaml
 from faults.provider_helpers import billed_cost
 from helpers import fake_env, pipeline_dict
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
 from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
 from batchopt.estimate import JobEstimate
+from batchopt.execute.state import RunState
 from batchopt.providers.fake import FakeServer
+from batchopt.rounds import SPENT_KEY
 from batchopt.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
 
 CHEAP, MID, STRONG = "gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"
@@ -176,6 +179,7 @@ class Observed:
     ledger: pl.DataFrame | None  # None: nothing was written (refused up front)
     calls: pl.DataFrame | None  # the ledger's per-call record, where the ledger has one
     log: list[dict[str, Any]]  # the fake's billing log of the run (not of the warm-up)
+    budget_spent: float | None = None  # what the budget guard counts this run id has spent
 
     @property
     def stopped(self) -> bool:
@@ -223,6 +227,16 @@ def _plan(path: Path, fake: FakeServer, run_id: str) -> JobEstimate:
     return plan_run(load_pipeline(path), RunOptions(run_id=run_id), env=fake_env(fake))
 
 
+def _budget_spent(run_dir: Path) -> float | None:
+    if not (run_dir / "state.sqlite").exists():
+        return None
+    state = RunState.open(run_dir)
+    try:
+        return float(state.get(SPENT_KEY) or 0.0)
+    finally:
+        state.close()
+
+
 def observe(fake: FakeServer, shape: Shape) -> Observed:
     """Plan and run `shape` once (in a fresh folder); later calls return what was seen."""
     if shape in _OBSERVED:
@@ -261,7 +275,8 @@ def observe(fake: FakeServer, shape: Shape) -> Observed:
         found = sorted(run_folder.glob("calls*.parquet")) if run_folder.exists() else []
         if found:
             calls = pl.read_parquet(found[0])
-        seen = Observed(shape, plan, budget, outcome, ledger, calls, fake.log()[billed_before:])
+        seen = Observed(shape, plan, budget, outcome, ledger, calls, fake.log()[billed_before:],
+                        _budget_spent(folder / "out" / "cache" / "tickets" / "runs" / "prop"))
     _OBSERVED[shape] = seen
     if os.environ.get("MONEY_VERBOSE"):
         print("observed", shape.strategy, shape.anthropic, shape.judge, shape.structured,
@@ -354,7 +369,8 @@ def check_summary(seen: Observed) -> None:
         "failed_rows": int((ledger["status"] == "failed").sum()),
         "exact_duplicates": int((ledger["dedup"] == "exact").sum()),
         "cache_hits": int((ledger["mode"] == "cache").sum()),
-        "sent": int(reps["mode"].is_in(["online", "batch"]).sum()),
+        # the groups a provider was asked for in this run (a paid answer that failed included)
+        "sent": int(((reps["attempts"] > 0) & (reps["mode"] != "cache")).sum()),
         "escalated": int(ledger["escalated"].sum()),
         "input_tokens": int(ledger["input_tokens"].sum()),
         "cached_input_tokens": int(ledger["cached_input_tokens"].sum()),
@@ -377,6 +393,9 @@ def check_budget(seen: Observed) -> None:
     assert spent <= seen.budget, ("ledger", spent, "max_usd", seen.budget)
     billed = sum(billed_cost(e) for e in seen.log)
     assert billed <= seen.budget + 1e-12, ("billed", billed, "max_usd", seen.budget)
+    if seen.budget_spent is not None:  # the guard counts what the ledger says, not more or less
+        assert math.isclose(seen.budget_spent, spent, rel_tol=1e-9, abs_tol=1e-12), (
+            "budget guard's spent", seen.budget_spent, "ledger", spent)
 
 
 CHECKS = {"plan": check_plan, "tokens": check_tokens, "summary": check_summary,
@@ -388,7 +407,21 @@ if os.environ.get("MONEY_SHRINK"):
     _PHASES.append(Phase.shrink)
 
 
+# Rows every tier of `rules` gets: a short one (cheap), an urgent one (strong), a long one (mid).
+_MIXED: tuple[Row, ...] = (
+    ("T000", "Order", BODIES[0].format(n=10400)), ("T001", "Urgent", BODIES[1].format(n=10401)),
+    ("T002", "Order", BODIES[2].format(n=10402)), ("D000", "Order", BODIES[0].format(n=10400)),
+    ("T003", "Order", BODIES[0].format(n=10401)), ("E000", None, None),
+)
+
+
 @pytest.mark.parametrize("prop", list(CHECKS))
+# the issue's own job: a JSON-schema cascade with a judge on the strong tier, and a budget
+@example(shape=Shape("cascade", False, True, True, "online", False, "generous", _MIXED))
+# two openai tiers with requests in the same batch round, and a budget
+@example(shape=Shape("rules", False, False, False, "batch", False, "generous", _MIXED))
+# openai and anthropic tiers with requests in the same batch round
+@example(shape=Shape("rules", True, False, False, "batch", False, "none", _MIXED))
 @seed(20)  # one sequence of shapes for every property (each shape is run once, see `observe`)
 @settings(max_examples=40, deadline=None, phases=_PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
