@@ -151,12 +151,15 @@ def _pipeline(shape: Shape, max_usd: float | None) -> dict[str, Any]:
         return {"provider": provider, "model": model, "max_tokens": max_tokens,
                 "concurrency": 4, "max_attempts": 2, "timeout_s": 10}
 
-    # a cheap answer cut at max_tokens fails `finish_reason`: free-text cascades escalate
-    cheap_max = 40 if shape.structured else 16
+    # A free-text answer is cut at max_tokens (the fake's is about 25 tokens): a cheap one fails
+    # `finish_reason`, so cascades escalate, and each call costs its most, which is what the
+    # budget reserves before sending, so a guard that lets one request too many through overruns.
+    cheap_max, strong_max = (40, 64) if shape.structured else (16, 24)
     data = pipeline_dict(
         default_profile=_tiers(shape)[0],
         profiles={"cheap": profile("openai", CHEAP, cheap_max),
-                  "mid": profile("anthropic", MID, 48), "strong": profile("openai", STRONG, 64)},
+                  "mid": profile("anthropic", MID, 48),
+                  "strong": profile("openai", STRONG, strong_max)},
         routing=_routing(shape),
         execution={"mode": shape.mode, "poll_seconds": 0.05},
     )
