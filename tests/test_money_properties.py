@@ -21,11 +21,14 @@ checked, each in its own test so that each finds its own minimal failing shape:
 4. `budget`: the ledger's total never exceeds `budget.max_usd`, nor does the server's bill; and
    what the budget guard counts as spent by the run id is the ledger's total.
 
-A fifth, `finishes`: the run ends in a summary or a budget refusal, not a crash (the four above
+`plan_tokens`, a sharper form of 1: where the plan calls its prompt count exact (its token
+counter is `exact:...`), a knowable tier's planned prompt tokens are what the server billed.
+
+And `finishes`: the run ends in a summary or a budget refusal, not a crash (the four above
 are not checked on a crashed run, so that a crash does not hide their own failures).
 
 The examples are drawn the same way every run (the `ci` profile in tests/conftest.py). Each
-shape is run once and its observation shared by the five tests (same test function, same draws).
+shape is run once and its observation shared by the six tests (same test function, same draws).
 CI reports the first failing shape as drawn; MONEY_SHRINK=1 shrinks it to a minimal one.
 """
 
@@ -323,6 +326,20 @@ def check_plan(seen: Observed) -> None:
     assert from_cache == plan.cached, ("cache hits: planned", plan.cached, "run", from_cache)
 
 
+def check_plan_tokens(seen: Observed) -> None:
+    """Where the plan says its prompt count is exact, the knowable tiers' prompt tokens are
+    what the server billed for them."""
+    shape = seen.shape
+    if seen.crashed or seen.stopped:
+        return
+    knowable = _tiers(shape)[:1] if shape.strategy == "cascade" else _tiers(shape)
+    for row in seen.plan.tiers:
+        if row.tier in knowable and row.token_counter.startswith("exact"):
+            billed = sum(e["input_tokens"] for e in seen.log if e["model"] == MODEL_OF[row.tier])
+            assert row.input_tokens == billed, (row.tier, row.token_counter, "planned prompt "
+                                                "tokens", row.input_tokens, "billed", billed)
+
+
 _TOKENS = (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"))
 
 
@@ -401,8 +418,8 @@ def check_budget(seen: Observed) -> None:
             "budget guard's spent", seen.budget_spent, "ledger", spent)
 
 
-CHECKS = {"plan": check_plan, "tokens": check_tokens, "summary": check_summary,
-          "budget": check_budget, "finishes": check_finishes}
+CHECKS = {"plan": check_plan, "plan_tokens": check_plan_tokens, "tokens": check_tokens,
+          "summary": check_summary, "budget": check_budget, "finishes": check_finishes}
 # Each new shape is a whole run (about a second): shrinking a failure takes hundreds of them, so
 # CI reports the first failing shape as drawn; MONEY_SHRINK=1 shrinks it to a minimal one.
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
