@@ -118,7 +118,7 @@ class BatchExecutor:
             self._settle_waiting(outcome)
             todo = self._claim(self._to_send(outcome), outcome)
             rejected = await self._submit(todo) if todo else False
-            open_ = self.state.submissions(OPEN_STATES)
+            open_ = self._own(OPEN_STATES)
             self._release_settled()
             if self.on_poll is not None:
                 self.on_poll(self.state.submissions(), statuses)
@@ -129,10 +129,18 @@ class BatchExecutor:
                 return outcome
             await asyncio.sleep(self.settings.poll_seconds)
 
+    def _own(self, states: tuple[str, ...]) -> list[Submission]:
+        """This executor's submissions in `states`: those it made (its provider and model). The
+        tiers of a run move side by side on one run state; each polls, reads and adopts only its
+        own batches (another provider's batch id means nothing to this one's API, and a batch
+        read twice would be counted twice)."""
+        return [s for s in self.state.submissions(states)
+                if s.provider == self.provider_name and s.model == self.model]
+
     # ---- steps ------------------------------------------------------------------------------
 
     async def _adopt(self) -> None:
-        submitting = self.state.submissions(("submitting",))
+        submitting = self._own(("submitting",))
         if not submitting:
             return
         taken = {s.batch_id for s in self.state.submissions() if s.batch_id}
@@ -168,7 +176,7 @@ class BatchExecutor:
         self, known: dict[str, Request], outcome: BatchOutcome
     ) -> dict[str, BatchStatus]:
         statuses: dict[str, BatchStatus] = {}
-        for sub in self.state.submissions(("pending",)):
+        for sub in self._own(("pending",)):
             assert sub.batch_id is not None
             try:
                 status = await self.provider.poll_batch(sub.batch_id)
