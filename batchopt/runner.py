@@ -658,6 +658,7 @@ def run_pipeline(
                 return answers
             observer.stage("write")
             summary = finish(plan, answers)
+            notes = list(summary.notes)  # what a re-run reads back: not this invocation's limit
             if before and before.get("row_limit") != plan.row_limit:
                 summary.notes.append(_limit_changed(before.get("row_limit"), plan.row_limit))
             state.set("finished", {
@@ -665,7 +666,7 @@ def run_pipeline(
                 "failed_rows": summary.failed_rows, "cost_usd": summary.cost_usd,
                 "output": str(summary.output_path), "ledger": str(summary.ledger_path),
                 "job": job, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "sent": summary.sent, "notes": summary.notes,
+                "sent": summary.sent, "notes": notes,
             })
             return summary
         finally:
