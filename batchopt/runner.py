@@ -78,6 +78,7 @@ from batchopt.tiers import (
     tier_price,
     tier_template_variables,
 )
+from batchopt.token_counters import counter_for
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.guards import GuardConfig
@@ -341,7 +342,7 @@ def prepare(
     # dedup keys on what is sent: each tier's own prompt variant is rendered for the key too
     key_templates = tuple(dedup_key_templates(loaded, names)) if cfg.dedup.exact else ()
     step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model,
-                      key_templates=key_templates)
+                      key_templates=key_templates, baseline=(*baseline, _default_system(loaded)))
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address
     engine = get_engine(engine_name, ray_address, cfg.execution.ray_workers)
@@ -435,6 +436,15 @@ def prepare(
         ray_address=ray_address,
         row_limit=options.limit,
     )
+
+
+def _default_system(loaded: LoadedPipeline) -> str:
+    """The static prefix of the prompt section, whatever a profile sends instead: the
+    baseline's."""
+    from batchopt.prompts.layout import static_system
+
+    prompt = loaded.config.prompt
+    return static_system(prompt.system, prompt.context, prompt.examples)
 
 
 def plan_run(
@@ -549,6 +559,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         answers.past,
         routes, earlier, escalated, plan.overflow,
     )
+    groups = _baseline_output(groups, plan.baseline)
     if answers.unverified:  # a cascade the budget stopped keeps its answer so far
         from batchopt.ledger.ledger import UNVERIFIED
 
@@ -760,3 +771,11 @@ def _keep_earlier(ledger: pl.DataFrame, earlier: pl.DataFrame | None) -> pl.Data
     return joined.with_columns(
         pl.when(same).then(pl.col(f"{c}_was")).otherwise(pl.col(c)).alias(c) for c in _CALL_FACTS
     ).select(ledger.columns)
+
+
+def _baseline_output(groups: pl.DataFrame, baseline: tuple[str, str]) -> pl.DataFrame:
+    """Each group's answer counted with the baseline model's counter: what the baseline would
+    have generated to give it, whichever tier answered (no answer: 0)."""
+    counter = counter_for(*baseline)  # uncalibrated: the same count every run
+    counts = [counter.count(text) if text else 0 for text in groups["answer"].to_list()]
+    return groups.with_columns(pl.Series("baseline_output_tokens", counts, dtype=pl.Int64))
