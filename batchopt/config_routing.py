@@ -420,6 +420,14 @@ class RoutingConfig(_Strict):
         ge=1,
         description="cascade: how many tiers up a row may go (default: up to the last tier)",
     )
+    assume_escalation: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="cascade: the share of a tier's answers `batchopt plan` and the budget "
+        "check expect to go one tier up while no past run of this configuration says (default "
+        "0.2)",
+    )
 
     @model_validator(mode="after")
     def _fits_strategy(self) -> RoutingConfig:
@@ -439,6 +447,7 @@ class RoutingConfig(_Strict):
             "classifier": self.classifier is not None,
             "validators": bool(self.validators),
             "max_escalations": self.max_escalations is not None,
+            "assume_escalation": self.assume_escalation is not None,
         }
         owner = {
             "rules": "rules",
@@ -446,6 +455,7 @@ class RoutingConfig(_Strict):
             "classifier": "classifier",
             "validators": "cascade",
             "max_escalations": "cascade",
+            "assume_escalation": "cascade",
         }
         for key, is_set in used.items():
             if is_set and owner[key] != strategy:

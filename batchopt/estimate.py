@@ -11,7 +11,8 @@ the plan was off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -25,15 +26,20 @@ from batchopt.tokens import count_tokens
 if TYPE_CHECKING:
     from batchopt.execute.cache import ResponseCache
     from batchopt.prompts.request_table import RequestTable
+    from batchopt.routing.validators import JudgeValidator
     from batchopt.runner import Plan
     from batchopt.tiers import Tier
 
-__all__ = ["JobEstimate", "TierEstimate", "estimate_job", "expected_usage", "request_cost"]
+__all__ = ["ASSUMED_ESCALATION", "JobEstimate", "TierEstimate", "estimate_job", "estimated_cost",
+           "expected_usage", "price_calls", "request_cost"]
 
 # Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for estimates only.
 LOCAL_PROMPT_TOK_S = 295.0
 LOCAL_GEN_TOK_S = 100.0
 _OPENAI_CACHE_STEP = 128  # OpenAI reports cached tokens in steps of 128
+# Without a past run of the same configuration, the share of a cascade tier's answers expected
+# to go one tier up (routing.assume_escalation overrides it): a stated guess, not 0.
+ASSUMED_ESCALATION = 0.2
 
 
 @lru_cache(maxsize=256)
@@ -133,6 +139,7 @@ class TierEstimate:
     online_usd: float = 0.0
     batch_usd: float | None = None  # None: the provider has no batch API
     escalated: int = 0  # of `requests`, those expected up from the tier below
+    judge: bool = False  # the judge's calls on this tier (one per judged answer)
 
 
 @dataclass
@@ -159,10 +166,12 @@ class JobEstimate:
     empty_skipped: int = 0  # rows with nothing to send (input.on_empty: skip): not sent, $0
     # `plan --show N`: the first N distinct requests exactly as a run would send them
     shown: list[dict[str, object]] = field(default_factory=list)
+    reused_past: int = 0  # distinct requests earlier runs' near-duplicates answer ($0)
+    judge_source: str = ""  # how the judge calls were counted ("" without a judge)
 
     @property
     def to_send(self) -> int:
-        return self.distinct - self.cached
+        return self.distinct - self.cached - self.reused_past
 
     @property
     def cost_usd(self) -> float:
@@ -173,53 +182,131 @@ class JobEstimate:
 
 
 def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
-    """The estimate of `plan`'s run. Reads the response cache; sends nothing.
+    """The estimate of `plan`'s run. Reads the response cache and earlier runs' answers (the
+    look-ups a run makes before sending); sends nothing.
 
     Summed on the request table's columns (prompt tokens by tier): a Request is made per tier
     and distinct prompt length, to price it, not per request."""
     rows = plan.rows
     dedup = rows["dedup"].value_counts()
     counts = dict(zip(dedup["dedup"].to_list(), dedup["count"].to_list(), strict=True))
-    table = plan.requests
-    fresh = np.ones(len(table), dtype=bool)
-    if cache is not None:
-        fresh = np.fromiter((cache.get(key) is None for key in table.iter_keys()), dtype=bool,
-                            count=len(table))
-    names = list(plan.tiers)
-    share, source = _escalation(plan, names)
-    tiers = {n: _tier_row(plan.tiers[n]) for n in names}
-    key_tiers = table.key_tiers()  # the tier `plan.key_tier` gives each request's key
-    for position, name in enumerate(names):
-        code = table.tier_names.index(name) if name in table.tier_names else -1
-        on_tier = np.flatnonzero(fresh & (key_tiers == code))  # in group order
-        tokens = table.tokens[on_tier]
-        _add(plan, tiers[name], tokens, _last_counter(table, table.tier[on_tier]))
-        if plan.strategy == "cascade" and position + 1 < len(names) and len(on_tier):
-            up = plan.tiers[names[position + 1]]
-            moved = round(len(on_tier) * share)
-            # the first `moved` of them, asked of the tier above (their counter's name kept)
-            _add(plan, tiers[up.name], tokens[:moved],
-                 _last_counter(table, table.tier[on_tier[:moved]]), escalated=True)
+    distinct, fresh, reused = sendable(plan, cache)
+    calls = price_calls(plan, fresh)
     baseline = _baseline_usd(plan, cache)
     budget = plan.pipeline.config.budget
-    notes = []
-    if plan.strategy == "cascade" and not source.startswith("past"):
-        notes.append("no past run: escalations not counted (the cascade's upper tiers may add)")
+    notes = list(calls.notes)
     if plan.empty:
         notes.append(f"{len(plan.empty):,} row(s) skipped: empty input (input.on_empty: skip; "
                      "every template field null or blank): not sent, $0")
     job = JobEstimate(
         pipeline=plan.pipeline.config.name, rows=rows.height,
         exact_followers=int(counts.get("exact", 0)),
-        semantic_followers=int(counts.get("semantic", 0)), distinct=len(table),
-        cached=len(table) - int(fresh.sum()), mode=plan.mode, tiers=list(tiers.values()),
-        baseline_usd=baseline, baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
-        escalation_share=share, escalation_source=source,
+        semantic_followers=int(counts.get("semantic", 0)), distinct=int(distinct.sum()),
+        cached=int(distinct.sum() - fresh.sum()) - reused, mode=plan.mode,
+        tiers=calls.tiers, baseline_usd=baseline,
+        baseline_model=f"{plan.baseline[0]}/{plan.baseline[1]}",
+        escalation_share=calls.share, escalation_source=calls.source,
         budget_usd=budget.max_usd if budget else None, last_run=plan.history.last_run,
         notes=notes, row_limit=plan.row_limit, empty_skipped=len(plan.empty),
+        reused_past=reused, judge_source=calls.judge_source,
     )
     job.self_hosted = _self_hosted(plan, job)
     return job
+
+
+@dataclass
+class Calls:
+    """Every call a run is expected to make, priced by tier: first tiers, escalations and
+    judge calls (rows with `judge` set), with where the cascade's shares come from."""
+
+    tiers: list[TierEstimate]
+    share: float
+    source: str
+    judge_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def cost_usd(self, mode: str) -> float:
+        batch = mode == "batch"
+        return sum(t.batch_usd if batch and t.batch_usd is not None else t.online_usd
+                   for t in self.tiers)
+
+
+def sendable(plan: Plan, cache: ResponseCache | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(distinct: the first request of each key, fresh: those of them a run sends, how many
+    of the distinct ones earlier runs' near-duplicates answer): the run's own look-ups, the
+    response cache first, then (as `rounds` does) the cross-run semantic cache."""
+    from batchopt import reuse
+
+    table = plan.requests
+    distinct = np.zeros(len(table), dtype=bool)
+    distinct[np.unique(table.key, return_index=True)[1]] = True  # a key is sent once
+    fresh = distinct.copy()
+    if cache is not None:
+        keys = list(table.iter_keys())
+        for place in np.flatnonzero(distinct).tolist():
+            fresh[place] = cache.get(keys[place]) is None
+        index = reuse.answered_index(plan, cache)
+        if index is not None and fresh.any():
+            places = np.flatnonzero(fresh)
+            hits = reuse.past_hits(plan, cache, index, reuse.rep_ids(plan),
+                                   [keys[p] for p in places.tolist()])
+            answered = np.array([keys[p] in hits for p in places.tolist()], dtype=bool)
+            fresh[places[answered]] = False
+            return distinct, fresh, int(answered.sum())
+    return distinct, fresh, 0
+
+
+def price_calls(plan: Plan, fresh: np.ndarray) -> Calls:
+    """Price every call a run sending the requests `fresh` marks should make: each on its tier,
+    a cascade's expected escalations one tier up, and, with a judge, one judge call for every
+    answer of a judged tier (all assumed to pass the local checks). The plan prints it; the
+    run's pre-send budget check compares its total."""
+    table = plan.requests
+    names = list(plan.tiers)
+    share, source = _escalation(plan, names)
+    tiers = {n: _tier_row(plan.tiers[n]) for n in names}
+    key_tiers = table.key_tiers()  # the tier `plan.key_tier` gives each request's key
+    judge, limit = _judge(plan)
+    judge_row = None
+    if judge is not None:
+        judge_row = replace(_tier_row(plan.tiers[judge.tier]), judge=True)
+    arriving: dict[str, tuple[np.ndarray, str]] = {}
+    for position, name in enumerate(names):
+        code = table.tier_names.index(name) if name in table.tier_names else -1
+        on_tier = np.flatnonzero(fresh & (key_tiers == code))  # in group order
+        tokens = table.tokens[on_tier]
+        counter = _last_counter(table, table.tier[on_tier])
+        _add(plan, tiers[name], tokens, counter)
+        up_tokens, up_counter = arriving.pop(name, (tokens[:0], ""))
+        answered = np.concatenate((tokens, up_tokens))
+        if judge_row is not None and position < limit and len(answered):
+            _add_judged(plan, judge_row, name, answered, counter or up_counter)
+        if plan.strategy == "cascade" and position < limit and len(answered):
+            up = names[position + 1]
+            moved = round(len(answered) * share)
+            # the first `moved` of them, asked of the tier above (their counter's name kept)
+            arriving[up] = (answered[:moved], counter or up_counter)
+            _add(plan, tiers[up], answered[:moved], counter or up_counter, escalated=True)
+    rows = list(tiers.values()) + ([judge_row] if judge_row is not None else [])
+    notes = []
+    judge_source = ""
+    if judge_row is not None:
+        judge_source = ("assumed: every answer of a judged tier passes the local checks and is "
+                        f"judged by one call on {judge_row.tier}")
+    if source.startswith("assumed"):
+        notes.append(f"escalation share {source}; set routing.assume_escalation to change it")
+    return Calls(rows, share, source, judge_source, notes)
+
+
+def estimated_cost(plan: Plan, fresh_keys: set[str]) -> float:
+    """What sending the requests with `fresh_keys` should cost in the run's mode, every call
+    counted as `batchopt plan` counts it (the same `price_calls`)."""
+    table = plan.requests
+    distinct = np.zeros(len(table), dtype=bool)
+    distinct[np.unique(table.key, return_index=True)[1]] = True
+    fresh = distinct & np.fromiter((k in fresh_keys for k in table.iter_keys()), dtype=bool,
+                                   count=len(table))
+    return price_calls(plan, fresh).cost_usd(plan.mode)
 
 
 def _self_hosted(plan: Plan, job: JobEstimate) -> list[SelfHostedCost]:
@@ -256,6 +343,55 @@ def _asked_of(tier: Tier, tokens: int, counter: str) -> Request:
                    params=spec.params, estimated_input_tokens=tokens, token_counter=counter)
 
 
+Asked = Callable[["Tier", int, str], Request]
+
+
+def _judge_asked(tier: Tier, tokens: int, counter: str) -> Request:
+    """A judge call of `tokens` prompt tokens on `tier`, as `tiers.judge_request_factory` makes
+    it: no system text, no schema, the judge's max_tokens."""
+    from batchopt.tiers import JUDGE_MAX_TOKENS
+
+    spec = tier.spec
+    return Request(key="", provider=spec.provider, model=spec.model, system="", user="",
+                   max_tokens=JUDGE_MAX_TOKENS, temperature=spec.temperature,
+                   params=spec.params, estimated_input_tokens=tokens, token_counter=counter)
+
+
+def _judge(plan: Plan) -> tuple[JudgeValidator | None, int]:
+    """(the cascade's judge or None, how many tiers up a row may go: the tiers below that
+    position are the ones whose answers are judged and escalated)."""
+    routing = plan.pipeline.config.routing
+    if plan.strategy != "cascade" or routing is None:
+        return None, 0
+    from batchopt.routing import build_validators, judge_of
+
+    validators = build_validators(routing.validators, plan.pipeline.config.prompt.json_schema)
+    return judge_of(validators), routing.escalation_limit
+
+
+def _add_judged(plan: Plan, row: TierEstimate, name: str, answered: np.ndarray,
+                counter: str) -> None:
+    """One judge call for each answer of tier `name` (prompt tokens `answered`): the judge's
+    message rendered from the question (its user message) and an answer of the tier's expected
+    output length, with the judge provider's framing."""
+    from batchopt.prompts.requests import resolve_counter
+    from batchopt.token_counters import static_prompt_tokens
+
+    judge, _ = _judge(plan)
+    assert judge is not None
+    tier, judge_tier = plan.tiers[name], plan.tiers[row.tier]
+    own = resolve_counter(tier.spec)
+    question = answered - static_prompt_tokens(own, tier.spec.provider, tier.spec.system,
+                                               tier.spec.json_schema)
+    answer = expected_output(plan.history, _asked_of(tier, 0, counter))[0]
+    judge_counter = resolve_counter(judge_tier.spec)
+    message = judge.prompt.replace("{prompt}", "").replace("{answer}", "")
+    fixed = static_prompt_tokens(judge_counter, judge_tier.spec.provider, "") + \
+        judge_counter.count(message)
+    _add(plan, row, np.maximum(question, 0) + fixed + answer, judge_counter.name,
+         asked=_judge_asked)
+
+
 def _last_counter(table: RequestTable, codes: np.ndarray) -> str:
     """The token counter named by the last of the requests of tier `codes` that names one."""
     found = [table.tiers[c].counter for c in np.unique(codes).tolist()]
@@ -265,11 +401,12 @@ def _last_counter(table: RequestTable, codes: np.ndarray) -> str:
                 "")
 
 
-def _priced(plan: Plan, tier: Tier, tokens: int, counter: str, *, first: bool = False
-            ) -> tuple[float, float, int]:
+def _priced(plan: Plan, tier: Tier, tokens: int, counter: str, *, first: bool = False,
+            asked: Asked | None = None) -> tuple[float, float, int]:
     """(online $, batch $ (0 without a batch API), cached input tokens) of one request of
-    `tokens` prompt tokens on `tier`; `first`: the first of its tier (writes the cache)."""
-    request = _asked_of(tier, tokens, counter)
+    `tokens` prompt tokens on `tier`; `first`: the first of its tier (writes the cache);
+    `asked`: how such a request is made (default `_asked_of`)."""
+    request = (asked or _asked_of)(tier, tokens, counter)
     usage = expected_usage(plan.history, request, first=first)
     latency = expected_latency_ms(plan.history, request, usage, tier_rates(plan, tier.name))
     online = plan.prices.cost(tier.price, usage, latency_ms=latency)
@@ -287,7 +424,7 @@ def _in_order(start: float, values: np.ndarray) -> float:
 
 
 def _add(plan: Plan, row: TierEstimate, tokens: np.ndarray, counter: str,
-         escalated: bool = False) -> None:
+         escalated: bool = False, asked: Asked | None = None) -> None:
     """Add requests of `tokens` prompt tokens (in order) to `row`'s tier; `counter`: the token
     counter the last of them names. Each distinct prompt length is priced once; the first
     request of a tier writes the provider's prompt cache."""
@@ -296,14 +433,15 @@ def _add(plan: Plan, row: TierEstimate, tokens: np.ndarray, counter: str,
     tier = plan.tiers[row.tier]
     has_batch = tier.profile.provider in ("openai", "anthropic")
     lengths, which = np.unique(tokens, return_inverse=True)
-    priced = [_priced(plan, tier, n, counter) for n in lengths.tolist()]
+    priced = [_priced(plan, tier, n, counter, asked=asked) for n in lengths.tolist()]
     online = np.array([p[0] for p in priced])[which]
     batch = np.array([p[1] for p in priced])[which]
     cached = np.array([p[2] for p in priced], dtype=np.int64)[which]
     if row.requests == 0:  # the tier's first request
         online[0], batch[0], cached[0] = _priced(plan, tier, int(tokens[0]), counter,
-                                                 first=True)
-    output, row.output_source = expected_output(plan.history, _asked_of(tier, 0, counter))
+                                                 first=True, asked=asked)
+    output, row.output_source = expected_output(plan.history,
+                                                (asked or _asked_of)(tier, 0, counter))
     row.input_tokens += int(tokens.sum(dtype=np.int64))
     row.cached_input_tokens += int(cached.sum())
     row.output_tokens += output * len(tokens)
@@ -317,13 +455,21 @@ def _add(plan: Plan, row: TierEstimate, tokens: np.ndarray, counter: str,
 
 
 def _escalation(plan: Plan, names: list[str]) -> tuple[float, str]:
+    """(share of a cascade tier's answers expected one tier up, where it comes from): past runs
+    of this configuration, else the stated assumption (routing.assume_escalation or
+    ASSUMED_ESCALATION)."""
     if plan.strategy != "cascade" or len(names) < 2:
         return 0.0, "no cascade"
     past = plan.history.escalation.get("*")
     if past is None:
-        return 0.0, "no past run"
+        routing = plan.pipeline.config.routing
+        stated = routing.assume_escalation if routing is not None else None
+        share = ASSUMED_ESCALATION if stated is None else stated
+        where = "routing.assume_escalation" if stated is not None else "default"
+        return share, (f"assumed {share:.0%} escalate ({where}): no past run of this "
+                       "configuration")
     share, rows = past
-    return share, f"past runs ({rows:,} routed requests)"
+    return share, f"past runs of this configuration ({rows:,} routed requests)"
 
 
 def _baseline_usd(plan: Plan, cache: ResponseCache | None = None) -> float:

@@ -38,17 +38,23 @@ def print_estimate(est: JobEstimate) -> None:
             "these rows only")
     out(f"distinct requests  {est.distinct:,} (exact duplicates {est.exact_followers:,}, "
         f"semantic near-duplicates {est.semantic_followers:,})")
-    out(f"to send            {est.to_send:,} (already in the response cache: {est.cached:,})")
+    past = (f"; answered by earlier runs' near-duplicates: {est.reused_past:,}"
+            if est.reused_past else "")
+    out(f"to send            {est.to_send:,} (already in the response cache: {est.cached:,}"
+        f"{past})")
     for t in est.tiers:
         batch = f" · batch {usd(t.batch_usd)}" if t.batch_usd is not None else ""
         up = f", {t.escalated:,} escalated" if t.escalated else ""
-        out(f"tier {t.tier:<13} {t.provider}/{t.model}: {t.requests:,} requests{up} · input "
+        head = f"judge calls {t.tier}" if t.judge else f"tier {t.tier}"
+        out(f"{head:<18} {t.provider}/{t.model}: {t.requests:,} requests{up} · input "
             f"{t.input_tokens:,} (cached {t.cached_input_tokens:,}) · output "
             f"{t.output_tokens:,} ({t.output_source}) · online {usd(t.online_usd)}{batch}")
         if t.token_counter:
             out(f"  tokens counted by {t.token_counter}")
     if est.escalation_source != "no cascade":
         out(f"escalation         {est.escalation_share:.1%} ({est.escalation_source})")
+    if est.judge_source:
+        out(f"judge              {est.judge_source}")
     share = 1 - est.cost_usd / est.baseline_usd if est.baseline_usd else 0.0
     out(f"[bold]estimate           {usd(est.cost_usd)}[/bold] · baseline "
         f"{usd(est.baseline_usd)} ({est.baseline_model}, every row online, uncompressed) · "

@@ -2,7 +2,8 @@
 
 A request that is a guarded near-duplicate of one an earlier run answered reuses that answer;
 what a run answers is remembered for the runs after it. The index lives beside the response
-cache, one per embedding model (`dedup.crossrun.AnsweredIndex`).
+cache, one per pipeline configuration (`fingerprint.config_hash`: the same models asked the same
+way) and embedding model (`dedup.crossrun.AnsweredIndex`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from batchopt.execute.cache import ResponseCache
-from batchopt.records import Request
+from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
-    from batchopt.dedup.crossrun import AnsweredIndex
+    from batchopt.dedup.crossrun import AnsweredIndex, PastAnswer
     from batchopt.rounds import Answers
     from batchopt.runner import Plan
 
@@ -43,7 +44,30 @@ def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
         return None
     from batchopt.dedup.crossrun import AnsweredIndex
 
-    return AnsweredIndex(cache.path / "answered", plan.semantic.embedder_name)
+    # one index per configuration: an answer is reused only where this run would have asked
+    # the same model the same way (another model's or prompt's answer is not this one's)
+    return AnsweredIndex(cache.path / "answered" / plan.config_hash, plan.semantic.embedder_name)
+
+
+def past_hits(
+    plan: Plan, cache: ResponseCache, index: AnsweredIndex, rep_ids: dict[str, str],
+    keys: list[str],
+) -> dict[str, tuple[PastAnswer, Result]]:
+    """Of the request `keys`, those a guarded near-duplicate of an earlier run's answer answers:
+    key -> (the hit, that answer). What a run reuses and what `batchopt plan` leaves out."""
+    assert plan.semantic is not None and plan.guards is not None
+    if not keys:
+        return {}
+    ids = [rep_ids[key] for key in keys]
+    vectors = plan.semantic.vectors.take(ids)
+    texts = plan.semantic.texts.take(ids)
+    threshold = plan.pipeline.config.dedup.semantic.threshold
+    found = {}
+    for key, hit in zip(keys, index.lookup(texts, vectors, threshold, plan.guards), strict=True):
+        earlier = cache.get(hit.request_key) if hit is not None else None
+        if hit is not None and earlier is not None and earlier.ok:
+            found[key] = (hit, earlier)
+    return found
 
 
 def reuse_past(
@@ -51,17 +75,11 @@ def reuse_past(
     misses: list[Request], answers: Answers,
 ) -> list[Request]:
     """Answer misses that are guarded near-duplicates of earlier runs' answers; return the rest."""
-
-    assert plan.semantic is not None and plan.guards is not None
-    ids = [rep_ids[r.key] for r in misses]
-    vectors = plan.semantic.vectors.take(ids)
-    texts = plan.semantic.texts.take(ids)
-    threshold = plan.pipeline.config.dedup.semantic.threshold
+    found = past_hits(plan, cache, index, rep_ids, [r.key for r in misses])
     remaining = []
-    for request, hit in zip(misses, index.lookup(texts, vectors, threshold, plan.guards),
-                            strict=True):
-        earlier = cache.get(hit.request_key) if hit is not None else None
-        if hit is not None and earlier is not None and earlier.ok:
+    for request in misses:
+        if request.key in found:
+            hit, earlier = found[request.key]
             answers.results[request.key] = earlier
             answers.past[request.key] = hit
         else:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from batchopt import reuse
 from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
-from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.claims import Claims, Holder, SharedCache, wait_seconds
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
@@ -135,9 +134,11 @@ class _Budget:
                 "request could pass it")
 
     def estimate(self, misses: list[Request]) -> float:
-        """This run's spend so far plus what `misses` are estimated to cost."""
-        batch = self._plan.mode == "batch"
-        return self.spent + sum(request_cost(self._plan, r, batch=batch) for r in misses)
+        """This run's spend so far plus what sending `misses` should cost, every call counted
+        as `batchopt plan` counts it (escalations and judge calls too: `estimated_cost`)."""
+        from batchopt.estimate import estimated_cost
+
+        return self.spent + estimated_cost(self._plan, {r.key for r in misses})
 
     def check_estimate(self, misses: list[Request]) -> None:
         """Refuse to start (exit 3) when what is left to send is estimated over the budget."""
@@ -148,8 +149,8 @@ class _Budget:
             already = (f" (${self.before:,.4f} of it already spent by earlier invocations of "
                        "this run id)" if self.before else "")
             raise BudgetExceededError(
-                f"budget.max_usd: this run is estimated at ${estimate:,.4f}{already} (inputs "
-                f"counted, outputs at max_tokens) against a budget of ${self.limit:,.4f}; "
+                f"budget.max_usd: this run is estimated at ${estimate:,.4f}{already} (as "
+                f"`batchopt plan` estimates it) against a budget of ${self.limit:,.4f}; "
                 "nothing was sent"
             )
 

@@ -52,6 +52,7 @@ from batchopt.fanout import (
     output_table,
     write_fanned_out,
 )
+from batchopt.fingerprint import config_hash
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, list_input_files, read_rows
 from batchopt.io.writer import ParquetParts
 from batchopt.ledger.history import History, read_history
@@ -172,6 +173,7 @@ class Plan:
     # time-priced tiers: (prompt, generated) tokens/s they are costed at (estimate.tier_rates)
     rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     row_limit: int | None = None  # --limit: only the input's first rows were read
+    config_hash: str = ""  # the configuration's fingerprint (`batchopt.fingerprint`)
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -405,6 +407,7 @@ def prepare(
     requests, overflow, skipped = fit_context(rows, tiers, requests, prices)
     skipped.update(skipped_empty)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
+    fingerprint = config_hash(loaded, strategy, tiers)
     return Plan(
         pipeline=loaded,
         profile_name=profile_name,
@@ -427,7 +430,7 @@ def prepare(
         strategy=strategy,
         routes=routes,
         key_tier=KeyTiers(requests),
-        history=read_history(paths["ledger"], cfg.name),
+        history=read_history(paths["ledger"], cfg.name, fingerprint),
         compression=compression,
         overflow=overflow,
         skipped=skipped,
@@ -435,6 +438,7 @@ def prepare(
         engine=engine_name,
         ray_address=ray_address,
         row_limit=options.limit,
+        config_hash=fingerprint,
     )
 
 
@@ -570,7 +574,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         )
     status_column = f"{cfg.prompt.output_column}_status" if answers.budget_stop else None
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),
-                 "row_limit": plan.row_limit}
+                 "row_limit": plan.row_limit, "config_hash": plan.config_hash}
 
     earlier_calls = _earlier_calls(plan)
 

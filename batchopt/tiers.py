@@ -294,9 +294,18 @@ def tier_extra_columns(loaded: LoadedPipeline, names: list[str]) -> list[str]:
     return list(dict.fromkeys(extra))
 
 
-def judge_request_factory(tier: Tier, max_tokens: int = 16) -> Callable[[str], Request]:
+JUDGE_MAX_TOKENS = 16  # a judge answers one word (yes / no)
+
+
+def judge_request_factory(tier: Tier, max_tokens: int = JUDGE_MAX_TOKENS
+                          ) -> Callable[[str], Request]:
     """Requests to a judge on `tier`: its user message as given, no system text, no schema."""
+    from batchopt.prompts.requests import resolve_counter
+    from batchopt.token_counters import static_prompt_tokens
+
     spec = tier.spec
+    counter = resolve_counter(spec)
+    framing = static_prompt_tokens(counter, spec.provider, "")
 
     def make(user: str) -> Request:
         key = stable_hash({
@@ -308,6 +317,7 @@ def judge_request_factory(tier: Tier, max_tokens: int = 16) -> Callable[[str], R
         return Request(key=key, provider=spec.provider, model=spec.model, system="", user=user,
                        max_tokens=max_tokens, temperature=spec.temperature,
                        params=dict(spec.params),
-                       estimated_input_tokens=count_tokens(user, spec.model))
+                       estimated_input_tokens=framing + counter.count(user),
+                       token_counter=counter.name)
 
     return make

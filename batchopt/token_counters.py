@@ -1,10 +1,10 @@
 """Token counters that say what they are, and their calibration from past runs' ledgers.
 
-A counter counts the raw text it is given: for a request, its system text plus its user message,
-without the chat framing a provider adds (role markers, the reply prompt, a schema instruction).
-What a provider bills is therefore a little more, even from an exact counter: SmolLM2's ChatML
-template, for one, adds about 14 tokens to a system + user prompt (and a default system prompt
-when there is none).
+A counter counts the raw text it is given. A request's count (`static_prompt_tokens` plus its
+user message) adds what the provider bills around that text: the chat framing (role markers,
+the reply's priming) and a schema instruction where the provider is asked for JSON in the system
+prompt (`providers.framing`), so an exact counter's figure is the bill. A local model's own
+template (SmolLM2's ChatML adds about 14 tokens) is not added: it is billed by time.
 
 - `exact:o200k_base`, `exact:cl100k_base`: OpenAI models, with the encoding the model uses.
 - `exact:gguf:<file name>`: a local GGUF model, with its own tokenizer (llama.cpp, vocabulary
@@ -95,6 +95,17 @@ def counter_for(
     factor = round(cal.factor, 3)  # the factor the name shows is the one applied
     name = f"estimate:{ESTIMATE_ENCODING} x{factor:.3f} (calibrated on {cal.rows:,} rows)"
     return TokenCounter(name, False, factor, plain)
+
+
+def static_prompt_tokens(counter: TokenCounter, provider: str, system: str,
+                         json_schema: dict[str, Any] | None = None) -> int:
+    """Tokens a request's static part is billed by `provider`: its system text as sent (with
+    a schema instruction where the provider asks for JSON that way) plus the chat framing of
+    its messages (`providers.framing`). Add `counter.count(user)` for the whole prompt."""
+    from batchopt.providers.framing import framing_tokens, sent_system
+
+    sent = sent_system(provider, system, json_schema)
+    return counter.count(sent) + framing_tokens(provider, sent)
 
 
 def calibrate(ledger_dir: Path, pipeline: str | None = None) -> dict[tuple[str, str], Calibration]:

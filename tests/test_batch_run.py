@@ -12,12 +12,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config import load_pipeline
 from batchopt.errors import EXIT_PENDING, ConfigError
 from batchopt.execute.state import RunLock
-from batchopt.ledger.pricing import PriceTable
 from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
 from batchopt.status import run_status
 
@@ -53,10 +53,24 @@ def _paid(fake, wire: str) -> list[str]:
     return [e["request_hash"] for e in fake.log() if e["wire"] == wire]
 
 
+# A negotiated contract, the same on both sides: the pipeline's `pricing.models` and the fake
+# server's rates. Its batch discount is not a half, so `online * discount` and
+# `online * (1 - discount)` differ.
+CONTRACT = {"input": 0.12, "output": 0.50, "cached_input": 0.06, "cache_write": 0.15}
+CONTRACT_DISCOUNT = 0.3
+
+
+@pytest.mark.parametrize("contract", [False, True], ids=["list-price", "contract"])
 @pytest.mark.parametrize("profile", ["openai", "anthropic"])
-def test_batch_run_end_to_end_at_the_batch_price(fake, tmp_path, profile):
+def test_batch_run_end_to_end_at_the_batch_price(fake, tmp_path, profile, contract):
     fake.batch_seconds = 0.3
     path = _pipeline(tmp_path)
+    model = load_pipeline(path).config.profiles[profile].model
+    if contract:
+        data = yaml.safe_load(path.read_text())
+        data["pricing"] = {"models": {model: {**CONTRACT, "batch_discount": CONTRACT_DISCOUNT}}}
+        path.write_text(yaml.safe_dump(data))
+        fake.set_prices({model: {**CONTRACT, "batch": 1 - CONTRACT_DISCOUNT}})
     summary = _run(path, fake, profile=profile, run_id="b1")
     assert isinstance(summary, RunSummary) and summary.exit_code == 0
     stats = fake.stats()
@@ -65,15 +79,19 @@ def test_batch_run_end_to_end_at_the_batch_price(fake, tmp_path, profile):
 
     ledger = _ledger(tmp_path, "b1")
     assert (ledger["mode"] == "batch").all() and ledger["batch_id"].n_unique() == 1
-    # cost = usage x batch price, to the cent per run and to rounding per row
-    cfg = load_pipeline(path).config.profiles[profile]
-    prices = PriceTable.load()
-    price = prices.price(cfg.provider, cfg.model)
-    online = (ledger["input_tokens"] * price.input + ledger["output_tokens"] * price.output) / 1e6
-    expected = online * price.batch_discount
-    assert (ledger["cost_usd"] - expected).abs().max() < 1e-12
-    assert round(ledger["cost_usd"].sum(), 2) == round(expected.sum(), 2)
-    assert (ledger["saved_batch_usd"] - (online - expected)).abs().max() < 1e-12
+    # the ledger is what the fake server billed, at its own batch prices: per row and in all
+    log, bill = fake.log(), fake.bill()
+    assert bill["online_usd"] == 0 and bill["unpriced"] == []
+    assert sorted(ledger["cost_usd"]) == pytest.approx(sorted(e["cost_usd"] for e in log),
+                                                      rel=1e-9, abs=1e-15)
+    assert abs(ledger["cost_usd"].sum() - bill["batch_usd"]) < 1e-12
+    billed = bill["by_model"][model]["batch"]
+    assert ledger["input_tokens"].sum() == billed["input_tokens"]
+    assert ledger["output_tokens"].sum() == billed["output_tokens"]
+    # saved by batch: what the same tokens cost online, at the fake's online price
+    prices = fake.state.prices
+    online = sum(prices.cost(e["model"], e["input_tokens"], e["output_tokens"]) for e in log)
+    assert abs(ledger["saved_batch_usd"].sum() - (online - bill["batch_usd"])) < 1e-12
     assert ledger["saved_batch_usd"].min() > 0
 
 

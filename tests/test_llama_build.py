@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batchopt.providers.llama_build import (
+    build_features,
     check_installed_build,
-    compiled_features,
     instructions_beyond_baseline,
 )
 
@@ -27,7 +27,7 @@ PORTABLE = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 
 def test_the_installed_llama_cpp_build_is_portable() -> None:
     pytest.importorskip("llama_cpp")
     check = check_installed_build()
-    assert check.features.get("AVX2") == 1, check.features  # the baseline is there
+    assert "AVX2" in check.features, check.features  # the baseline is there
     assert check.beyond, "no llama.cpp library found to read"
     assert check.cpu_specific == [], (
         "llama.cpp was built for one CPU; rebuild it portably: rm -rf .wheels && make setup")
@@ -36,10 +36,10 @@ def test_the_installed_llama_cpp_build_is_portable() -> None:
 def test_compiled_features_past_the_baseline_are_caught() -> None:
     from batchopt.providers.llama_build import BuildCheck
 
-    native = BuildCheck(features=compiled_features(NATIVE_ZEN4), beyond={})
+    native = BuildCheck(features=build_features(NATIVE_ZEN4), beyond={})
     assert native.cpu_specific == ["compiled with AVX512", "compiled with AVX512_VBMI",
                                    "compiled with AVX512_VNNI", "compiled with AVX512_BF16"]
-    assert BuildCheck(features=compiled_features(PORTABLE), beyond={}).cpu_specific == []
+    assert BuildCheck(features=build_features(PORTABLE), beyond={}).cpu_specific == []
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("objdump") is None,
@@ -61,3 +61,20 @@ def test_instructions_past_the_baseline_are_found_in_a_library(
     assert bool(found) is expect, found
     if expect:
         assert any("zmm" in line for line in found)
+
+
+def test_one_reading_of_the_feature_line_for_both_checks() -> None:
+    """The set-up's check and `batchopt doctor` read the features with one parser: only the CPU
+    section, only instruction sets, and on ARM only SVE/SME count as past the baseline."""
+    from batchopt.doctor.llama import describe_build
+    from batchopt.providers.llama_build import BuildCheck
+
+    with_gpu = PORTABLE + "CUDA : ARCHS = 890 | F16 = 1 | "
+    assert build_features(with_gpu) == ["SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2"]
+    arm = "CPU : NEON = 1 | ARM_FMA = 1 | FP16_VA = 1 | DOTPROD = 1 | REPACK = 1 | "
+    assert BuildCheck(features=build_features(arm), beyond={}).cpu_specific == []
+    sve = arm + "SVE = 1 | SVE_CNT = 16 | "
+    assert BuildCheck(features=build_features(sve), beyond={}).cpu_specific == [
+        "compiled with SVE"]
+    assert describe_build(NATIVE_ZEN4).endswith(
+        "needs AVX512, AVX512_VBMI, AVX512_VNNI, AVX512_BF16")

@@ -82,18 +82,17 @@ def test_a_cascade_escalates_what_its_validators_reject_and_pays_for_both(fake, 
     stay = ledger.filter(~pl.col("escalated"))
     assert (stay["tier"] == "cheap").all() and (stay["earlier_attempts_usd"] == 0).all()
 
-    # each escalated row's cost = its cheap attempt (from the fake's billing log) + its own
-    prices = PriceTable.load()
-    cheap, strong = prices.price("openai", "gpt-4o-mini"), prices.price("openai", "gpt-4o")
+    # each escalated row's cost = its cheap attempt + its own, as the fake server billed them
     log = fake.log()
     cheap_calls = [e for e in log if e["model"] == "gpt-4o-mini"]
-    assert len(cheap_calls) == 10 and sum(e["model"] == "gpt-4o" for e in log) == 4
-    cut = sorted(prices.cost(cheap, Usage(e["input_tokens"], e["output_tokens"]))
-                 for e in cheap_calls if e["output_tokens"] == 16)
-    assert sorted(up["earlier_attempts_usd"]) == pytest.approx(cut)
+    strong_calls = [e for e in log if e["model"] == "gpt-4o"]
+    assert len(cheap_calls) == 10 and len(strong_calls) == 4
+    cut = sorted(e["cost_usd"] for e in cheap_calls if e["output_tokens"] == 16)
+    assert sorted(up["earlier_attempts_usd"]) == pytest.approx(cut, rel=1e-9)
+    own = up["cost_usd"] - up["earlier_attempts_usd"]
+    assert sorted(own) == pytest.approx(sorted(e["cost_usd"] for e in strong_calls), rel=1e-9)
+    assert abs(ledger["cost_usd"].sum() - fake.bill()["online_usd"]) < 1e-12
     for row in up.iter_rows(named=True):
-        own = prices.cost(strong, Usage(row["input_tokens"], row["output_tokens"]))
-        assert row["cost_usd"] == pytest.approx(own + row["earlier_attempts_usd"])
         levers = sum(row[c] for c in row if c.startswith("saved_"))
         assert levers == pytest.approx(row["baseline_cost_usd"] - row["cost_usd"])
     outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
@@ -101,11 +100,25 @@ def test_a_cascade_escalates_what_its_validators_reject_and_pays_for_both(fake, 
     assert summary.escalated == 4 and summary.tiers == {"cheap": 6, "strong": 4}
 
 
+# A negotiated contract for both tiers, the same in the pipeline and at the fake server, whose
+# batch discount is not a half (so a discount applied as `1 - discount` shows).
+CONTRACT = {"gpt-4o-mini": {"input": 0.12, "output": 0.5, "cached_input": 0.06},
+            "gpt-4o": {"input": 2.0, "output": 8.0, "cached_input": 1.0}}
+CONTRACT_DISCOUNT = 0.3
+
+
+@pytest.mark.parametrize("contract", [False, True], ids=["list-price", "contract"])
 def test_a_cascade_through_batch_apis_takes_two_rounds_with_only_escalated_rows_in_the_second(
-    fake, tmp_path
+    fake, tmp_path, contract
 ):
     fake.batch_seconds = 0.2
-    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1})
+    extra: dict = {}
+    if contract:
+        extra["pricing"] = {"models": {m: {**r, "batch_discount": CONTRACT_DISCOUNT}
+                                       for m, r in CONTRACT.items()}}
+        fake.set_prices({m: {**r, "batch": 1 - CONTRACT_DISCOUNT} for m, r in CONTRACT.items()})
+    path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1},
+                     **extra)
     summary = _run(path, fake, run_id="cb")
     assert isinstance(summary, RunSummary) and summary.exit_code == 0
     stats = fake.stats()
@@ -115,6 +128,14 @@ def test_a_cascade_through_batch_apis_takes_two_rounds_with_only_escalated_rows_
     ledger = _ledger(tmp_path, "cb")
     assert (ledger["mode"] == "batch").all() and int(ledger["escalated"].sum()) == 4
     assert ledger.filter(pl.col("escalated"))["batch_id"].n_unique() == 1
+    # both tiers at the batch price, as the fake server billed them: the first tier's cut
+    # answers in the escalated rows' earlier attempts
+    bill, up = fake.bill(), ledger.filter(pl.col("escalated"))
+    assert bill["online_usd"] == 0 and set(bill["by_model"]) == {"gpt-4o-mini", "gpt-4o"}
+    cut = [e["cost_usd"] for e in fake.log() if e["model"] == "gpt-4o-mini"
+           and e["output_tokens"] == 16]
+    assert sorted(up["earlier_attempts_usd"]) == pytest.approx(sorted(cut), rel=1e-9)
+    assert abs(ledger["cost_usd"].sum() - bill["batch_usd"]) < 1e-12
 
 
 def test_a_cascade_in_no_wait_batch_mode_moves_on_across_invocations(fake, tmp_path):
@@ -147,7 +168,10 @@ def test_the_budget_guard_stops_sending_when_spend_reaches_it(fake, tmp_path):
     prices = PriceTable.load()
     cheap = prices.price("openai", "gpt-4o-mini")
     first_round = 10 * prices.cost(cheap, Usage(80, 16))
-    path = _pipeline(tmp_path, CASCADE, budget={"max_usd": first_round + 0.0001})
+    # no escalation expected up front (else the pre-send check, which counts the plan's
+    # assumed 20%, refuses the run): this is the in-flight stop
+    path = _pipeline(tmp_path, {**CASCADE, "assume_escalation": 0.0},
+                     budget={"max_usd": first_round + 0.0001})
     summary = _run(path, fake, run_id="b2")
     assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
     assert any("budget" in note for note in summary.notes)

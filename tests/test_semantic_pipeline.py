@@ -88,6 +88,18 @@ def test_semantic_dedup_saves_in_a_run_and_across_runs(fake, tmp_path):
     assert (reused["mode"] == "cache").all() and (reused["cost_usd"] == 0).all()
     assert (reused["saved_cache_usd"] > 0).all()
 
+    # Day 3: the same reworded tickets asked of another model (the anthropic profile): an answer
+    # gpt-4o-mini gave is not claude's, so nothing is reused across configurations.
+    fake.reset()
+    env3 = {**env, "ANTHROPIC_BASE_URL": fake.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-test"}
+    result = subprocess.run([str(BATCHOPT), "run", str(PIPELINE), "--profile", "anthropic",
+                             "--run-id", "day3", "--input", str(day2_input)],
+                            env=env3, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    day3 = _ledger(tmp_path, "day3")
+    assert day3.filter(pl.col("cached_from_run").is_in(["day1", "day2"])).height == 0
+    assert set(day3.filter(pl.col("mode") == "online")["row_id"]) >= set(reworded["ticket_id"])
+
 
 def test_the_sample_pipelines_merges_against_the_samples_labels(tmp_path):
     """The shipped pipeline's semantic dedup, scored on the sample's own labels: a group that

@@ -94,15 +94,16 @@ def test_build_requests_counts_with_the_given_counter_and_names_it():
     plain = build_requests(rows, spec)
     assert {r.token_counter for r in plain.values()} == {"estimate:o200k_base"}
     o200k = bpe_openai.get_encoding("o200k_base")
-    assert plain["g1"].estimated_input_tokens == (
-        len(o200k.encode("Be brief.")) + len(o200k.encode(TEXT)))
+    assert plain["g1"].estimated_input_tokens == (  # + the chat framing of two messages
+        len(o200k.encode("Be brief.")) + len(o200k.encode(TEXT)) + 9)
     from batchopt.token_counters import Calibration
 
     calibration = {("anthropic", CLAUDE): Calibration(2.0, 10, 200, 100.0)}
     counter = counter_for("anthropic", CLAUDE, calibration=calibration)
     scaled = build_requests(rows, spec, counter=counter)
     assert scaled["g1"].token_counter == "estimate:o200k_base x2.000 (calibrated on 10 rows)"
-    assert scaled["g1"].estimated_input_tokens == 2 * plain["g1"].estimated_input_tokens
+    # the factor scales the text; the framing is the provider's rule, added as is
+    assert scaled["g1"].estimated_input_tokens == 2 * (plain["g1"].estimated_input_tokens - 9) + 9
     assert scaled["g1"].key == plain["g1"].key  # the count is not part of the key
 
 
@@ -229,6 +230,6 @@ def test_an_openai_run_records_the_exact_counter(fake, tmp_path):
                              / "part.parquet")
     assert set(ledger["token_counter"]) == {"exact:o200k_base"}
     paid = ledger.filter(pl.col("mode") == "online")
-    # the billed prompt is the counted text (system + user) plus the fake's framing, 3 tokens a
-    # message and 3 for the reply: exact counting leaves only that
-    assert (paid["input_tokens"] - paid["estimated_input_tokens"]).unique().to_list() == [9]
+    # the count includes the chat framing (3 tokens a message, 3 for the reply) as billed: an
+    # exact counter's count is the bill (it was 9 below before the framing was counted)
+    assert (paid["input_tokens"] - paid["estimated_input_tokens"]).unique().to_list() == [0]

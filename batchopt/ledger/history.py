@@ -29,12 +29,14 @@ _SCHEMA = {
     "estimated_cost_usd": pl.Float64,
     "cost_usd": pl.Float64,
     "earlier_attempts_usd": pl.Float64,
+    "config_hash": pl.String,
 }
 
 
 @dataclass(frozen=True)
 class LastRun:
-    """The newest run's estimate beside what it spent (rows the run paid for)."""
+    """The newest run's estimate beside what it spent: the ledger's total for the run, earlier
+    attempts and judge calls included."""
 
     run_id: str
     estimated_usd: float
@@ -61,8 +63,10 @@ class History:
         return History({}, {}, None)
 
 
-def read_history(ledger_dir: Path, pipeline: str) -> History:
-    """The history of `pipeline` under `ledger_dir` (empty when it has never run)."""
+def read_history(ledger_dir: Path, pipeline: str, config_hash: str | None = None) -> History:
+    """The history of `pipeline` under `ledger_dir` (empty when it has never run); with
+    `config_hash`, of its runs of that configuration only (a ledger written before the column
+    existed matches none)."""
     files = sorted(Path(ledger_dir).glob(f"pipeline={pipeline}/run_id=*/part.parquet"))
     if not files:
         return History.empty()
@@ -73,6 +77,8 @@ def read_history(ledger_dir: Path, pipeline: str) -> History:
         .with_columns(pl.lit(f.parent.name.removeprefix("run_id=")).alias("run_id"))
         for f in files
     ]).collect()
+    if config_hash is not None:
+        frame = frame.filter(pl.col("config_hash") == config_hash)
     paid = frame.filter(pl.col("mode").is_in(("online", "batch")) & (pl.col("status") == "ok"))
     means = paid.group_by("provider", "model").agg(
         pl.col("output_tokens").mean(), pl.col("latency_ms").mean(), pl.len()
@@ -99,8 +105,8 @@ def _last_run(frame: pl.DataFrame) -> LastRun | None:
     runs = (
         frame.group_by("run_id")
         .agg(pl.col("run_at").max(), pl.col("estimated_cost_usd").fill_null(0).sum(),
-             (pl.col("cost_usd").fill_null(0) - pl.col("earlier_attempts_usd").fill_null(0))
-             .sum().alias("spent"))
+             # cost_usd already holds each row's earlier attempts and judge calls
+             pl.col("cost_usd").fill_null(0).sum().alias("spent"))
         .filter(pl.col("spent") > 0)
         .sort("run_at", "run_id", nulls_last=False)
     )

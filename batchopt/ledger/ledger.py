@@ -83,6 +83,9 @@ OPTIONAL_FACTS: dict[str, pl.DataType] = {
     "overflow": pl.String(),
     # `--limit N`: the run read only the input's first N rows; null when it read all of them
     "row_limit": pl.Int64(),
+    # the run's configuration fingerprint (`batchopt.fingerprint`): estimates learn only from
+    # past runs that share it
+    "config_hash": pl.String(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",

@@ -10,7 +10,7 @@ import polars as pl
 
 from batchopt.hashing import keyed_by_last_field
 from batchopt.records import Request
-from batchopt.token_counters import Calibration, TokenCounter, counter_for
+from batchopt.token_counters import Calibration, TokenCounter, counter_for, static_prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "promp
     (A run's plan holds its requests as columns: `request_table.RequestTable`.)"""
     counter = resolve_counter(spec, counter)
     representatives = rows.filter(pl.col("dedup") == "none")
-    system_tokens = counter.count(spec.system)
+    system_tokens = static_prompt_tokens(counter, spec.provider, spec.system,
+                                         spec.json_schema)
     requests: dict[str, Request] = {}
     key_of = request_keyer(spec)
     params = dict(spec.params)  # one copy, shared by the requests (frozen, never mutated)

@@ -15,12 +15,40 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# Compiled-in features past the baseline: any of these set to 1 means a CPU-specific build.
-BEYOND_BASELINE = ("AVX512", "AMX", "AVX_VNNI", "AVXVNNI", "SVE", "SME")
+# ggml's names for the x86 features of the portable baseline (the Makefile's: x86-64-v3), and
+# those of the features past it that ggml reports.
+PORTABLE_X86 = frozenset({"SSE3", "SSSE3", "AVX", "AVX2", "F16C", "FMA", "BMI2"})
+_X86_BEYOND = ("AVX512", "AMX", "AVX_VNNI", "AVXVNNI")
+_ARM_BEYOND = ("SVE", "SME")
+# Names in the CPU line that are not instruction sets.
+NOT_ISA = frozenset({"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE", "BLAS", "METAL",
+                     "CUDA", "VULKAN", "KOMPUTE", "GPUBLAS", "SYCL", "MATMUL_INT8", "WASM_SIMD",
+                     "VSX", "RISCV_V"})
 # AT&T-syntax operands and mnemonics that only AVX-512 or AMX code has: 512-bit registers, the
 # opmask registers, tile loads, stores and dot products.
 _BEYOND_INSTRUCTIONS = re.compile(r"%zmm\d|%k[0-7]\b|\btile(loadd|stored|zero)|\btdpb|tilecfg")
-_FEATURE = re.compile(r"([A-Z][A-Z0-9_]*)\s*=\s*(\d+)")
+
+
+def build_features(system_info: str) -> list[str]:
+    """The CPU features `llama_print_system_info()` says the build uses, e.g. ["AVX", "AVX2"]:
+    its CPU section only, features set to 1, instruction sets only (older builds list every
+    feature with 0 or 1, newer ones only those they use)."""
+    cpu = next((part for part in system_info.split("CPU :")[1:2]), system_info)
+    cpu = re.split(r"\b[A-Z][A-Za-z0-9]* : ", cpu)[0]  # stop at the next backend, if any
+    found = re.findall(r"([A-Z][A-Z0-9_]*) = 1\b", cpu)
+    return [name for name in dict.fromkeys(found) if name not in NOT_ISA]
+
+
+def is_x86(features: list[str]) -> bool:
+    return any(f in PORTABLE_X86 or f.startswith(_X86_BEYOND) for f in features)
+
+
+def beyond_baseline(features: list[str]) -> list[str]:
+    """The features of `features` past the portable baseline: on x86 any not in x86-64-v3, on
+    ARM the scalable vector and matrix extensions."""
+    if is_x86(features):
+        return [f for f in features if f not in PORTABLE_X86]
+    return [f for f in features if f.startswith(_ARM_BEYOND)]
 
 
 @dataclass(frozen=True)
@@ -28,21 +56,15 @@ class BuildCheck:
     """What was found: compiled features and, per library, a few instructions past the
     baseline (empty when there are none)."""
 
-    features: dict[str, int]
+    features: list[str]
     beyond: dict[str, list[str]]
 
     @property
     def cpu_specific(self) -> list[str]:
         """Why the build is tied to a CPU, one reason a line; empty for a portable build."""
-        reasons = [f"compiled with {name}" for name, on in self.features.items()
-                   if on and name.startswith(BEYOND_BASELINE)]
+        reasons = [f"compiled with {name}" for name in beyond_baseline(self.features)]
         reasons += [f"{lib}: {', '.join(found)}" for lib, found in self.beyond.items() if found]
         return reasons
-
-
-def compiled_features(system_info: str) -> dict[str, int]:
-    """`llama_print_system_info()`'s "CPU : SSE3 = 1 | AVX2 = 1 | ..." as a dict."""
-    return {name: int(value) for name, value in _FEATURE.findall(system_info)}
 
 
 def instructions_beyond_baseline(library: Path, limit: int = 3) -> list[str]:
@@ -71,6 +93,6 @@ def check_installed_build() -> BuildCheck:
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     libraries = sorted(p for p in lib_dir.glob("*.so") if p.is_file())
     return BuildCheck(
-        features=compiled_features(text),
+        features=build_features(text),
         beyond={p.name: instructions_beyond_baseline(p) for p in libraries},
     )

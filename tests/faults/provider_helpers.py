@@ -3,7 +3,8 @@ which holds a finished run to batchopt's guarantees and counts what it checked i
 
 The guarantees (see /work/shared/DESIGN.md): no paid response is lost, no request is paid
 twice, every row is once in the outputs and once in the ledger, a failed row says why, and the
-ledger's cost is what the server billed, priced. The one exception is written into each test:
+ledger's cost is what the server billed, at the server's own prices (its `cost_usd`, never
+batchopt's price table). The one exception is written into each test:
 an answer the server billed but batchopt never received (`unavoidable` re-sends, counted from
 the billing log and asserted exactly).
 """
@@ -20,16 +21,13 @@ from faults.tally import add
 from helpers import fake_env, pipeline_dict, write_pipeline  # tests/ (its conftest's folder)
 
 from batchopt.config import load_pipeline
-from batchopt.ledger.pricing import PriceTable
 from batchopt.providers.fake import FakeServer
 from batchopt.providers.sdk_common import USAGE_MISSING
-from batchopt.records import Usage
 from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-20241022"}
 STRONG = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}
 SUMMARY_WORDS = 20  # the fake answers "Summary: " and the first 20 words of the prompt
-_PRICES = PriceTable.load()
 
 
 def tickets(n: int, duplicates: int = 2) -> list[dict[str, str]]:
@@ -90,16 +88,11 @@ def expected_answer(ticket: dict[str, str]) -> str:
 
 
 def billed_cost(entry: dict[str, Any]) -> float:
-    """What the server's billing-log `entry` costs at the project's prices (batch rows at the
-    batch price; prompt-cache reads and writes at their rates)."""
-    provider, _, kind = entry["wire"].partition("-")
-    price = _PRICES.price(provider, entry["model"])
-    usage = Usage(
-        input_tokens=entry["input_tokens"], output_tokens=entry["output_tokens"],
-        cached_input_tokens=entry["cache_read_tokens"],
-        cache_write_tokens=entry["cache_write_tokens"],
-    )
-    return _PRICES.cost(price, usage, batch=kind == "batch")
+    """What the server billed for its billing-log `entry`, at its own price list (batch rows at
+    the batch price; prompt-cache reads and writes at their rates)."""
+    cost = entry["cost_usd"]
+    assert cost is not None, f"the fake server has no price for {entry['model']}"
+    return float(cost)
 
 
 @dataclass

@@ -20,14 +20,14 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from batchopt.providers.fake import tokens
 from batchopt.providers.fake.oracle import hash_unit
-from batchopt.tokens import count_tokens
 
 SUMMARY_WORDS = 20
 STRING_WORDS = 6
 # Tokens added per message for role and framing, plus once for the reply's priming.
-MESSAGE_OVERHEAD = 3
-REPLY_OVERHEAD = 3
+MESSAGE_OVERHEAD = tokens.MESSAGE_OVERHEAD
+REPLY_OVERHEAD = tokens.REPLY_OVERHEAD
 
 _SCHEMA_TAG = re.compile(r"<json_schema>\s*(.*?)\s*</json_schema>", re.DOTALL)
 
@@ -38,13 +38,13 @@ _CACHED_TEXT_CHARS = 32_768
 
 @lru_cache(maxsize=4096)
 def _memo_count(text: str, model: str) -> int:
-    return count_tokens(text, model)
+    return tokens.count(text, model)
 
 
 def cached_count(text: str, model: str) -> int:
-    """`count_tokens`, memoised for short texts: prompts repeat a lot (system prompts, retries)."""
+    """`tokens.count`, memoised for short texts: prompts repeat a lot (system prompts, retries)."""
     if len(text) > _CACHED_TEXT_CHARS:
-        return count_tokens(text, model)
+        return tokens.count(text, model)
     return _memo_count(text, model)
 
 
@@ -90,7 +90,7 @@ def truncate_to_tokens(text: str, max_tokens: int, model: str) -> tuple[str, boo
     lo, hi = 0, len(text)  # longest prefix within budget: count is monotone enough for BPE
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(text[:mid], model) <= max_tokens:
+        if tokens.count(text[:mid], model) <= max_tokens:
             lo = mid
         else:
             hi = mid - 1

@@ -12,9 +12,22 @@ Endpoints:
                                 {"right", "wrong", "unmatched"} counts, and `oracle_by_model`
     GET  /_fake/log             every paid call: t, wire, model, tokens, request_hash, id,
                                 oracle (right | wrong | unmatched), cached_tokens,
-                                cache_read_tokens, cache_write_tokens (see `prompt_cache`)
-    POST /_fake/reset           zero the stats and the log, drop pending faults, files, batches,
-                                fine-tuning jobs, the oracle and the prompt cache
+                                cache_read_tokens, cache_write_tokens (see `prompt_cache`),
+                                cost_usd (the fake's own price for it; None if unpriced)
+    GET  /_fake/bill            what the fake billed, by its own price list (`prices`) and
+                                token counts (`tokens`): `by_model` = {model: {"online" |
+                                "batch": {requests, input_tokens, cached_input_tokens,
+                                cache_write_tokens, output_tokens, usd}}}, `online_usd`,
+                                `batch_usd`, `total_usd`, `unpriced` (models without a price)
+    DELETE /_fake/bill          start a new bill (the stats and the log stay)
+    POST /_fake/prices          bill at other rates from now on: {model: {input, cached_input,
+                                cache_write, output (USD per 1M tokens), batch (share of the
+                                online price)}} over the published list; 400 if malformed
+    GET  /_fake/prices          the price list in force
+    DELETE /_fake/prices        back to the published list (as `reset` does)
+    POST /_fake/reset           zero the stats, the bill and the log, drop pending faults,
+                                files, batches, fine-tuning jobs, the oracle, the prompt cache
+                                and price overrides
     POST /_fake/oracle          set the answer oracle (JSON, see `oracle`); 400 if malformed
     GET  /_fake/oracle          a summary of it (`set`, `items`, `by_difficulty`, `models`, ...)
     DELETE /_fake/oracle        drop it
@@ -60,6 +73,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -69,6 +83,7 @@ from batchopt.providers.fake.batch_routes import BatchRoutes
 from batchopt.providers.fake.batches import BatchStore
 from batchopt.providers.fake.finetune_routes import FineTuneRoutes
 from batchopt.providers.fake.oracle import Oracle, parse_oracle
+from batchopt.providers.fake.prices import FakePrices
 from batchopt.providers.fake.prompt_cache import PromptCache
 from batchopt.providers.fake.quality import FlawLog, Quality, parse_quality
 from batchopt.providers.fake.state import UNBILLED_KINDS, Fault, ServerState, parse_faults
@@ -132,6 +147,11 @@ class FakeProviderApp:
         app.router.add_post("/_fake/quality", self.post_quality)
         app.router.add_get("/_fake/quality", self.get_quality)
         app.router.add_delete("/_fake/quality", self.delete_quality)
+        app.router.add_get("/_fake/bill", self.get_bill)
+        app.router.add_delete("/_fake/bill", self.delete_bill)
+        app.router.add_post("/_fake/prices", self.post_prices)
+        app.router.add_get("/_fake/prices", self.get_prices)
+        app.router.add_delete("/_fake/prices", self.delete_prices)
         return app
 
     def stats(self) -> dict[str, Any]:
@@ -143,6 +163,11 @@ class FakeProviderApp:
         """The paid-call log, after settling every batch that has ended."""
         self.batches.settle_due()
         return self.state.log()
+
+    def bill(self) -> dict[str, Any]:
+        """The fake's own bill, after settling every batch that has ended."""
+        self.batches.settle_due()
+        return self.state.bill()
 
     def reset(self) -> None:
         """Zero the stats, empty the log, drop pending faults and every file, batch and
@@ -344,6 +369,35 @@ class FakeProviderApp:
     async def delete_quality(self, request: web.Request) -> web.Response:
         """DELETE /_fake/quality: back to the server's own settings."""
         self.state.set_quality(None)
+        return json_response({"ok": True})
+
+    async def get_bill(self, request: web.Request) -> web.Response:
+        """GET /_fake/bill."""
+        return json_response(self.bill())
+
+    async def delete_bill(self, request: web.Request) -> web.Response:
+        """DELETE /_fake/bill: start a new bill."""
+        self.batches.settle_due()  # what ended before the reset belongs to the old bill
+        self.state.reset_bill()
+        return json_response({"ok": True})
+
+    async def post_prices(self, request: web.Request) -> web.Response:
+        """POST /_fake/prices: rates laid over the published list."""
+        try:
+            prices = FakePrices().with_overrides(json.loads(await request.read()))
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        self.state.set_prices(prices)
+        return json_response({"ok": True})
+
+    async def get_prices(self, request: web.Request) -> web.Response:
+        """GET /_fake/prices."""
+        table = self.state.prices.table
+        return json_response({model: asdict(rates) for model, rates in sorted(table.items())})
+
+    async def delete_prices(self, request: web.Request) -> web.Response:
+        """DELETE /_fake/prices: back to the published list."""
+        self.state.set_prices(None)
         return json_response({"ok": True})
 
 

@@ -1,9 +1,9 @@
 """Token log-probabilities for the fake server's OpenAI answers (`"logprobs": true`).
 
 The answer is split into the tokens the fake bills it as (the model's encoding, see
-`batchopt.tokens`), so there is one entry per completion token. Each entry's logprob is drawn
-deterministically from the oracle's verdict, so that a confidence threshold separates most
-right answers from most wrong ones, but not all:
+`batchopt.providers.fake.tokens`), so there is one entry per completion token. Each entry's
+logprob is drawn deterministically from the oracle's verdict, so that a confidence threshold
+separates most right answers from most wrong ones, but not all:
 
 - right (and every answer the oracle did not decide): 95% of answers are confident, each token
   uniform in [-0.05, -0.001]; the other 5% are unsure, with a mean token logprob uniform in
@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from batchopt.providers.fake import tokens
 from batchopt.providers.fake.oracle import RIGHT, WRONG, Verdict, hash_unit
-from batchopt.tokens import _encoding, encoding_name_for
 
 CONFIDENT = (-0.05, -0.001)
 UNSURE_RIGHT = (-1.2, -0.2)
@@ -42,7 +42,7 @@ def token_bytes(text: str, model: str) -> list[bytes]:
     """`text` split into the tokens it is billed as, each as its bytes."""
     if not text:
         return []
-    encoding = _encoding(encoding_name_for(model))
+    encoding = tokens.encoding(tokens.encoding_name(model))
     return [encoding.decode_single_token_bytes(t) for t in encoding.encode(text)]
 
 

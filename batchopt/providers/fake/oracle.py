@@ -30,6 +30,7 @@ hold anything, refusals included; nothing is special about them.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,15 @@ _ITEM_KEYS = {"match", "answer", "wrong", "difficulty"}
 _TOP_KEYS = {"items", "models", "default_accuracy"}
 _GRAM = 8  # anchor length of the match index (shorter when a match is shorter)
 _LINEAR_UP_TO = 16  # items; fewer are scanned one by one
+
+
+def digest(value: Any) -> str:
+    """A hex digest of `value`, a str as is or anything else as JSON with sorted keys, so equal
+    values (request bodies, cache prefixes) get equal digests."""
+    text = value if isinstance(value, str) else json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def hash_unit(*parts: str) -> float:

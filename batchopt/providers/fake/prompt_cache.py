@@ -32,14 +32,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from batchopt.hashing import stable_hash
-from batchopt.providers.anthropic import cache_min_tokens
 from batchopt.providers.fake import answers
-from batchopt.providers.openai import OPENAI_CACHE_MIN_TOKENS
+from batchopt.providers.fake.oracle import digest
 
 TTL_SECONDS = 300.0
 ANTHROPIC_TTLS = {"5m": 300.0, "1h": 3600.0}
-OPENAI_MIN_TOKENS = OPENAI_CACHE_MIN_TOKENS
+OPENAI_MIN_TOKENS = 1024  # OpenAI's prompt-caching guide: 1024 tokens, then steps of 128
 OPENAI_STEP = 128
 MAX_PROMPTS = 64  # remembered OpenAI prompts per model
 MAX_BREAKPOINTS = 4
@@ -52,8 +50,24 @@ class CacheControlError(ValueError):
     """A `cache_control` the real API would refuse; the message says why."""
 
 
-# Anthropic's documented minimums, one table for the client and the fake (providers/anthropic).
-anthropic_min_tokens = cache_min_tokens
+# The fewest prefix tokens Anthropic caches, per model name prefix (first match wins; 1024
+# otherwise), from Anthropic's prompt-caching documentation ("Cache limitations").
+_ANTHROPIC_MINIMUMS = (
+    ("claude-opus-4-6", 4096),
+    ("claude-opus-4-5", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-sonnet-4-6", 2048),
+    ("claude-3-5-haiku", 2048),
+    ("claude-3-haiku", 2048),
+)
+_ANTHROPIC_DEFAULT_MINIMUM = 1024
+
+
+def anthropic_min_tokens(model: str) -> int:
+    """The fewest prompt-prefix tokens Anthropic caches for `model`."""
+    name = model.lower()
+    return next((n for prefix, n in _ANTHROPIC_MINIMUMS if name.startswith(prefix)),
+                _ANTHROPIC_DEFAULT_MINIMUM)
 
 
 class PromptCache:
@@ -178,7 +192,7 @@ def _breakpoints(data: dict[str, Any], model: str) -> list[tuple[str, int, float
                     continue
                 ttl = _ttl(control)
                 part = answers.cached_count(answers.content_text(content[: j + 1]), model)
-                key = stable_hash(
+                key = digest(
                     [model, _strip(sections[:i]), role, _strip_blocks(content[: j + 1])]
                 )
                 points.append((key, before + part + answers.MESSAGE_OVERHEAD, ttl))

@@ -15,6 +15,7 @@ from aiohttp import web
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.app import DEFAULT_BATCH_SECONDS, HOST, FakeProviderApp
 from batchopt.providers.fake.oracle import parse_oracle
+from batchopt.providers.fake.prices import FakePrices
 from batchopt.providers.fake.quality import Quality
 from batchopt.providers.fake.state import ServerState, parse_faults
 
@@ -160,6 +161,24 @@ class FakeServer:
     def log(self) -> list[dict[str, Any]]:
         """What GET /_fake/log returns."""
         return self._app.log()
+
+    def bill(self) -> dict[str, Any]:
+        """What GET /_fake/bill returns: what the fake billed, at its own prices."""
+        return self._app.bill()
+
+    def reset_bill(self) -> None:
+        """Start a new bill (DELETE /_fake/bill); the stats and the log stay."""
+        self._app.batches.settle_due()
+        self.state.reset_bill()
+
+    def set_prices(self, overrides: dict[str, dict[str, float]]) -> None:
+        """Bill at `overrides` laid over the published list (POST /_fake/prices); ValueError if
+        malformed. `reset` and `clear_prices` put back the published list."""
+        self.state.set_prices(FakePrices().with_overrides(overrides))
+
+    def clear_prices(self) -> None:
+        """Back to the published price list (DELETE /_fake/prices)."""
+        self.state.set_prices(None)
 
     def reset(self) -> None:
         """Zero the stats, empty the log, drop faults, files and batches (POST /_fake/reset)."""

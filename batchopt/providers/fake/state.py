@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchopt.providers.fake.oracle import UNMATCHED, VERDICTS, Oracle
+from batchopt.providers.fake.prices import FakePrices
 from batchopt.providers.fake.prompt_cache import PromptCache
 from batchopt.providers.fake.quality import FlawLog, Quality
 
@@ -37,7 +38,9 @@ _LOG_FIELDS = (
     "cached_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
+    "cost_usd",
 )
+_BILL_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
 _FAULT_KEYS = {"kind", "status", "retry_after", "retry_after_ms", "delay_ms", "message", "count"}
 # What a `kind` fault does to one model call (see `batchopt.providers.fake.app`); the first two
 # never reach the model and are not billed, the others are billed as a normal answer.
@@ -172,6 +175,10 @@ def _zero() -> dict[str, int]:
     }
 
 
+def _bill_line() -> dict[str, Any]:
+    return {"requests": 0, **dict.fromkeys(_BILL_TOKENS, 0), "usd": 0.0}
+
+
 def _verdicts() -> dict[str, int]:
     return dict.fromkeys(VERDICTS, 0)
 
@@ -197,6 +204,8 @@ class ServerState:
         self.default_quality = quality or Quality()
         self.quality = self.default_quality
         self.flaws = FlawLog()  # the flawed answers given, for the judge (own lock)
+        self.prices = FakePrices()  # replaced, never mutated; `reset` puts back the published
+        self._bill: dict[tuple[str, str], dict[str, Any]] = {}  # (model, online|batch) -> line
 
     def set_quality(self, quality: Quality | None) -> None:
         """Flaw answers by `quality` from now on; None puts back the server's own settings."""
@@ -206,9 +215,20 @@ class ServerState:
         """Answer matching requests from `oracle` from now on; None drops it."""
         self.oracle = oracle
 
+    def set_prices(self, prices: FakePrices | None) -> None:
+        """Bill at `prices` from now on; None puts back the published list."""
+        self.prices = prices or FakePrices()
+
+    def reset_bill(self) -> None:
+        """Start a new bill (the log and the stats stay)."""
+        with self._lock:
+            self._bill = {}
+
     def reset(self) -> None:
-        """Zero the stats, empty the log, drop pending faults, the oracle and the prompt cache."""
+        """Zero the stats, the bill and the log, drop pending faults, the oracle, the prompt
+        cache and any price overrides."""
         self.oracle = None
+        self.prices = FakePrices()
         self.prompt_cache.clear()
         self.quality = self.default_quality
         self.flaws.clear()
@@ -217,6 +237,7 @@ class ServerState:
             self._batch_faults.clear()
             self._batches_created = self._batch_requests = 0
             self._log = []
+            self._bill = {}
             self._by_wire = {w: _zero() for w in WIRES}
             self._by_model = {}
             self._verdicts = _verdicts()
@@ -268,11 +289,16 @@ class ServerState:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
     ) -> None:
-        """Count one answered (billable) model call and the oracle's verdict on it; log it.
+        """Count one answered (billable) model call and the oracle's verdict on it; bill and log it.
 
         `input_tokens` is the whole prompt, prompt-cache reads and writes included; the log
         entry also has `cache_read_tokens`, `cache_write_tokens` and `cached_tokens` (OpenAI's
-        name for the reads, the same number)."""
+        name for the reads, the same number), and `cost_usd`, what the fake's own price list
+        bills for it (None for a model it has no price for)."""
+        batch = wire.endswith("-batch")
+        cost = self.prices.cost(
+            model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, batch=batch
+        )
         entry = (
             time.time(),
             wire,
@@ -285,8 +311,23 @@ class ServerState:
             cache_read_tokens,
             cache_read_tokens,
             cache_write_tokens,
+            cost,
         )
         with self._lock:
+            line = self._bill.get((model, "batch" if batch else "online"))
+            if line is None:
+                line = self._bill[(model, "batch" if batch else "online")] = _bill_line()
+            line["requests"] += 1
+            for name, n in zip(
+                _BILL_TOKENS,
+                (input_tokens, cache_read_tokens, cache_write_tokens, output_tokens),
+                strict=True,
+            ):
+                line[name] += n
+            if cost is None:
+                line["usd"] = None
+            elif line["usd"] is not None:
+                line["usd"] += cost
             for bucket in (self._by_wire[wire], self._model_bucket(model)):
                 bucket["requests"] += 1
                 bucket["input_tokens"] += input_tokens
@@ -335,6 +376,27 @@ class ServerState:
             for key in totals:
                 totals[key] += bucket[key]
         return {**totals, "by_wire": by_wire, "by_model": by_model, **extra}
+
+    def bill(self) -> dict[str, Any]:
+        """The fake's bill since the last reset: `by_model` = {model: {"online"|"batch": {requests,
+        input_tokens (cached and written included), cached_input_tokens, cache_write_tokens,
+        output_tokens, usd}}}, `online_usd`, `batch_usd`, `total_usd` (priced models only) and
+        `unpriced` (models billed without a price: their `usd` is None)."""
+        with self._lock:
+            lines = {key: dict(line) for key, line in self._bill.items()}
+        by_model: dict[str, dict[str, Any]] = {}
+        sums = {"online": 0.0, "batch": 0.0}
+        for (model, kind), line in sorted(lines.items()):
+            by_model.setdefault(model, {})[kind] = line
+            sums[kind] += line["usd"] or 0.0
+        unpriced = sorted({m for (m, _), line in lines.items() if line["usd"] is None})
+        return {
+            "by_model": by_model,
+            "online_usd": sums["online"],
+            "batch_usd": sums["batch"],
+            "total_usd": sums["online"] + sums["batch"],
+            "unpriced": unpriced,
+        }
 
     def log(self) -> list[dict[str, Any]]:
         """A copy of the paid-call log, oldest first."""

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchopt.hashing import stable_hash
 from batchopt.providers.fake import answers
 from batchopt.providers.fake.logprobs import openai_logprobs
-from batchopt.providers.fake.oracle import NO_MATCH, WRONG, Oracle, Verdict
+from batchopt.providers.fake.oracle import NO_MATCH, WRONG, Oracle, Verdict, digest
 from batchopt.providers.fake.prompt_cache import CacheControlError, PromptCache
 from batchopt.providers.fake.quality import (
     FlawLog,
@@ -145,7 +144,7 @@ def openai_reply(
         "system_fingerprint": "fp_fake",
     }
     return Reply(
-        payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind, cached
+        payload, model, input_tokens, output_tokens, digest(data), verdict.kind, cached
     )
 
 
@@ -200,7 +199,7 @@ def anthropic_reply(
         },
     }
     return Reply(
-        payload, model, input_tokens, output_tokens, stable_hash(data), verdict.kind, read, write
+        payload, model, input_tokens, output_tokens, digest(data), verdict.kind, read, write
     )
 
 
