@@ -698,12 +698,13 @@ def _limit_changed(was: int | None, now: int | None) -> str:
 
 
 def _job_fingerprint(plan: Plan) -> str:
-    """What makes two invocations of a run id the same job: the rows read (ids, in order, and
-    the group each joined), every request the plan would send, what it skips, the --limit and
-    where the outputs and ledger go."""
+    """What makes two invocations of a run id the same job: the configuration, the rows read
+    (ids, in order, and the group each joined), every request the plan would send, what it
+    skips, the --limit and where the outputs and ledger go."""
     digest = hashlib.blake2b(digest_size=16)
     cfg = plan.pipeline.config
-    head = [plan.row_limit, str(plan.paths["output"]), str(plan.paths["ledger"])]
+    head = [plan.row_limit, str(plan.paths["output"]), str(plan.paths["ledger"]),
+            plan.config_hash]  # validators, routing, tiers: another configuration is another job
     digest.update(json.dumps(head).encode())
     ids = plan.rows.select(pl.col(cfg.input.id_column).cast(pl.String), "group_id")
     for start in range(0, ids.height, 100_000):
