@@ -232,7 +232,7 @@ def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
     counts = dict(zip(dedup["dedup"].to_list(), dedup["count"].to_list(), strict=True))
     distinct, fresh, reused = sendable(plan, cache)
     calls = price_calls(plan, fresh)
-    baseline = _baseline_usd(plan)
+    baseline = _baseline_usd(plan, cache)
     budget = plan.pipeline.config.budget
     notes = list(calls.notes)
     if plan.empty:
@@ -512,23 +512,38 @@ def _escalation(plan: Plan, names: list[str]) -> tuple[float, str]:
     return share, f"past runs of this configuration ({rows:,} routed requests)"
 
 
-def _baseline_usd(plan: Plan) -> float:
-    """Every row on the baseline model, online, uncompressed, no dedup, no prompt cache."""
+def _baseline_usd(plan: Plan, cache: ResponseCache | None = None) -> float:
+    """Every row on the baseline model, online, uncompressed, no dedup, no prompt cache; the
+    ledger's rule (`batchopt.ledger.ledger`): each row's uncompressed default prompt
+    (`row_stages.BASELINE_TOKENS`) and its answer, counted with the baseline model's counter.
+    An answer the cache holds is counted as the ledger will count it; one not known yet is the
+    expected output of the request's tier."""
+    import polars as pl
+
+    from batchopt.token_counters import counter_for
+
     provider, model = plan.baseline
     price = plan.prices.price(provider, model)
-    saved = plan.rows["compression_tokens_saved"].sum() if (
-        "compression_tokens_saved" in plan.rows.columns) else 0
-    input_tokens, output_tokens = int(saved or 0), 0
     table = plan.requests  # a skipped group (too long for its context) has no request
-    if len(table):
-        members = table.reps.group_sizes(table.rep)  # rows of each request's group
-        input_tokens += int((members * table.tokens).sum())
-        for code, fields in enumerate(table.tiers):
-            on_tier = table.tier == code
-            if on_tier.any():
-                asked = _asked_of(plan.tiers[fields.name], 0, fields.counter)
-                output_tokens += int(members[on_tier].sum()) * expected_output(
-                    plan.history, asked)[0]
+    if not len(table):
+        return 0.0
+    counter = counter_for(provider, model)  # uncalibrated, as the ledger counts
+    members = table.reps.group_sizes(table.rep)  # rows of each request's group
+    expected = np.zeros(len(table), dtype=np.int64)
+    for code, fields in enumerate(table.tiers):
+        on_tier = table.tier == code
+        if on_tier.any():
+            asked = _asked_of(plan.tiers[fields.name], 0, fields.counter)
+            expected[on_tier] = expected_output(plan.history, asked)[0]
+    output_tokens = 0
+    for i, key in enumerate(table.iter_keys()):
+        known = cache.get(key) if cache is not None else None
+        tokens = int(expected[i]) if known is None else (
+            counter.count(known.text) if known.ok and known.text else 0)
+        output_tokens += int(members[i]) * tokens
+    sent = pl.Series("group_id", list(table), dtype=pl.String)
+    rows = plan.rows.filter(pl.col("group_id").is_in(sent))
+    input_tokens = int(rows["baseline_prompt_tokens"].sum() or 0)
     return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
 
 

@@ -105,9 +105,15 @@ def ledger_facts(
     reused = rep & pl.col("past_row_id").is_not_null()
     saved = (pl.col("compression_tokens_saved") if "compression_tokens_saved" in rows.columns
              else pl.lit(0)).cast(pl.Int64).fill_null(0).alias("compression_tokens_saved")
+    # the row's own prompt on the baseline model (row_stages.BASELINE_TOKENS), else the call's
+    # usage plus what compression removed
+    own = "baseline_prompt_tokens" in rows.columns
+    baseline_in = (pl.col("baseline_prompt_tokens") if own
+                   else pl.col("baseline_input_tokens") + pl.col("compression_tokens_saved"))
     joined = rows.select(
         pl.col(id_column).cast(pl.String).alias("row_id"),
         "group_id", "representative_id", "dedup", "similarity", "veto_guard", "veto_id", saved,
+        *(["baseline_prompt_tokens"] if own else []),
     ).join(groups, on="group_id", how="left", maintain_order="left")
     return joined.with_columns(
         # A representative answered by an earlier run's near-duplicate names that row.
@@ -133,8 +139,7 @@ def ledger_facts(
         pl.when(rep).then(pl.col("retry_reason")).otherwise(None).alias("retry_reason"),
         pl.when(rep).then(pl.col("compression_tokens_saved")).otherwise(0)
         .alias("compression_tokens_saved"),
-        (pl.col("baseline_input_tokens") + pl.col("compression_tokens_saved")).cast(pl.Int64)
-        .alias("baseline_input_tokens"),
+        baseline_in.cast(pl.Int64).alias("baseline_input_tokens"),
         pl.col("baseline_output_tokens").cast(pl.Int64),
         # the request each member was answered by: a follower's and a cache hit's too
         pl.col("estimated_input_tokens").cast(pl.Int64).fill_null(0),

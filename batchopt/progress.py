@@ -146,8 +146,10 @@ def print_summary(summary: RunSummary) -> None:
     console.print(f"distinct requests  {summary.distinct_requests:,} "
                   f"(exact duplicates: {summary.exact_duplicates:,}, semantic near-duplicates: "
                   f"{summary.semantic_duplicates:,})")
+    when = f" (when it ran, {summary.finished_at}; nothing sent now)" if summary.finished_at \
+        else ""
     console.print(f"answered           sent {summary.sent:,} · from cache "
-                  f"{summary.cache_hits:,} · failed rows {summary.failed_rows:,}")
+                  f"{summary.cache_hits:,} · failed rows {summary.failed_rows:,}{when}")
     console.print(f"tokens             input {summary.input_tokens:,} (cached "
                   f"{summary.cached_input_tokens:,}) · output {summary.output_tokens:,}")
     if summary.compression:
@@ -156,7 +158,8 @@ def print_summary(summary: RunSummary) -> None:
     console.print(f"cost               {usd(summary.cost_usd)} · baseline "
                   f"{usd(summary.baseline_cost_usd)} · saved {usd(summary.saving_usd)} "
                   f"({share:.1%})")
-    if summary.sent == 0 and summary.failed_rows == 0:
+    # what the ledger says this run cost may have been paid in an earlier invocation of it
+    if summary.sent == 0 and summary.failed_rows == 0 and summary.cost_usd == 0:
         console.print("spent $0: every request was answered from the cache or by dedup, "
                       "no request was sent")
     if len(summary.tiers) > 1 or summary.escalated:

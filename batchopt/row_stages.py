@@ -14,10 +14,12 @@ import polars as pl
 
 from batchopt.config_compress import CompressConfig
 from batchopt.prompts.template import PromptRenderer, render_prompts
+from batchopt.token_counters import counter_for
 
 REPORT_PREFIX = "_compress."  # the per-step report columns the step adds (summed by the driver)
 SAVED = "compression_tokens_saved"
 KEY_PREFIX = "__dedup_key_"  # the tier-variant renderings the step adds for the dedup key
+BASELINE_TOKENS = "baseline_prompt_tokens"  # each row's prompt tokens on the baseline model
 
 
 def key_columns(count: int) -> list[str]:
@@ -37,6 +39,9 @@ class RenderStep:
     # rendered too, into `key_columns(len(key_templates))`, so exact dedup keys on every
     # request the run may send (batchopt.tiers.dedup_key_templates)
     key_templates: tuple[tuple[str, str], ...] = ()
+    # (provider, model, system) of the baseline: each row's uncompressed prompt, the default
+    # template and system, counted with the baseline model's counter into `BASELINE_TOKENS`
+    baseline: tuple[str, str, str] | None = None
     _renderer: Any = field(default=None, repr=False, compare=False)
     _key_renderers: Any = field(default=None, repr=False, compare=False)
 
@@ -47,6 +52,9 @@ class RenderStep:
         if self._renderer is None:
             self._renderer = PromptRenderer(self.template)
         renderer = self._renderer
+        if self.baseline is not None:
+            rows = self._count_baseline(render_prompts(rows, renderer, self.id_column,
+                                                       out_column=BASELINE_TOKENS))
         if self.compress is not None:
             from batchopt.prompts.compress import SAVED_COLUMN, compress_rows
 
@@ -65,6 +73,15 @@ class RenderStep:
                                       key_columns(len(self._key_renderers)), strict=True):
             rows = render_prompts(rows, renderer_k, self.id_column, out_column=column)
         return render_prompts(rows, renderer, self.id_column)
+
+    def _count_baseline(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The rendered prompt in `BASELINE_TOKENS` replaced by its token count."""
+        assert self.baseline is not None
+        provider, model, system = self.baseline
+        counter = counter_for(provider, model)  # uncalibrated: the same count every run
+        fixed = counter.count(system)
+        counts = [fixed + counter.count(text) for text in rows[BASELINE_TOKENS].to_list()]
+        return rows.with_columns(pl.Series(BASELINE_TOKENS, counts, dtype=pl.Int64))
 
 
 def take_report(rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:

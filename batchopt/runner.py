@@ -12,6 +12,8 @@ to every row and writes the outputs and the ledger.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import closing
@@ -43,14 +45,20 @@ from batchopt.errors import (
 from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
-from batchopt.fanout import group_results, ledger_facts, output_table, write_fanned_out
+from batchopt.fanout import (
+    LedgerTotals,
+    group_results,
+    ledger_facts,
+    output_table,
+    write_fanned_out,
+)
 from batchopt.fingerprint import config_hash
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, list_input_files, read_rows
 from batchopt.io.writer import ParquetParts
 from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
-from batchopt.ledger.store import LedgerPart, write_views_file
+from batchopt.ledger.store import PART_FILE, LedgerPart, write_views_file
 from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
@@ -71,6 +79,7 @@ from batchopt.tiers import (
     tier_price,
     tier_template_variables,
 )
+from batchopt.token_counters import counter_for
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.guards import GuardConfig
@@ -200,6 +209,8 @@ class RunSummary:
     escalated: int = 0  # rows a cascade sent one tier up (or more)
     compression: dict[str, int] = field(default_factory=dict)  # tokens removed, by step
     row_limit: int | None = None  # --limit: only the input's first rows were read
+    # set when the run had already finished this job: the summary was read from its ledger
+    finished_at: str | None = None
 
     @property
     def saving_usd(self) -> float:
@@ -333,7 +344,7 @@ def prepare(
     # dedup keys on what is sent: each tier's own prompt variant is rendered for the key too
     key_templates = tuple(dedup_key_templates(loaded, names)) if cfg.dedup.exact else ()
     step = RenderStep(cfg.prompt.template, cfg.input.id_column, cfg.compress, profile.model,
-                      key_templates=key_templates)
+                      key_templates=key_templates, baseline=(*baseline, _default_system(loaded)))
     engine_name = options.engine or cfg.execution.engine
     ray_address = options.ray_address or cfg.execution.ray_address
     engine = get_engine(engine_name, ray_address, cfg.execution.ray_workers)
@@ -429,6 +440,15 @@ def prepare(
         row_limit=options.limit,
         config_hash=fingerprint,
     )
+
+
+def _default_system(loaded: LoadedPipeline) -> str:
+    """The static prefix of the prompt section, whatever a profile sends instead: the
+    baseline's."""
+    from batchopt.prompts.layout import static_system
+
+    prompt = loaded.config.prompt
+    return static_system(prompt.system, prompt.context, prompt.examples)
 
 
 def plan_run(
@@ -543,6 +563,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         answers.past,
         routes, earlier, escalated, plan.overflow,
     )
+    groups = _baseline_output(groups, plan.baseline)
     if answers.unverified:  # a cascade the budget stopped keeps its answer so far
         from batchopt.ledger.ledger import UNVERIFIED
 
@@ -555,10 +576,12 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),
                  "row_limit": plan.row_limit, "config_hash": plan.config_hash}
 
+    earlier_calls = _earlier_calls(plan)
+
     def to_ledger(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         facts = ledger_facts(rows, groups, cfg.input.id_column, constants)
-        return price_ledger(facts, plan.prices, plan.baseline[0], plan.baseline[1],
-                            price_version=plan.prices.version)
+        return _keep_earlier(price_ledger(facts, plan.prices, plan.baseline[0], plan.baseline[1],
+                                          price_version=plan.prices.version), earlier_calls)
 
     def to_outputs(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         return output_table(rows, groups, plan.keep_columns, cfg.prompt.output_column,
@@ -634,8 +657,13 @@ def run_pipeline(
         state = RunState.open(directory)
         try:
             before = state.get("started") or {}
+            job = _job_fingerprint(plan)
+            done = _finished_summary(plan, state.get("finished"), job)
+            if done is not None:  # the same job, finished: its ledger says what it did
+                return done
+            state.set("finished", None)  # another job on this run id: not finished until it is
             state.set("started", {"profile": plan.profile_name, "mode": plan.mode,
-                                  "row_limit": plan.row_limit})
+                                  "row_limit": plan.row_limit, "job": job})
             cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
             try:
                 answers = execute(plan, cache, observer, state)
@@ -645,12 +673,15 @@ def run_pipeline(
                 return answers
             observer.stage("write")
             summary = finish(plan, answers)
+            notes = list(summary.notes)  # what a re-run reads back: not this invocation's limit
             if before and before.get("row_limit") != plan.row_limit:
                 summary.notes.append(_limit_changed(before.get("row_limit"), plan.row_limit))
             state.set("finished", {
                 "exit_code": summary.exit_code, "rows": summary.rows,
                 "failed_rows": summary.failed_rows, "cost_usd": summary.cost_usd,
                 "output": str(summary.output_path), "ledger": str(summary.ledger_path),
+                "job": job, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "sent": summary.sent, "notes": notes,
             })
             return summary
         finally:
@@ -664,3 +695,92 @@ def _limit_changed(was: int | None, now: int | None) -> str:
 
     return (f"--limit changed since this run id last ran ({shown(was)} -> {shown(now)}): outputs "
             "and ledger cover the rows read this time; answers it already paid for were reused")
+
+
+def _job_fingerprint(plan: Plan) -> str:
+    """What makes two invocations of a run id the same job: the configuration, the rows read
+    (ids, in order, and the group each joined), every request the plan would send, what it
+    skips, the --limit and where the outputs and ledger go."""
+    digest = hashlib.blake2b(digest_size=16)
+    cfg = plan.pipeline.config
+    head = [plan.row_limit, str(plan.paths["output"]), str(plan.paths["ledger"]),
+            plan.config_hash]  # validators, routing, tiers: another configuration is another job
+    digest.update(json.dumps(head).encode())
+    ids = plan.rows.select(pl.col(cfg.input.id_column).cast(pl.String), "group_id")
+    for start in range(0, ids.height, 100_000):
+        chunk = ids.slice(start, 100_000)
+        digest.update("\n".join(f"{i}\t{g}" for i, g in chunk.iter_rows()).encode())
+    digest.update(b"|" + "\n".join(plan.requests.iter_keys()).encode())
+    digest.update(b"|" + "\n".join(sorted(r.key for r, _ in plan.skipped.values())).encode())
+    return digest.hexdigest()
+
+
+def _finished_summary(plan: Plan, finished: dict[str, object] | None, job: str
+                      ) -> RunSummary | None:
+    """The summary of a finished run of this same job, read from its ledger part (nothing
+    sent, nothing rewritten); None when the run has not finished this job or its outputs or
+    ledger are gone (then it runs, answering from the cache what it paid for)."""
+    if not finished or finished.get("job") != job:
+        return None
+    cfg = plan.pipeline.config
+    output = Path(str(finished.get("output")))
+    part = plan.paths["ledger"] / f"pipeline={cfg.name}" / f"run_id={plan.run_id}" / PART_FILE
+    if output != plan.paths["output"] or not output.exists() or not part.exists():
+        return None
+    totals = LedgerTotals()
+    totals.add(pl.read_parquet(part))
+    at = str(finished.get("at") or "an earlier invocation")
+    notes = [str(n) for n in finished.get("notes") or []]  # type: ignore[attr-defined]
+    notes.append(f"run {plan.run_id} finished at {at}: summary read from its ledger; "
+                 "nothing sent, nothing rewritten")
+    return RunSummary(
+        run_id=plan.run_id, pipeline=cfg.name,
+        profile=" → ".join(plan.tiers) if len(plan.tiers) > 1 else plan.profile_name,
+        provider=plan.profile.provider, model=plan.profile.model, rows=totals.rows,
+        distinct_requests=plan.requests.distinct_keys(), exact_duplicates=totals.exact,
+        semantic_duplicates=totals.semantic, cache_hits=totals.cache_hits,
+        sent=int(finished.get("sent") or 0),  # type: ignore[call-overload]
+        failed_rows=totals.failed, input_tokens=totals.input_tokens,
+        cached_input_tokens=totals.cached_input_tokens, output_tokens=totals.output_tokens,
+        cost_usd=totals.cost_usd, baseline_cost_usd=totals.baseline_cost_usd,
+        output_path=output, ledger_path=part,
+        exit_code=int(finished.get("exit_code") or EXIT_OK),  # type: ignore[call-overload]
+        notes=notes, tiers=dict(totals.paid_by_tier), escalated=totals.escalated,
+        compression=plan.compression, row_limit=plan.row_limit, finished_at=at,
+    )
+
+
+_CALL_FACTS = ("attempts", "estimated_cost_usd")
+
+
+def _earlier_calls(plan: Plan) -> pl.DataFrame | None:
+    """What this run's ledger part (an earlier invocation of the run id) recorded of the calls
+    it made: row, request id, attempts and the estimate made before sending."""
+    part = (plan.paths["ledger"] / f"pipeline={plan.pipeline.config.name}"
+            / f"run_id={plan.run_id}" / PART_FILE)
+    if not part.exists():
+        return None
+    return (pl.read_parquet(part, columns=["row_id", "request_id", *_CALL_FACTS])
+            .filter(pl.col("request_id").is_not_null() & (pl.col("attempts") > 0))
+            .unique(["row_id", "request_id"], keep="first"))
+
+
+def _keep_earlier(ledger: pl.DataFrame, earlier: pl.DataFrame | None) -> pl.DataFrame:
+    """An answer this run paid for in an earlier invocation comes back from the cache with no
+    attempts: the ledger keeps what it recorded of that call when it was made."""
+    if earlier is None or not earlier.height:
+        return ledger
+    joined = ledger.join(earlier, on=["row_id", "request_id"], how="left", suffix="_was",
+                         maintain_order="left")
+    same = pl.col("attempts_was").is_not_null() & (pl.col("attempts") == 0)
+    return joined.with_columns(
+        pl.when(same).then(pl.col(f"{c}_was")).otherwise(pl.col(c)).alias(c) for c in _CALL_FACTS
+    ).select(ledger.columns)
+
+
+def _baseline_output(groups: pl.DataFrame, baseline: tuple[str, str]) -> pl.DataFrame:
+    """Each group's answer counted with the baseline model's counter: what the baseline would
+    have generated to give it, whichever tier answered (no answer: 0)."""
+    counter = counter_for(*baseline)  # uncalibrated: the same count every run
+    counts = [counter.count(text) if text else 0 for text in groups["answer"].to_list()]
+    return groups.with_columns(pl.Series("baseline_output_tokens", counts, dtype=pl.Int64))

@@ -6,7 +6,9 @@ import polars as pl
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config import load_pipeline
+from batchopt.ledger.pricing import PriceTable
 from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.tokens import count_tokens
 
 QUOTED = ("Where is order #4411?\n\nOn Mon, Nov 2, 2026 at 9:00 AM Support <help@shop.example> "
           "wrote:\n> Thanks for writing in. Your order is being prepared and will ship soon.\n"
@@ -29,9 +31,12 @@ def test_compressed_prompts_are_sent_and_the_ledger_counts_the_saving(fake, tmp_
     quoted, plain = ledger.row(by_predicate=pl.col("row_id") == "Q1", named=True), \
         ledger.row(by_predicate=pl.col("row_id") == "P1", named=True)
     assert quoted["compression_tokens_saved"] > 20 and plain["compression_tokens_saved"] == 0
-    assert quoted["baseline_input_tokens"] == (
-        quoted["input_tokens"] + quoted["compression_tokens_saved"]
-    )
+    # the baseline's prompt is the uncompressed one, on the baseline model (docs/ledger.md)
+    assert quoted["baseline_input_tokens"] == count_tokens(
+        "Summarise the ticket in one sentence.") + count_tokens(f"Subject: Order\n\n{QUOTED}")
+    price = PriceTable.load().price("openai", "gpt-4o-mini")
+    assert abs(quoted["saved_compression_usd"]
+               - quoted["compression_tokens_saved"] * price.input / 1e6) < 1e-15
     assert quoted["saved_compression_usd"] > 0 and plain["saved_compression_usd"] == 0
     for row in (quoted, plain):
         levers = sum(v for k, v in row.items() if k.startswith("saved_"))

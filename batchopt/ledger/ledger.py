@@ -4,9 +4,14 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
 
 - a dedup follower saved its whole baseline through exact or semantic dedup;
 - a cache hit saved its whole baseline through the response cache;
+- the baseline is profile-independent: `baseline_input_tokens` are the row's own prompt as
+  `prompt.system` and `prompt.template` render it before compression, and
+  `baseline_output_tokens` its answer's text (0 without one), both counted with the baseline
+  model's counter (`batchopt.token_counters.counter_for`, uncalibrated; no chat framing);
 - a paid row (online, batch, or failed but billed) saved, step by step from the baseline:
-  routing       baseline - actual model at full online price on the baseline tokens
-  compression   actual model full price on baseline tokens - full price on the actual tokens
+  routing       baseline - actual model at full online price on the uncompressed call
+                (its billed tokens plus `compression_tokens_saved`)
+  compression   actual model full price on the uncompressed call - full price on the actual
   prompt cache  full price on the actual tokens - the same tokens at prompt-cache rates
   batch         the batch discount on what is left
 - a failed row that was not billed has neither cost nor baseline: no answer was bought; nor
@@ -240,7 +245,9 @@ def price_ledger(
     time_cost = pl.col("latency_ms") / MS_PER_HOUR * pl.col("_hour")
     r_in, r_out = pl.col("_in"), pl.col("_out")
     n_in, n_out = pl.col("input_tokens"), pl.col("output_tokens")
-    b_in, b_out = pl.col("baseline_input_tokens"), pl.col("baseline_output_tokens")
+    # the row's call uncompressed, on the model that answered: compression's lever ends here,
+    # and routing's (the baseline model, its tokenizer and its answer) begins
+    b_in, b_out = n_in + pl.col("compression_tokens_saved"), n_out
     uncached = n_in - pl.col("cached_input_tokens") - pl.col("cache_write_tokens")
 
     full_on_baseline = (
