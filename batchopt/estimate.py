@@ -103,14 +103,16 @@ def schema_answer_tokens(schema: dict[str, Any], model: str) -> int:
     return _schema_tokens(json.dumps(schema, sort_keys=True), model)
 
 
-def expected_usage(history: History, request: Request, *, first: bool = False) -> Usage:
-    """The usage `request` should report; `first`: the first of its tier (writes the cache)."""
+def expected_usage(history: History, request: Request, *, first: bool = False,
+                   output: int | None = None) -> Usage:
+    """The usage `request` should report; `first`: the first of its tier (writes the cache);
+    `output`: its answer's tokens where they are known otherwise (a judge's verdict)."""
     cached = min(_prefix(request.provider, request.model, request.system),
                  request.estimated_input_tokens)
     write = cached if first and request.provider == "anthropic" else 0
     return Usage(
         input_tokens=request.estimated_input_tokens,
-        output_tokens=expected_output(history, request)[0],
+        output_tokens=expected_output(history, request)[0] if output is None else output,
         cached_input_tokens=0 if first else cached,
         cache_write_tokens=write,
     )
@@ -428,8 +430,11 @@ def _add_judged(plan: Plan, row: TierEstimate, name: str, answered: np.ndarray,
     message = judge.prompt.replace("{prompt}", "").replace("{answer}", "")
     fixed = static_prompt_tokens(judge_counter, judge_tier.spec.provider, "") + \
         judge_counter.count(message)
+    # a judge answers with a verdict word: its longest, not its max_tokens (an upper bound) nor
+    # the mean of the model's other answers
+    verdict = max(judge_counter.count(word) for word in ("yes", "no"))
     _add(plan, row, np.maximum(question, 0) + fixed + answer, judge_counter.name,
-         asked=_judge_asked)
+         asked=_judge_asked, output=(verdict, "a yes/no verdict"))
 
 
 def _last_counter(table: RequestTable, codes: np.ndarray) -> str:
@@ -442,12 +447,13 @@ def _last_counter(table: RequestTable, codes: np.ndarray) -> str:
 
 
 def _priced(plan: Plan, tier: Tier, tokens: int, counter: str, *, first: bool = False,
-            asked: Asked | None = None) -> tuple[float, float, int]:
+            asked: Asked | None = None, output: int | None = None
+            ) -> tuple[float, float, int]:
     """(online $, batch $ (0 without a batch API), cached input tokens) of one request of
     `tokens` prompt tokens on `tier`; `first`: the first of its tier (writes the cache);
     `asked`: how such a request is made (default `_asked_of`)."""
     request = (asked or _asked_of)(tier, tokens, counter)
-    usage = expected_usage(plan.history, request, first=first)
+    usage = expected_usage(plan.history, request, first=first, output=output)
     latency = expected_latency_ms(plan.history, request, usage, tier_rates(plan, tier.name))
     online = plan.prices.cost(tier.price, usage, latency_ms=latency)
     has_batch = tier.profile.provider in ("openai", "anthropic")
@@ -464,27 +470,31 @@ def _in_order(start: float, values: np.ndarray) -> float:
 
 
 def _add(plan: Plan, row: TierEstimate, tokens: np.ndarray, counter: str,
-         escalated: bool = False, asked: Asked | None = None) -> None:
+         escalated: bool = False, asked: Asked | None = None,
+         output: tuple[int, str] | None = None) -> None:
     """Add requests of `tokens` prompt tokens (in order) to `row`'s tier; `counter`: the token
-    counter the last of them names. Each distinct prompt length is priced once; the first
+    counter the last of them names; `output`: (answer tokens, why) where the answer's length is
+    known otherwise than from history. Each distinct prompt length is priced once; the first
     request of a tier writes the provider's prompt cache."""
     if not len(tokens):
         return
     tier = plan.tiers[row.tier]
     has_batch = tier.profile.provider in ("openai", "anthropic")
     lengths, which = np.unique(tokens, return_inverse=True)
-    priced = [_priced(plan, tier, n, counter, asked=asked) for n in lengths.tolist()]
+    known = None if output is None else output[0]
+    priced = [_priced(plan, tier, n, counter, asked=asked, output=known)
+              for n in lengths.tolist()]
     online = np.array([p[0] for p in priced])[which]
     batch = np.array([p[1] for p in priced])[which]
     cached = np.array([p[2] for p in priced], dtype=np.int64)[which]
     if row.requests == 0:  # the tier's first request
         online[0], batch[0], cached[0] = _priced(plan, tier, int(tokens[0]), counter,
-                                                 first=True, asked=asked)
-    output, row.output_source = expected_output(plan.history,
-                                                (asked or _asked_of)(tier, 0, counter))
+                                                 first=True, asked=asked, output=known)
+    answer, row.output_source = output or expected_output(plan.history,
+                                                          (asked or _asked_of)(tier, 0, counter))
     row.input_tokens += int(tokens.sum(dtype=np.int64))
     row.cached_input_tokens += int(cached.sum())
-    row.output_tokens += output * len(tokens)
+    row.output_tokens += answer * len(tokens)
     row.token_counter = counter or row.token_counter
     row.online_usd = _in_order(row.online_usd, online)
     if has_batch:

@@ -63,6 +63,9 @@ def test_judge_calls_are_counted_and_priced_on_the_judge_tier(tmp_path, fake):
     assert isinstance(summary, RunSummary) and summary.escalated == 0
     strong = [e for e in fake.log() if e["model"] == "gpt-4o"]
     assert len(strong) == judge.requests
+    # a verdict, not max_tokens: the judge calls' output as billed
+    assert judge.output_tokens == sum(e["output_tokens"] for e in strong) == judge.requests
+    assert judge.output_source == "a yes/no verdict"
 
 
 def test_plan_prints_the_judge_calls_and_the_assumed_escalation(tmp_path, capsys):
