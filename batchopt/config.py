@@ -44,6 +44,11 @@ class InputConfig(StrictModel):
     hive_partitioning: bool | None = Field(
         default=None, description="Read key=value folders as columns (default: auto)"
     )
+    required: list[str] = Field(
+        default_factory=list,
+        description="Columns a row cannot be sent without: a row with any of them null or blank "
+        "has nothing to send, as a row whose template fields are all blank (input.on_empty)",
+    )
     on_empty: Literal["skip", "fail"] = Field(
         default="skip",
         description="A row with nothing to send: every column the prompt templates read (the id "

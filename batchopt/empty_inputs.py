@@ -10,7 +10,9 @@ prompt would be the template's fixed text and nothing about the row. Such a row 
 - `fail`: the run stops before anything is sent (exit 2), naming up to `SHOWN_IDS` rows.
 
 A row with some template columns set and others null is not empty: it is sent, the nulls
-rendering as "" (`batchopt.prompts.template`).
+rendering as "" (`batchopt.prompts.template`), unless one of them is in `input.required`: a row
+with a required column null or blank has nothing to send either (a review's product name
+without its text).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from batchopt.prompts.request_table import RequestTable
 from batchopt.records import Request
 
 EMPTY_COLUMN = "__empty_input"
-EMPTY_REASON = "skipped: empty input (every template field is null or blank; input.on_empty)"
+EMPTY_REASON = ("skipped: empty input (every template field, or a required one, is null or "
+                "blank; input.on_empty)")
 SHOWN_IDS = 5
 
 
@@ -32,27 +35,34 @@ def template_columns(variables: list[str], columns: list[str], id_column: str) -
     return [c for c in dict.fromkeys(variables) if c in columns and c != id_column]
 
 
-def empty_expr(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
-    """True where every one of `columns` is null or (a text) only whitespace; False for every
-    row when there are no such columns (a template that reads no column is never empty)."""
-    if not columns:
-        return pl.lit(False)
-    blank = []
-    for name in columns:
-        column = pl.col(name)
-        if frame.schema[name] == pl.String:
-            blank.append(column.is_null() | (column.str.strip_chars() == ""))
-        else:
-            blank.append(column.is_null())
-    return pl.all_horizontal(blank)
+def _blank(frame: pl.DataFrame, name: str) -> pl.Expr:
+    column = pl.col(name)
+    if frame.schema[name] == pl.String:
+        return column.is_null() | (column.str.strip_chars() == "")
+    return column.is_null()
+
+
+def empty_expr(frame: pl.DataFrame, columns: list[str], required: list[str] = ()) -> pl.Expr:
+    """True where every one of `columns` is null or (a text) only whitespace, or any of
+    `required` is; False for every row when there are neither (a template that reads no column
+    is never empty)."""
+    blank = pl.all_horizontal([_blank(frame, c) for c in columns]) if columns else pl.lit(False)
+    if required:
+        blank = blank | pl.any_horizontal([_blank(frame, c) for c in required])
+    return blank
 
 
 def check_empty(
-    frame: pl.DataFrame, columns: list[str], id_column: str, policy: str
+    frame: pl.DataFrame, columns: list[str], id_column: str, policy: str,
+    required: list[str] = (),
 ) -> pl.DataFrame:
     """`frame` with a boolean `EMPTY_COLUMN` (skip), or an InputError naming the empty rows
-    (fail)."""
-    marked = frame.with_columns(empty_expr(frame, columns).alias(EMPTY_COLUMN))
+    (fail). `required` (input.required): columns a row cannot be sent without."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(f"input.required: column '{missing[0]}' is not in the input (it has: "
+                         f"{', '.join(c for c in frame.columns if not c.startswith('__'))})")
+    marked = frame.with_columns(empty_expr(frame, columns, required).alias(EMPTY_COLUMN))
     if policy == "fail":
         empty = marked.filter(pl.col(EMPTY_COLUMN))
         if empty.height:
@@ -60,7 +70,9 @@ def check_empty(
             more = f" (and {empty.height - len(ids):,} more)" if empty.height > len(ids) else ""
             raise InputError(
                 f"input.on_empty: fail: {empty.height:,} row(s) have nothing to send (every "
-                f"template field null or blank: {', '.join(columns)}): ids "
+                f"template field null or blank: {', '.join(columns)}"
+                + (f"; or a required one: {', '.join(required)}" if required else "")
+                + f"): ids "
                 f"{', '.join(ids)}{more}; set input.on_empty to skip to leave them unsent"
             )
     return marked

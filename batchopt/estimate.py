@@ -552,7 +552,7 @@ def _baseline_usd(plan: Plan, cache: ResponseCache | None = None) -> float:
             counter.count(known.text) if known.ok and known.text else 0)
         output_tokens += int(members[i]) * tokens
     sent = pl.Series("group_id", list(table), dtype=pl.String)
-    rows = plan.rows.filter(pl.col("group_id").is_in(sent))
+    rows = plan.rows.filter(pl.col("group_id").is_in(sent.implode()))
     input_tokens = int(rows["baseline_prompt_tokens"].sum() or 0)
     return plan.prices.cost(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
 

@@ -320,6 +320,7 @@ def prepare(
         cfg.input.id_column,
         list(dict.fromkeys([
             *variables, *([sem.column] if sem.enabled and sem.column else []),
+            *cfg.input.required,
         ])),
         keep_columns=cfg.input.columns,
         hive_partitioning=cfg.input.hive_partitioning,
@@ -332,7 +333,7 @@ def prepare(
         )
     # rows with nothing to send (input.on_empty): fail here, or mark them to skip
     rows = check_empty(rows, template_columns(variables, rows.columns, cfg.input.id_column),
-                       cfg.input.id_column, cfg.input.on_empty)
+                       cfg.input.id_column, cfg.input.on_empty, cfg.input.required)
 
     if cfg.compress is not None:
         observer.stage("compress")

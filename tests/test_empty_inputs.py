@@ -170,3 +170,37 @@ def test_batch_mode_leaves_the_empty_rows_out_of_the_batch(bfake, tmp_path):
     ledger = _ledger(tmp_path, "r1")
     assert ledger.filter(pl.col("row_id").is_in(EMPTY))["mode"].to_list() == ["skipped"] * 3
     assert (ledger.filter(~pl.col("row_id").is_in(EMPTY))["mode"] == "batch").all()
+
+
+def test_a_required_column_blank_makes_the_row_empty(fake, tmp_path):
+    """input.required: a review's subject without its body has nothing to send either."""
+    rows = [*ROWS, {"ticket_id": "T7", "subject": "Delivery", "body": None},
+            {"ticket_id": "T8", "subject": "Delivery", "body": "  "}]
+    path = _pipeline(tmp_path, input={"path": "data/tickets.parquet", "id_column": "ticket_id",
+                                      "required": ["body"]})
+    write_tickets(tmp_path / "data" / "tickets.parquet", rows)
+    result = _invoke(["run", str(path), "--run-id", "r1"], fake)
+    assert result.exit_code == 0, result.output
+    assert fake.stats()["requests"] == 3  # T1, T4, T5: T7 and T8 have no body
+    skipped = _ledger(tmp_path, "r1").filter(pl.col("status") == "skipped")
+    assert sorted(skipped["row_id"]) == ["T2", "T3", "T6", "T7", "T8"]
+    assert (skipped["cost_usd"] == 0).all()
+
+    data = json.loads(json.dumps(pipeline_dict()))
+    data["prompt"]["template"] = "Subject: {{ subject }}\nReview:\n{{ body }}"
+    data["input"].update(required=["body"], on_empty="fail")
+    write_pipeline(tmp_path / "f", data)
+    write_tickets(tmp_path / "f" / "data" / "tickets.parquet", rows)
+    failed = _invoke(["run", str(tmp_path / "f" / "pipeline.yaml"), "--run-id", "r1"], fake)
+    assert failed.exit_code == 2, failed.output
+    assert "5 row(s) have nothing to send" in failed.output
+    assert "or a required one: body" in failed.output and "T7, T8" in failed.output
+
+
+def test_a_required_column_the_input_lacks_is_exit_2(fake, tmp_path):
+    path = _pipeline(tmp_path, input={"path": "data/tickets.parquet", "id_column": "ticket_id",
+                                      "required": ["bdy"]})
+    result = _invoke(["run", str(path), "--run-id", "r1"], fake)
+    assert result.exit_code == 2, result.output
+    assert "bdy" in result.output
+    assert fake.stats()["requests"] == 0
