@@ -20,6 +20,7 @@ from batchopt.io.writer import ParquetParts
 from batchopt.records import Request, Result, Usage
 
 _PER_CALL_TOKENS = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
+_OTHER_TOKENS = [f"other_{c}" for c in _PER_CALL_TOKENS]  # a group's other calls' usage
 
 
 def group_results(
@@ -31,6 +32,7 @@ def group_results(
     tried_first: dict[str, float] | None = None,
     escalated: set[str] | None = None,
     overflow: dict[str, str] | None = None,
+    others: dict[str, dict[str, float]] | None = None,
 ) -> pl.DataFrame:
     """One row per group: its answer, how it was obtained, and what it was billed.
 
@@ -39,8 +41,11 @@ def group_results(
     similarity), for the ledger to name; `routes` a group to its (tier, route reason);
     `tried_first` a group to what its other calls cost (cheaper tiers a cascade asked first,
     judge calls); `escalated` the groups a cascade sent up a tier; `overflow` the groups whose
-    prompt was too long for the context ("skipped" or "truncated")."""
+    prompt was too long for the context ("skipped" or "truncated"); `others` a group to the
+    usage of its calls besides the final answer (`other_<token column>`) and the estimate of
+    its calls sent but never confirmed (`unconfirmed_usd`), from `calls.by_group`."""
     past, routes, tried_first = past or {}, routes or {}, tried_first or {}
+    others = others or {}
     escalated, overflow = escalated or set(), overflow or {}
     records = []
     for group_id, request in requests.items():
@@ -83,6 +88,8 @@ def group_results(
             "past_row_id": earlier.row_id if earlier else None,
             "past_similarity": earlier.similarity if earlier else None,
             "overflow": overflow.get(group_id),
+            **{c: int(others.get(group_id, {}).get(c, 0)) for c in _OTHER_TOKENS},
+            "unconfirmed_usd": float(others.get(group_id, {}).get("unconfirmed_usd", 0.0)),
         })
     return pl.DataFrame(records, schema_overrides={
         "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
@@ -92,6 +99,7 @@ def group_results(
         "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
         "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
         "estimated_input_tokens": pl.Int64, "token_counter": pl.String, "overflow": pl.String,
+        **{c: pl.Int64 for c in _OTHER_TOKENS}, "unconfirmed_usd": pl.Float64,
     })
 
 
@@ -130,7 +138,9 @@ def ledger_facts(
         pl.when(rep).then(pl.col("earlier_attempts_usd")).otherwise(0.0)
         .alias("earlier_attempts_usd"),
         *[pl.when(rep).then(pl.col(c)).otherwise(0).cast(pl.Int64).alias(c)
-          for c in _PER_CALL_TOKENS],
+          for c in _PER_CALL_TOKENS + [c for c in _OTHER_TOKENS if c in groups.columns]],
+        *([pl.when(rep).then(pl.col("unconfirmed_usd")).otherwise(0.0).alias("unconfirmed_usd")]
+          if "unconfirmed_usd" in groups.columns else []),
         pl.when(rep).then(pl.col("latency_ms")).otherwise(0.0).alias("latency_ms"),
         pl.when(rep).then(pl.col("attempts")).otherwise(0).cast(pl.Int64).alias("attempts"),
         pl.when(rep).then(pl.col("request_id")).otherwise(None).alias("request_id"),
@@ -144,6 +154,16 @@ def ledger_facts(
         # the request each member was answered by: a follower's and a cache hit's too
         pl.col("estimated_input_tokens").cast(pl.Int64).fill_null(0),
     )
+
+
+def with_other_calls(priced: pl.DataFrame, facts: pl.DataFrame) -> pl.DataFrame:
+    """`priced` (the ledger rows priced from `facts`, in the same order) with each row's other
+    calls' usage added to its token columns: a row's tokens are all its calls' tokens, as the
+    provider billed them (their cost is in `earlier_attempts_usd` already)."""
+    if not set(_OTHER_TOKENS) <= set(facts.columns):
+        return priced
+    return priced.with_columns(
+        (pl.col(c) + facts[f"other_{c}"].fill_null(0)).alias(c) for c in _PER_CALL_TOKENS)
 
 
 def output_table(

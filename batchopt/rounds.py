@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchopt import reuse
+from batchopt.calls import CallsRecord
 from batchopt.errors import EXIT_PENDING, BudgetExceededError, ConfigError
 from batchopt.execute.cache import ResponseCache
 from batchopt.execute.claims import Claims, Holder, SharedCache, wait_seconds
@@ -56,40 +57,30 @@ class Answers:
     budget_stop: str | None = None  # why sending stopped at the budget, if it did
     unsent: set[str] = field(default_factory=set)  # request keys the budget kept from sending
     unverified: dict[str, str] = field(default_factory=dict)  # group_id -> why (budget)
-
-
-SPENT_KEY = "budget_spent_usd"  # the run state's record of what this run id has paid
+    calls: list[dict[str, object]] = field(default_factory=list)  # the run id's calls record
 
 
 class _Budget:
-    """Money this run id has spent against `budget.max_usd`: what earlier invocations of the
-    run paid (kept in its run state) plus this one's. A request is sent only once its most
-    (`max_request_cost`) is reserved within what is left; the reservation is settled to the
-    actual cost when its answer is persisted, or released when it fails unbilled."""
+    """Money this run id has spent against `budget.max_usd`: what its calls record says it
+    paid (earlier invocations' calls and this one's, as they are confirmed). A request is sent
+    only once its most (`max_request_cost`) is reserved within what is left; the reservation
+    is settled to the actual cost when its answer is persisted, or released when it fails
+    unbilled."""
 
-    def __init__(self, plan: Plan, state: RunState | None = None) -> None:
+    def __init__(self, plan: Plan, calls: CallsRecord) -> None:
         budget = plan.pipeline.config.budget
         self.limit = budget.max_usd if budget is not None else None
-        self._state = state
-        self.before = float(state.get(SPENT_KEY) or 0.0) if state is not None else 0.0
+        self.before = calls.spent()
         self.spent = self.before
         self.held: dict[str, float] = {}  # request key -> its reservation, while in flight
         self._plan = plan
 
-    def add(self, results: list[Result], requests: dict[str, Request]) -> float:
-        """Count what `results` cost (those this invocation sent), settling their reservations;
-        returns that amount. The run's total is written to its state at once."""
-        added = 0.0
+    def settle(self, results: list[Result], cost: float) -> None:
+        """`results` were persisted and recorded as calls costing `cost` in all: settle their
+        reservations to it."""
         for result in results:
-            request = requests.get(result.key)
             self.held.pop(result.key, None)
-            if request is not None and not result.from_cache:
-                cost = result_cost(self._plan, self._plan.tier_of(request), result)
-                self.spent += cost
-                added += cost
-        if added and self._state is not None:
-            self._state.set(SPENT_KEY, self.spent)
-        return added
+        self.spent += cost
 
     @property
     def reached(self) -> bool:
@@ -169,8 +160,9 @@ def execute(
 
         observer = RunObserver()
     answers = Answers(results={}, chain={g: [r] for g, r in plan.requests.items()})
-    budget = _Budget(plan, state)
-    round_ = _Round(plan, cache, observer, state, answers, budget)
+    calls = CallsRecord(plan, state)
+    budget = _Budget(plan, calls)
+    round_ = _Round(plan, cache, observer, state, answers, budget, calls)
     try:  # the Requests made once (plan.requests makes them when asked), shared with `chain`
         pending = round_.answer([chain[0] for chain in answers.chain.values()], first=True)
         if plan.strategy == "cascade":
@@ -182,6 +174,7 @@ def execute(
         waiting = Counter(holder.run_id for holder in round_.waiting.values())
         return RunPending(plan.run_id, plan.pipeline.config.name, pending,
                           state.path if state else None, waiting=dict(waiting))
+    answers.calls = calls.rows()
     return answers
 
 
@@ -214,7 +207,7 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
             for group, request in to_judge.items():
                 plan.key_tier[request.key] = judge.tier
                 answers.judged.setdefault(group, []).append(request)
-            pending += round_.answer(list(to_judge.values()))
+            pending += round_.answer(list(to_judge.values()), kind="judge")
             for group, request in to_judge.items():
                 if request.key in answers.unsent:  # the budget stopped it: keep the answer
                     answers.judged[group].remove(request)
@@ -237,7 +230,7 @@ def _cascade(plan: Plan, round_: _Round) -> list[Submission]:
             answers.escalations[group] = (
                 f"{answers.escalations[group]}; " if group in answers.escalations else ""
             ) + f"{names[step - 1]} rejected ({rejected[group]})"
-        pending += round_.answer(list(upper.values()))
+        pending += round_.answer(list(upper.values()), kind="escalation")
         for group, request in upper.items():
             if request.key in answers.unsent:  # the budget stopped it: keep the answer below
                 answers.chain[group].pop()
@@ -259,9 +252,11 @@ class _Round:
     provider, online or in batches; shared by a run's first round and a cascade's later ones."""
 
     def __init__(self, plan: Plan, cache: ResponseCache, observer: RunObserver,
-                 state: RunState | None, answers: Answers, budget: _Budget) -> None:
+                 state: RunState | None, answers: Answers, budget: _Budget,
+                 calls: CallsRecord) -> None:
         self.plan, self.cache, self.observer, self.state = plan, cache, observer, state
-        self.answers, self.budget = answers, budget
+        self.answers, self.budget, self.calls = answers, budget, calls
+        self.kinds: dict[str, str] = {}  # request key -> first | escalation | judge
         self.index = reuse.answered_index(plan, cache)
         self.reps = reuse.rep_ids(plan) if self.index is not None else {}
         self.sent: dict[str, Request] = {}  # what this invocation asked a provider, by key
@@ -289,7 +284,10 @@ class _Round:
 
     def persist(self, results: list[Result]) -> None:
         self.cache.put_many(results, self.plan.run_id)
-        self.observer.spent(self.budget.add(results, self.sent))
+        fresh = [r for r in results if not r.from_cache]
+        cost = self.calls.confirm(fresh, self.sent, self.kinds)
+        self.budget.settle(results, cost)
+        self.observer.spent(cost)
 
     def _not_sent(self, requests: list[Request], stop: str) -> None:
         """`requests` are not sent: the budget cannot pay for them."""
@@ -316,17 +314,23 @@ class _Round:
             self._not_sent(over, self.budget.stop_reason())
         return fit
 
-    def answer(self, requests: list[Request], first: bool = False) -> list[Submission]:
+    def answer(self, requests: list[Request], first: bool = False,
+               kind: str = "first") -> list[Submission]:
         plan, answers = self.plan, self.answers
         misses: list[Request] = []
         for request in {r.key: r for r in requests}.values():
             if request.key in answers.results:
                 continue
+            self.kinds.setdefault(request.key, kind)
             cached = self.from_cache(request.key)
             if cached is None:
                 misses.append(request)
-            else:
-                answers.results[request.key] = cached
+                continue
+            answers.results[request.key] = cached
+            if not cached.from_cache and request.key not in self.calls.confirmed:
+                # paid by an earlier invocation that stopped before recording the call
+                self.budget.spent += self.calls.confirm([cached], {request.key: request},
+                                                        self.kinds)
         if first and self.index is not None and misses:
             misses = reuse.reuse_past(plan, self.cache, self.index, self.reps, misses, answers)
         if not misses:
@@ -432,7 +436,8 @@ async def _send_online(
     else:
         executor = OnlineExecutor(provider, online, persist, round_.observer.answered,
                                   claim=claim if claims is not None else None,
-                                  budget=budget if budget.limit is not None else None)
+                                  budget=budget if budget.limit is not None else None,
+                                  on_send=lambda sent: round_.calls.sent(sent, round_.kinds))
     try:
         todo, waiting = misses, []
         while todo or waiting:
@@ -442,6 +447,7 @@ async def _send_online(
                 if claims is not None:
                     claims.release(executor.gate.take_claimed())
             todo, waiting = await _await_others(round_, waiting, results)
+        round_.calls.settle_unsent(results, getattr(executor, "unbilled", set()))
         return results
     finally:
         if provider is not None:

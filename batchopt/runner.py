@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from batchopt.calls import NOT_BILLED, by_group, calls_frame
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.context_fit import fit_context
 from batchopt.dedup.exact import exact_groups
@@ -50,11 +51,13 @@ from batchopt.fanout import (
     group_results,
     ledger_facts,
     output_table,
+    with_other_calls,
     write_fanned_out,
 )
 from batchopt.fingerprint import config_hash
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, list_input_files, read_rows
 from batchopt.io.writer import ParquetParts
+from batchopt.ledger.calls_table import write_calls
 from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
@@ -63,7 +66,7 @@ from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
 from batchopt.records import Request, Result
-from batchopt.rounds import Answers, RunPending, execute, result_cost
+from batchopt.rounds import Answers, RunPending, execute
 from batchopt.row_stages import RenderStep, key_columns, take_report
 from batchopt.tiers import (
     Tier,
@@ -550,19 +553,19 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
             tier = plan.tier_of(chain[-1]).name
             reason = f"{reason}; escalated to {tier}: {answers.escalations[group]}"
             escalated.add(group)
-        # what this row paid besides its final answer: cheaper tiers tried first, judge calls
-        other = [*chain[:-1], *answers.judged.get(group, [])]
-        spent = sum(result_cost(plan, plan.tier_of(r), results[r.key]) for r in other
-                    if r.key in results and not results[r.key].from_cache)
-        if spent:
-            earlier[group] = spent
         routes[group] = (tier, reason)
+    # what each row paid besides its final answer (cheaper tiers tried first, judge calls),
+    # and its calls never confirmed: the run id's calls record
+    asked = {g: [*chain, *answers.judged.get(g, [])] for g, chain in answers.chain.items()}
+    others = by_group(plan, asked, {g: results[c[-1].key] for g, c in answers.chain.items()},
+                      answers.calls)
+    earlier = {g: s["earlier_attempts_usd"] for g, s in others.items()}
     unsent = {request.key for request, _ in plan.skipped.values()}
     groups = group_results(
         final, results, lambda request: 0.0 if request.key in unsent else request_cost(
             plan, request, batch=plan.mode == "batch"),
         answers.past,
-        routes, earlier, escalated, plan.overflow,
+        routes, earlier, escalated, plan.overflow, others,
     )
     groups = _baseline_output(groups, plan.baseline)
     if answers.unverified:  # a cascade the budget stopped keeps its answer so far
@@ -581,8 +584,10 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
 
     def to_ledger(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         facts = ledger_facts(rows, groups, cfg.input.id_column, constants)
-        return _keep_earlier(price_ledger(facts, plan.prices, plan.baseline[0], plan.baseline[1],
-                                          price_version=plan.prices.version), earlier_calls)
+        return _keep_earlier(
+            with_other_calls(price_ledger(facts, plan.prices, plan.baseline[0], plan.baseline[1],
+                                          price_version=plan.prices.version), facts),
+            earlier_calls)
 
     def to_outputs(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
         return output_table(rows, groups, plan.keep_columns, cfg.prompt.output_column,
@@ -594,6 +599,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
                                   to_outputs=to_outputs, to_ledger=to_ledger)
         output_file = outputs.commit()
         ledger_file = ledger.commit()
+    write_calls(calls_frame(answers.calls, asked), ledger_file.parent)
     write_views_file(plan.paths["ledger"])
 
     exit_code = EXIT_OK
@@ -617,7 +623,7 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         exact_duplicates=totals.exact,
         semantic_duplicates=totals.semantic,
         cache_hits=totals.cache_hits,
-        sent=sum(1 for r in results.values() if not r.from_cache and r.attempts > 0),
+        sent=sum(1 for c in answers.calls if c["status"] != NOT_BILLED),
         failed_rows=totals.failed,
         input_tokens=totals.input_tokens,
         cached_input_tokens=totals.cached_input_tokens,

@@ -92,7 +92,12 @@ def test_a_cascade_escalates_what_its_validators_reject_and_pays_for_both(fake, 
     own = up["cost_usd"] - up["earlier_attempts_usd"]
     assert sorted(own) == pytest.approx(sorted(e["cost_usd"] for e in strong_calls), rel=1e-9)
     assert abs(ledger["cost_usd"].sum() - fake.bill()["online_usd"]) < 1e-12
+    billed = {e["id"]: e for e in log}
+    for column in ("input_tokens", "output_tokens"):
+        assert ledger[column].sum() == sum(e[column] for e in log)
     for row in up.iter_rows(named=True):
+        # the row's tokens are both calls' (issue 20: they used to be the strong call's only)
+        assert row["input_tokens"] > billed[row["request_id"]]["input_tokens"]
         levers = sum(row[c] for c in row if c.startswith("saved_"))
         assert levers == pytest.approx(row["baseline_cost_usd"] - row["cost_usd"])
     outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")

@@ -101,13 +101,17 @@ class OnlineExecutor:
         claim: Callable[[list[Request]], set[str]] | None = None,
         limiter: RateLimiter | None = None,
         budget: BudgetGate | None = None,
+        on_send: Callable[[list[Request]], None] | None = None,
     ) -> None:
         """`claim`, when given, is asked before requests are sent (a few at a time): it claims
         them for this run and returns the keys another run holds, which are not sent here but
         left in `gate.deferred` (see `execute.claims`). `limiter`, when given, paces the calls
         instead of one of `settings.rpm` / `settings.tpm` of the executor's own (a limit shared
         with other executors: see `engines.ray_send`). `budget`, when given, must hold a
-        request's reservation before it is sent (see `BudgetGate`)."""
+        request's reservation before it is sent (see `BudgetGate`). `on_send`, when given,
+        journals requests before any of them is sent (a few at a time); those then stopped
+        unsent come back with `attempts` 0. `unbilled` collects the keys the provider answered
+        with an error status (not billed; a cut connection or a timeout may have been)."""
         self.provider = provider
         self.settings = settings
         self.limiter = limiter if limiter is not None else RateLimiter(settings.rpm, settings.tpm)
@@ -117,6 +121,8 @@ class OnlineExecutor:
         self.gate = ClaimGate(claim)
         self._ready: list[Request] = []
         self._budget = budget
+        self._on_send = on_send
+        self.unbilled: set[str] = set()
 
     def stop(self, reason: str) -> None:
         """Send nothing more: every request not yet started fails with `not sent: reason`."""
@@ -161,6 +167,8 @@ class OnlineExecutor:
             if not taken:
                 return None
             self._ready = self.gate.admit(taken, stopped=self._abort is not None)
+            if self._on_send is not None and self._ready and self._abort is None:
+                self._on_send(self._ready)
         return self._ready.pop(0)
 
     async def _admit(self, request: Request) -> bool:
@@ -241,6 +249,8 @@ class OnlineExecutor:
                  ) -> Result:
         if isinstance(error, TerminalProviderError) and error.status in _AUTH_STATUSES:
             self._abort = str(error)
+        if error.status is not None:
+            self.unbilled.add(request.key)
         return self._failed(request, error, attempts, started)
 
     async def _attempt(self, request: Request) -> Result:

@@ -56,9 +56,34 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (tag, key)
 );
 CREATE INDEX IF NOT EXISTS items_key ON items(key);
+CREATE TABLE IF NOT EXISTS calls (  -- every call this run id sent: see batchopt.calls
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    tier TEXT,
+    provider TEXT,
+    model TEXT,
+    kind TEXT,                     -- first | escalation | judge | retry
+    mode TEXT NOT NULL,            -- online | batch
+    tag TEXT,                      -- the batch submission that carried it
+    status TEXT NOT NULL,          -- sent_unconfirmed | confirmed | not_billed
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    estimated_usd REAL,
+    request_id TEXT,
+    batch_id TEXT,
+    sent_at REAL,
+    answered_at REAL
+);
+CREATE INDEX IF NOT EXISTS calls_key ON calls(key);
 """
 OPEN_STATES = ("submitting", "pending")
-_TABLES = ("meta", "submissions", "items")  # in the order a copy must insert them
+_TABLES = ("meta", "submissions", "items", "calls")  # in the order a copy must insert them
+CALL_FIELDS = ("id", "key", "tier", "provider", "model", "kind", "mode", "tag", "status",
+               "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+               "cost_usd", "estimated_usd", "request_id", "batch_id", "sent_at", "answered_at")
 log = logging.getLogger(__name__)
 
 
@@ -162,6 +187,8 @@ class RunState:
                            [r for r in rows["submissions"] if len(r) == 11])
             db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?)",
                            [r for r in rows["items"] if len(r) == 4 and r[0] in tags])
+            db.executemany(f"INSERT OR IGNORE INTO calls VALUES ({', '.join('?' * 19)})",
+                           [r for r in rows["calls"] if len(r) == len(CALL_FIELDS)])
         counts = self._db.execute(
             "SELECT (SELECT count(*) FROM submissions), (SELECT count(*) FROM items)").fetchone()
         log.warning(
@@ -221,6 +248,11 @@ class RunState:
             db.executemany(
                 "INSERT INTO items(tag, key) VALUES (?, ?)", ((tag, key) for key in keys)
             )
+            db.executemany(  # sent (maybe billed) until an answer confirms it
+                "INSERT INTO calls(key, provider, model, mode, tag, status, sent_at) "
+                "VALUES (?, ?, ?, 'batch', ?, 'sent_unconfirmed', ?)",
+                ((key, provider, model, tag, time.time()) for key in keys),
+            )
 
     def record_batch_id(self, tag: str, batch_id: str) -> None:
         """The provider created the batch: remember its id at once."""
@@ -232,6 +264,7 @@ class RunState:
 
     def mark_lost(self, tag: str, why: str) -> None:
         """A submission whose batch was never created: its rows are free to be sent again."""
+        self._unbilled(tag, whole=True)
         self._end(tag, "lost", None, why)
 
     def mark_failed(self, tag: str, raw_status: str, error: str | None) -> None:
@@ -241,6 +274,7 @@ class RunState:
                 "UPDATE items SET outcome = 'errored', error = ? WHERE tag = ? AND outcome IS NULL",
                 (error or "batch failed", tag),
             )
+        self._unbilled(tag, whole=True)
         self._end(tag, "failed", raw_status, error)
 
     def record_outcomes(self, tag: str, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
@@ -250,6 +284,7 @@ class RunState:
                 "UPDATE items SET outcome = ?, error = ? WHERE tag = ? AND key = ?",
                 ((outcome, error, tag, key) for key, outcome, error in outcomes),
             )
+        self._unbilled(tag)
 
     def mark_collected(self, tag: str, raw_status: str, missing_outcome: str) -> None:
         """Every row of the batch has been read; rows the results left out get `missing_outcome`
@@ -259,7 +294,71 @@ class RunState:
                 "UPDATE items SET outcome = ?, error = ? WHERE tag = ? AND outcome IS NULL",
                 (missing_outcome, f"not in the results of a {raw_status} batch", tag),
             )
+        self._unbilled(tag)
         self._end(tag, "collected", raw_status, None)
+
+    def _unbilled(self, tag: str, whole: bool = False) -> None:
+        """Rows of a batch that will never answer were not billed: their calls say so. `whole`:
+        the batch failed or was never created; else the rows that errored, expired or were
+        canceled."""
+        rows = "" if whole else (" AND key IN (SELECT key FROM items WHERE tag = calls.tag AND "
+                                 "outcome IS NOT NULL AND outcome != 'succeeded')")
+        with self._tx() as db:
+            db.execute("UPDATE calls SET status = 'not_billed' WHERE tag = ? AND status = "
+                       "'sent_unconfirmed'" + rows, (tag,))
+
+    # ---- calls (see batchopt.calls) ------------------------------------------------------------
+
+    def calls_sent(self, rows: list[dict[str, Any]]) -> None:
+        """Journal online calls about to be sent: `sent_unconfirmed` until answered."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO calls(key, tier, provider, model, kind, mode, status, estimated_usd,"
+                " sent_at) VALUES (:key, :tier, :provider, :model, :kind, 'online', "
+                "'sent_unconfirmed', :estimated_usd, :sent_at)", rows)
+
+    def calls_unsent(self, keys: list[str]) -> None:
+        """Online calls journaled but never sent (stopped before): forget them."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM calls WHERE id = (SELECT max(id) FROM calls WHERE key = ? AND "
+                "mode = 'online' AND status = 'sent_unconfirmed')", ((k,) for k in keys))
+
+    def calls_not_billed(self, keys: list[str]) -> None:
+        """Online calls the provider answered with an error: not billed."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE calls SET status = 'not_billed', answered_at = ? WHERE id = (SELECT "
+                "max(id) FROM calls WHERE key = ? AND mode = 'online' AND status = "
+                "'sent_unconfirmed')", ((time.time(), k) for k in keys))
+
+    def calls_confirmed(self, rows: list[dict[str, Any]]) -> None:
+        """Answers persisted: the latest unconfirmed call of each key in the same mode becomes
+        `confirmed` with its usage and cost; a key without one gets a new confirmed call."""
+        fields = ("tier", "provider", "model", "kind", "input_tokens", "cached_input_tokens",
+                  "cache_write_tokens", "output_tokens", "cost_usd", "request_id", "batch_id")
+        now = time.time()
+        with self._tx() as db:
+            for row in rows:
+                found = db.execute(
+                    "SELECT max(id) FROM calls WHERE key = ? AND mode = ? AND status = "
+                    "'sent_unconfirmed'", (row["key"], row["mode"])).fetchone()[0]
+                if found is None:
+                    db.execute(
+                        f"INSERT INTO calls(key, mode, status, answered_at, {', '.join(fields)}) "
+                        f"VALUES (?, ?, 'confirmed', ?, {', '.join('?' * len(fields))})",
+                        (row["key"], row["mode"], now, *(row[f] for f in fields)))
+                else:  # what the journal knew first (tier, kind, estimate) is kept
+                    db.execute(
+                        "UPDATE calls SET status = 'confirmed', answered_at = ?, "
+                        + ", ".join(f"{f} = COALESCE({f}, ?)" if f in ("tier", "kind") else
+                                    f"{f} = ?" for f in fields) + " WHERE id = ?",
+                        (now, *(row[f] for f in fields), found))
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call of this run id, oldest first."""
+        rows = self._db.execute(f"SELECT {', '.join(CALL_FIELDS)} FROM calls ORDER BY id")
+        return [dict(zip(CALL_FIELDS, row, strict=True)) for row in rows.fetchall()]
 
     def set_raw_status(self, tag: str, raw_status: str) -> None:
         with self._tx() as db:

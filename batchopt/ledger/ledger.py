@@ -86,6 +86,9 @@ OPTIONAL_FACTS: dict[str, pl.DataType] = {
     # the run's configuration fingerprint (`batchopt.fingerprint`): estimates learn only from
     # past runs that share it
     "config_hash": pl.String(),
+    # the estimated cost of this row's calls sent but never confirmed (a kill, a cut
+    # connection): maybe billed, not in cost_usd (`batchopt.calls`); null in older ledgers
+    "unconfirmed_usd": pl.Float64(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",

@@ -24,6 +24,7 @@ import polars as pl
 
 from batchopt.errors import ConfigError, InputError
 from batchopt.io.writer import ParquetParts, write_atomic
+from batchopt.ledger.calls_table import CALLS_FILE, calls_view_sql
 from batchopt.ledger.ledger import LEDGER_SCHEMA
 
 if TYPE_CHECKING:
@@ -89,13 +90,15 @@ def _duckdb_type(dtype: pl.DataType) -> str:
 
 
 def ledger_view_sql(root: Path) -> str:
-    """The CREATE VIEW statement of `ledger` over the absolute Parquet glob under `root`.
+    """The CREATE VIEW statements of `ledger` over the absolute glob of the part files under
+    `root`, and of `calls` over the calls files beside them.
 
     union_by_name reads a column some parts lack as NULL there; the empty typed row set it is
     united with gives every column of LEDGER_SCHEMA even when no part has it yet (a folder of
     runs written before `run_at` existed), so the views over `ledger` always bind.
     """
-    glob = (Path(root).expanduser().resolve() / "**" / "*.parquet").as_posix()
+    folder = Path(root).expanduser().resolve()
+    glob = (folder / "**" / PART_FILE).as_posix()
     columns = ",\n".join(
         f"    NULL::{_duckdb_type(dtype)} AS {name}" for name, dtype in LEDGER_SCHEMA.items()
     )
@@ -105,6 +108,8 @@ def ledger_view_sql(root: Path) -> str:
         "    union_by_name = true, hive_types = {'pipeline': VARCHAR, 'run_id': VARCHAR})\n"
         "UNION ALL BY NAME\n"
         f"SELECT\n{columns}\nWHERE false;\n"
+        + calls_view_sql(folder, _sql_string((folder / "**" / CALLS_FILE).as_posix()),
+                         _duckdb_type)
     )
 
 
@@ -116,8 +121,8 @@ def connect(root: Path) -> duckdb.DuckDBPyConnection:
     import duckdb  # deferred: a run writes its ledger without needing DuckDB
 
     folder = Path(root).expanduser().resolve()
-    if not folder.is_dir() or next(folder.rglob("*.parquet"), None) is None:
-        raise InputError(f"{folder}: no ledger files (*.parquet) found; run a pipeline first")
+    if not folder.is_dir() or next(folder.rglob(PART_FILE), None) is None:
+        raise InputError(f"{folder}: no ledger files ({PART_FILE}) found; run a pipeline first")
     con = duckdb.connect()
     try:
         con.execute(ledger_view_sql(folder))
