@@ -16,8 +16,10 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
   batch         the batch discount on what is left
 - a failed row that was not billed has neither cost nor baseline: no answer was bought; nor
   has a skipped one (status and mode `skipped`: an empty input never sent, `input.on_empty`);
-- a cascade row also paid for the cheaper tiers it tried first (`earlier_attempts_usd`, priced
-  by the runner): that is in its cost and taken from its routing saving.
+- a cascade row also paid for the cheaper tiers it tried first and its judge calls
+  (`earlier_attempts_usd`, from the run's calls record, `batchopt.calls`): that is in its cost
+  and taken from its routing saving. The facts' tokens are the final answer's (what is priced
+  here); the runner then adds the other calls' tokens (`fanout.with_other_calls`).
 
 A time-priced (local) model costs its latency whatever the tokens, so on its rows compression,
 prompt cache and batch are 0 and routing takes the whole saving. A billed row in mode `failed`
