@@ -338,6 +338,15 @@ class RunState:
         fields = ("tier", "provider", "model", "kind", "input_tokens", "cached_input_tokens",
                   "cache_write_tokens", "output_tokens", "cost_usd", "request_id", "batch_id")
         now = time.time()
+        # no fsync of its own: the response cache's journal holds the answer durably, and a
+        # confirmation lost with the machine is made again from it (`rounds._Round.answer`)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._confirm(rows, fields, now)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def _confirm(self, rows: list[dict[str, Any]], fields: tuple[str, ...], now: float) -> None:
         with self._tx() as db:
             for row in rows:
                 found = db.execute(
