@@ -161,3 +161,25 @@ def test_an_online_call_cut_mid_flight_is_sent_unconfirmed_with_its_estimate(fak
     assert row["status"][0] == "ok" and row["unconfirmed_usd"][0] == pytest.approx(
         lost["estimated_usd"][0])
     assert second.sent == 5
+
+
+def test_a_batch_still_out_is_sent_unconfirmed_until_collected(fake, tmp_path):
+    from batchopt.execute.state import RunState, run_dir
+    from batchopt.runner import RunPending
+
+    fake.batch_seconds = 2.0
+    path = make_pipeline(tmp_path, "openai", n=4, duplicates=1, mode="batch")
+    pending = run_tickets(path, fake, "b1", wait=False)
+    assert isinstance(pending, RunPending)
+    state = RunState.open(run_dir(tmp_path / "out" / "cache", "tickets", "b1"))
+    try:
+        out = state.calls()
+    finally:
+        state.close()
+    assert [(c["mode"], c["status"]) for c in out] == [("batch", "sent_unconfirmed")] * 4
+    done = run_tickets(path, fake, "b1")  # waits, collects: the same calls, confirmed
+    assert isinstance(done, RunSummary) and done.exit_code == 0
+    calls = pl.read_parquet(_folder(tmp_path, "b1") / "calls.parquet")
+    assert Counter(calls["status"]) == {"confirmed": 4} and done.sent == len(fake.log()) == 4
+    assert float(calls["cost_usd"].sum()) == pytest.approx(
+        sum(billed_cost(e) for e in fake.log()), rel=1e-9)
