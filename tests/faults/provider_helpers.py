@@ -136,8 +136,7 @@ def check(
     attempts beyond the first the online rows took in all (None: not checked);
     `exact_usage`: the ledger's cost is the billing log's to float precision (False when the
     provider did not report usage and batchopt estimated it: then to the cent and within 5%);
-    `tokens`: so are its token columns (False for a cascade, whose rows carry only their final
-    tier's tokens and the earlier tiers' cost)."""
+    `tokens`: so are its token columns (a cascade's rows carry every call's tokens)."""
     add("provider_faults_tried")
     assert not isinstance(outcome, RunPending), outcome
     exit_seen = outcome if isinstance(outcome, int) else outcome.exit_code

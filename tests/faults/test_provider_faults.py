@@ -167,8 +167,7 @@ def test_a_cascade_escalates_the_answers_cut_at_max_tokens(fake, tmp_path, provi
                "validators": [{"type": "finish_reason"}]}
     path = make_pipeline(tmp_path, provider, routing=routing)
     summary = run(path, fake, "esc")
-    checked = check(fake, tmp_path, summary, "esc", fault="max_tokens in a cascade",
-                    tokens=False)
+    checked = check(fake, tmp_path, summary, "esc", fault="max_tokens in a cascade")
     reps = checked.ledger.filter(pl.col("dedup") == "none")
     up = reps.filter(pl.col("escalated"))
     assert up.height == 3 and summary.escalated == 3
@@ -180,7 +179,8 @@ def test_a_cascade_escalates_the_answers_cut_at_max_tokens(fake, tmp_path, provi
     longest = max(e["output_tokens"] for e in cheap)
     cut = [e for e in cheap if e["output_tokens"] <= longest // 2]  # the fault halves them
     assert sorted(up["earlier_attempts_usd"]) == pytest.approx(sorted(billed_cost(e) for e in cut))
-    assert up["input_tokens"].sum() == sum(e["input_tokens"] for e in strong)
+    # an escalated row's tokens are both its calls' (issue 20: they were the strong call's only)
+    assert up["input_tokens"].sum() == sum(e["input_tokens"] for e in strong + cut)
     stay = reps.filter(~pl.col("escalated"))
     assert stay["output_tokens"].sum() == sum(e["output_tokens"] for e in cheap) - sum(
         e["output_tokens"] for e in cut)
