@@ -45,6 +45,13 @@ class CallsRecord:
         """What the confirmed calls cost: what this run id has paid."""
         return sum(c["cost_usd"] for c in self.rows() if c["status"] == CONFIRMED)
 
+    def unconfirmed(self) -> float:
+        """The estimated cost of online calls sent but never answered (a kill, a cut
+        connection): maybe billed, so the budget counts them. (A batch still out is not lost:
+        it is confirmed or found unbilled when collected.)"""
+        return sum(c["estimated_usd"] or 0.0 for c in self.rows()
+                   if c["status"] == UNCONFIRMED and c["mode"] == "online")
+
     def sent(self, requests: list[Request], kinds: dict[str, str]) -> None:
         """Journal online requests before they are sent."""
         from batchopt.estimate import request_cost

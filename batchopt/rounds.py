@@ -70,7 +70,8 @@ class _Budget:
     def __init__(self, plan: Plan, calls: CallsRecord) -> None:
         budget = plan.pipeline.config.budget
         self.limit = budget.max_usd if budget is not None else None
-        self.before = calls.spent()
+        # calls sent but never answered may be billed: the cap counts their estimate
+        self.before = calls.spent() + calls.unconfirmed()
         self.spent = self.before
         self.held: dict[str, float] = {}  # request key -> its reservation, while in flight
         self._plan = plan

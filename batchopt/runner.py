@@ -726,8 +726,11 @@ def _finished_summary(plan: Plan, finished: dict[str, object] | None, job: str
                       ) -> RunSummary | None:
     """The summary of a finished run of this same job, read from its ledger part (nothing
     sent, nothing rewritten); None when the run has not finished this job or its outputs or
-    ledger are gone (then it runs, answering from the cache what it paid for)."""
-    if not finished or finished.get("job") != job:
+    ledger are gone (then it runs, answering from the cache what it paid for). A run that ended
+    with failed rows or a budget stop is not done: invoked again, it retries what failed or
+    goes on under a raised budget, paying for nothing it already paid for."""
+    if (not finished or finished.get("job") != job or finished.get("exit_code") != EXIT_OK
+            or finished.get("failed_rows")):
         return None
     cfg = plan.pipeline.config
     output = Path(str(finished.get("output")))

@@ -151,6 +151,22 @@ def test_an_online_call_cut_mid_flight_is_sent_unconfirmed_with_its_estimate(fak
     assert (ledger.filter(pl.col("status") == "ok")["unconfirmed_usd"] == 0).all()
     # held against the invoice: the server billed 4 calls, the ledger confirms 3 and shows 1
     assert len(fake.log()) == 4 and calls.height == 4
+    # the budget counts the unconfirmed call (maybe billed) on top of what was confirmed
+    from types import SimpleNamespace
+
+    from batchopt.calls import CallsRecord
+    from batchopt.execute.state import RunState, run_dir
+    from batchopt.rounds import _Budget
+
+    state = RunState.open(run_dir(tmp_path / "out" / "cache", "tickets", "u1"))
+    try:
+        record = CallsRecord(None, state)  # type: ignore[arg-type]
+        no_cap = SimpleNamespace(pipeline=SimpleNamespace(config=SimpleNamespace(budget=None)))
+        assert _Budget(no_cap, record).before == pytest.approx(  # type: ignore[arg-type]
+            float(calls.filter(pl.col("status") == "confirmed")["cost_usd"].sum())
+            + lost["estimated_usd"][0])
+    finally:
+        state.close()
     # resumed, the row is sent again: a new call; the first stays unconfirmed (maybe billed)
     second = run_tickets(path, fake, "u1")
     assert isinstance(second, RunSummary) and second.failed_rows == 0

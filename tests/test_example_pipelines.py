@@ -134,9 +134,8 @@ def test_classify_reviews_cascade_with_judge_end_to_end(classify_run):
     _assert_summary_is_the_ledger(classify_run.stdout, ledger)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 point 4: the ledger's token columns leave out "
-                   "judge calls and earlier cascade attempts (being fixed in parallel)")
 def test_classify_reviews_ledger_tokens_are_the_billed_tokens(classify_run):
+    """Judge calls and earlier cascade attempts included (issue 20, point 4)."""
     assert (_ledger_tokens(classify_run.ledger, by_model=False)
             == _billed_tokens(classify_run.log, by_model=False))
 

@@ -55,7 +55,6 @@ from batchopt.errors import EXIT_BUDGET, BudgetExceededError
 from batchopt.estimate import JobEstimate
 from batchopt.execute.state import RunState
 from batchopt.providers.fake import FakeServer
-from batchopt.rounds import SPENT_KEY
 from batchopt.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
 
 CHEAP, MID, STRONG = "gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"
@@ -238,7 +237,8 @@ def _budget_spent(run_dir: Path) -> float | None:
         return None
     state = RunState.open(run_dir)
     try:
-        return float(state.get(SPENT_KEY) or 0.0)
+        # what the guard counts (rounds._Budget): the run id's confirmed calls
+        return sum(c["cost_usd"] for c in state.calls() if c["status"] == "confirmed")
     finally:
         state.close()
 
@@ -389,8 +389,11 @@ def check_summary(seen: Observed) -> None:
         "failed_rows": int((ledger["status"] == "failed").sum()),
         "exact_duplicates": int((ledger["dedup"] == "exact").sum()),
         "cache_hits": int((ledger["mode"] == "cache").sum()),
-        # the groups a provider was asked for in this run (a paid answer that failed included)
-        "sent": int(((reps["attempts"] > 0) & (reps["mode"] != "cache")).sum()),
+        # the calls this run id made that may be billed (its calls table: first tiers,
+        # escalations, judge calls); without one, the groups a provider was asked for
+        "sent": (seen.calls.filter(pl.col("status") != "not_billed").height
+                 if seen.calls is not None
+                 else int(((reps["attempts"] > 0) & (reps["mode"] != "cache")).sum())),
         "escalated": int(ledger["escalated"].sum()),
         "input_tokens": int(ledger["input_tokens"].sum()),
         "cached_input_tokens": int(ledger["cached_input_tokens"].sum()),
