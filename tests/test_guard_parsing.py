@@ -1,0 +1,67 @@
+"""The fact guards read times, amounts and dates as values, not as text (issue 20, point 15:
+"treating 3pm as 3am, or "$2k" as $200, fails no test"). Two texts that state one value in two
+notations may merge; two that state different values may not, and the guard named is the one
+for that kind of fact. Held through `veto`, so the facts' inner spelling is free to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchopt.dedup.guards import extract, veto
+
+
+def _veto(a: str, b: str) -> str | None:
+    return veto(extract(a), extract(b))
+
+
+SAME_VALUE = [
+    ("Please call me back at 3pm", "Please call me back at 15:00"),
+    ("Please call me back at 3 p.m.", "Please call me back at 3pm"),
+    ("Please call me back at 3:30pm", "Please call me back at 15:30"),
+    ("The courier came at 12am", "The courier came at 00:00"),
+    ("The courier came at 12pm", "The courier came at 12:00"),
+    ("The courier came at 9am", "The courier came at 09:00"),
+    ("I was charged $2k for the sofa", "I was charged $2,000 for the sofa"),
+    ("I was charged $2 k for the sofa", "I was charged $2000 for the sofa"),
+    ("I was charged 2k eur for the sofa", "I was charged 2000 EUR for the sofa"),
+    ("I was charged 50 cents extra", "I was charged $0.50 extra"),
+    ("I was charged $2.50 extra", "I was charged $2.5 extra"),
+    ("Refund £5 please", "Refund 5 GBP please"),
+    ("It shipped on 3/5/24", "It shipped on 3/5/2024"),
+    ("It shipped on 5 March 2024", "It shipped on 2024-03-05"),
+    ("It shipped on March 5th, 2024", "It shipped on 2024-03-05"),
+]
+
+OTHER_VALUE = [
+    ("Please call me back at 3pm", "Please call me back at 3am", "dates"),
+    ("Please call me back at 3pm", "Please call me back at 3:00", "dates"),
+    ("The courier came at 12am", "The courier came at 12pm", "dates"),
+    ("The courier came at 12am", "The courier came at 12:00", "dates"),
+    ("Please call me back at 3:30pm", "Please call me back at 3:45pm", "dates"),
+    ("I was charged $2k for the sofa", "I was charged $200 for the sofa", "amounts"),
+    ("I was charged $2k for the sofa", "I was charged $2 for the sofa", "amounts"),
+    ("I was charged 2k eur for the sofa", "I was charged 2 eur for the sofa", "amounts"),
+    ("I was charged $2k for the sofa", "I was charged 2k eur for the sofa", "amounts"),
+    ("I was charged 50 cents extra", "I was charged $50 extra", "amounts"),
+    ("I was charged $1,250 extra", "I was charged $1,520 extra", "amounts"),
+    ("It shipped on 3/5/24", "It shipped on 5/3/24", "dates"),
+    ("It shipped on 3/5/24", "It shipped on 3/5/2023", "dates"),
+    ("It shipped on 2024-03-05", "It shipped on 2024-03-06", "dates"),
+    ("It shipped on 2024-03-05", "It shipped on 2023-03-05", "dates"),
+    ("It shipped on March 5th", "It shipped on March 6th", "dates"),
+    ("It shipped on 5 March 2024", "It shipped on 5 March 2023", "dates"),
+    ("It shipped in March 2024", "It shipped in March 2023", "dates"),
+    ("It shipped in March 2024", "It shipped in May 2024", "dates"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_VALUE)
+def test_one_value_in_two_notations_may_merge(a: str, b: str) -> None:
+    assert _veto(a, b) is None
+    assert _veto(b, a) is None
+
+
+@pytest.mark.parametrize(("a", "b", "guard"), OTHER_VALUE)
+def test_another_value_is_vetoed_by_its_guard(a: str, b: str, guard: str) -> None:
+    assert _veto(a, b) == guard
+    assert _veto(b, a) == guard
