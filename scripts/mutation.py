@@ -69,7 +69,7 @@ def _results(patterns: list[str]) -> dict[str, tuple[str, str]]:
     """mutant name -> (source file, status) for the mutants matching `patterns`."""
     os.chdir(ROOT)
     from mutmut.__main__ import status_by_exit_code, walk_mutatable_files
-    from mutmut.models.results import SourceFileMutationData
+    from mutmut.mutation.data import SourceFileMutationData
 
     found: dict[str, tuple[str, str]] = {}
     for path in walk_mutatable_files():
@@ -98,24 +98,34 @@ def report(targets: list[str]) -> int:
 
     equivalent = _equivalents()
     unexplained = 0
+    pending = False
     for target in targets:
         found = _results(TARGETS[target])
         print(f"\n== {target}")
         by_file: dict[str, Counter[str]] = {}
         for path, status in found.values():
+            pending |= status == "not checked"
             by_file.setdefault(path, Counter())[status] += 1
         for path, counts in sorted(by_file.items()):
             summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             print(f"  {path}: {sum(counts.values())} mutants: {summary}")
+        untested: Counter[str] = Counter()
         for name, (path, status) in sorted(found.items()):
-            if status in ("killed", "caught by type check"):
+            if status in ("killed", "caught by type check", "not checked"):
+                continue
+            if status == "no tests":  # no selected test reaches the function: one line for it
+                untested[name.partition("__mutmut_")[0]] += 1
                 continue
             known = name in equivalent and status == "survived"
             unexplained += not known
             print(f"\n  {status}{' (equivalent: docs/mutation.md)' if known else ''}: {name}")
             if not known:
                 print("    " + get_diff_for_mutant(name, path=path).replace("\n", "\n    "))
-    print(f"\n{unexplained} mutant(s) not killed and not listed as equivalent")
+        for function, count in sorted(untested.items()):
+            unexplained += count
+            print(f"\n  no tests reach {function}: {count} mutant(s) unchecked")
+    print(f"\n{unexplained} mutant(s) not killed and not listed as equivalent"
+          + (" (the run is not finished: some are not checked yet)" if pending else ""))
     return 1 if unexplained else 0
 
 
