@@ -32,9 +32,18 @@ SEP = "ǁ"  # mutmut's separator of class and method in a mutant's name
 # target -> mutant-name patterns (module.function); mutmut mutates whole files, so the budget
 # and guard targets name the functions that are theirs.
 TARGETS: dict[str, list[str]] = {
-    "pricing": ["batchopt.ledger.pricing.*"],
+    # a call's price and cost, and the table with a pipeline's overrides (not the price file's
+    # validation messages, the table's version hash or self-hosted time pricing)
+    "pricing": [
+        f"batchopt.ledger.pricing.x_{name}__mutmut_*" for name in ("token_usd", "daily_cost")
+    ] + [
+        f"batchopt.ledger.pricing.x{SEP}PriceTable{SEP}{name}__mutmut_*"
+        for name in ("load", "_match", "price", "cost")
+    ],
     "budget": [
-        f"batchopt.rounds.x{SEP}_Budget{SEP}*",
+        *(f"batchopt.rounds.x{SEP}_Budget{SEP}{name}__mutmut_*"
+          for name in ("__init__", "add", "reached", "left", "most", "reserve", "release",
+                       "estimate", "check_estimate")),
         "batchopt.rounds.x_result_cost__mutmut_*",
         "batchopt.estimate.x_max_request_cost__mutmut_*",
         "batchopt.estimate.x_request_cost__mutmut_*",

@@ -30,6 +30,12 @@ SAME_VALUE = [
     ("It shipped on 3/5/24", "It shipped on 3/5/2024"),
     ("It shipped on 5 March 2024", "It shipped on 2024-03-05"),
     ("It shipped on March 5th, 2024", "It shipped on 2024-03-05"),
+    ("I was charged 20k€ for the sofa", "I was charged €20,000 for the sofa"),
+    ("The shelf is 2.50 m long", "The shelf is 2.5 m long"),
+    ("Send 1,000 units", "Send 1000 units"),
+    ("Scan the label SKU AB_12", "Scan the label SKU AB12"),
+    ("Details at www.shop.com/Item.", "Details at WWW.SHOP.COM/item"),
+    ("The lid did'nt fit", "The lid didn't fit"),
 ]
 
 OTHER_VALUE = [
@@ -45,6 +51,11 @@ OTHER_VALUE = [
     ("I was charged 50 cents extra", "I was charged $50 extra", "amounts"),
     ("I was charged $1,250 extra", "I was charged $1,520 extra", "amounts"),
     ("It shipped on 3/5/24", "It shipped on 5/3/24", "dates"),
+    ("It shipped on 3/5/24", "It shipped on 4/5/24", "dates"),
+    ("It shipped on 3/5", "It shipped on 3/6", "dates"),
+    ("It shipped on 1/2/100", "It shipped on 1/2/2100", "dates"),
+    ("I was charged 20k€ for the sofa", "I was charged 20k$ for the sofa", "amounts"),
+    ("The shelf is 2.50 m long", "The shelf is 2.05 m long", "numbers"),
     ("It shipped on 3/5/24", "It shipped on 3/5/2023", "dates"),
     ("It shipped on 2024-03-05", "It shipped on 2024-03-06", "dates"),
     ("It shipped on 2024-03-05", "It shipped on 2023-03-05", "dates"),
