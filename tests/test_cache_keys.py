@@ -1,0 +1,63 @@
+"""Cache and dedup keys: equal values hash equally whatever their order, a request carries the
+parameters and the prompt count its spec and counter give (issue 20, acceptance 5: what the
+mutation run found unpinned)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+import pytest
+
+from batchopt.hashing import keyed_by_last_field, stable_hash
+from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.token_counters import TokenCounter
+
+
+def test_equal_mappings_hash_equally_in_any_order() -> None:
+    a = {"model": "gpt-4o", "params": {"top_p": 0.9, "seed": 1}, "max_tokens": 32}
+    b = {"max_tokens": 32, "params": {"seed": 1, "top_p": 0.9}, "model": "gpt-4o"}
+    assert stable_hash(a) == stable_hash(b)
+    assert stable_hash(a) != stable_hash({**a, "max_tokens": 33})
+
+
+def test_a_str_is_hashed_as_is_not_as_json() -> None:
+    text = 'refund "#1"'
+    assert stable_hash(text) == hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    assert stable_hash(text) != stable_hash([text])
+    assert len(stable_hash(text, 8)) == 8
+
+
+@pytest.mark.parametrize("fields", [{}, {"model": "gpt-4o"}, {"a": 1, "model": "m", "p": [1]}])
+def test_keyed_by_last_field_is_the_stable_hash_of_the_whole_mapping(fields: dict) -> None:
+    key = keyed_by_last_field(fields, "user")
+    for value in ("", "refund #1", "naïve 日本"):
+        assert key(value) == stable_hash({**fields, "user": value})
+
+
+@pytest.mark.parametrize("fields", [{"user": 1}, {"zzz": 1}])
+def test_the_last_field_must_sort_after_every_other(fields: dict) -> None:
+    with pytest.raises(ValueError):
+        keyed_by_last_field(fields, "user")
+
+
+def _rows() -> pl.DataFrame:
+    return pl.DataFrame({"group_id": ["g1"], "dedup": ["none"], "prompt_user": ["refund #1"]})
+
+
+def _spec(**changes: object) -> CallSpec:
+    base = {"provider": "openai", "model": "gpt-4o-mini", "endpoint": "http://127.0.0.1:1/v1",
+            "system": "Summarise.", "max_tokens": 32}
+    return CallSpec(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_a_request_carries_its_spec_parameters() -> None:
+    request = build_requests(_rows(), _spec(temperature=0.7, params={"seed": 3}))["g1"]
+    assert (request.temperature, request.params, request.max_tokens) == (0.7, {"seed": 3}, 32)
+
+
+def test_prompt_tokens_are_counted_by_the_counter_given() -> None:
+    chars = TokenCounter(name="chars", exact=False, factor=1.0, tokens=len)
+    request = build_requests(_rows(), _spec(), counter=chars)["g1"]
+    assert request.estimated_input_tokens == len("Summarise.") + len("refund #1")
+    assert request.token_counter == "chars"
