@@ -36,6 +36,11 @@ SAME_VALUE = [
     ("Scan the label SKU AB_12", "Scan the label SKU AB12"),
     ("Details at www.shop.com/Item.", "Details at WWW.SHOP.COM/item"),
     ("The lid did'nt fit", "The lid didn't fit"),
+    ("The lift-gate broke", "The lift gate broke"),
+    ("Turn it on/off", "Turn it on off"),
+    ("Send the e_mail again", "Send the e mail again"),
+    ("May I return it", "Can I return it"),
+    ("I want this one", "I want this lamp"),
 ]
 
 OTHER_VALUE = [
@@ -56,6 +61,9 @@ OTHER_VALUE = [
     ("It shipped on 1/2/100", "It shipped on 1/2/2100", "dates"),
     ("I was charged 20k€ for the sofa", "I was charged 20k$ for the sofa", "amounts"),
     ("The shelf is 2.50 m long", "The shelf is 2.05 m long", "numbers"),
+    ("Can you deliver it in May", "Can you deliver it in June", "dates"),
+    ("I ordered one lamp", "I ordered two lamps", "numbers"),
+    ("The lid did'nt fit", "The lid did fit", "negation"),
     ("It shipped on 3/5/24", "It shipped on 3/5/2023", "dates"),
     ("It shipped on 2024-03-05", "It shipped on 2024-03-06", "dates"),
     ("It shipped on 2024-03-05", "It shipped on 2023-03-05", "dates"),
