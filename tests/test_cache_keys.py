@@ -11,6 +11,7 @@ import pytest
 
 from batchopt.hashing import keyed_by_last_field, stable_hash
 from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
 from batchopt.token_counters import TokenCounter
 
 
@@ -59,5 +60,8 @@ def test_a_request_carries_its_spec_parameters() -> None:
 def test_prompt_tokens_are_counted_by_the_counter_given() -> None:
     chars = TokenCounter(name="chars", exact=False, factor=1.0, tokens=len)
     request = build_requests(_rows(), _spec(), counter=chars)["g1"]
-    assert request.estimated_input_tokens == len("Summarise.") + len("refund #1")
+    # the counter counts the texts; the provider's chat framing (two messages and the reply's
+    # priming, as billed) comes on top
+    framing = 2 * MESSAGE_TOKENS + REPLY_TOKENS
+    assert request.estimated_input_tokens == len("Summarise.") + len("refund #1") + framing
     assert request.token_counter == "chars"
