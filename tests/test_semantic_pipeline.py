@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -73,6 +74,12 @@ def test_semantic_dedup_saves_in_a_run_and_across_runs(fake, tmp_path):
     day2_input = tmp_path / "day2.parquet"
     pl.concat([reworded, negatives, fresh]).write_parquet(day2_input)
 
+    # the plan makes the run's cross-run look-ups: it counts what the run then sends
+    planned = subprocess.run([str(BATCHOPT), "plan", str(PIPELINE), "--profile", "openai",
+                              "--json", "--input", str(day2_input)],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr
+    estimate = json.loads(planned.stdout)
     fake.reset()
     _run(env, "--run-id", "day2", "--input", str(day2_input))
     day2 = _ledger(tmp_path, "day2")
@@ -82,7 +89,8 @@ def test_semantic_dedup_saves_in_a_run_and_across_runs(fake, tmp_path):
     assert {r for r in paid if r.startswith("D2-")} == set()
     assert {r for r in paid if r.startswith(("NEG-", "NEW-"))} == set(
         negatives["ticket_id"]) | set(fresh["ticket_id"])
-    assert fake.stats()["requests"] == len(paid) == 10
+    assert fake.stats()["requests"] == len(paid) == 10 == estimate["to_send"]
+    assert estimate["reused_past"] == len(reworded)
     assert set(reused["row_id"]) == set(reworded["ticket_id"])
     assert set(reused["representative_id"]) <= answered
     assert (reused["mode"] == "cache").all() and (reused["cost_usd"] == 0).all()
