@@ -571,10 +571,17 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
     if answers.unverified:  # a cascade the budget stopped keeps its answer so far
         from batchopt.ledger.ledger import UNVERIFIED
 
+        stopped = pl.col("group_id").is_in(pl.Series(list(answers.unverified)).implode())
+        # a paid answer its checks rejected stays failed, but its text is kept (it was paid for,
+        # and the escalation that would have replaced it was not sent)
+        paid = {group: results[request.key].text for group, request in final.items()
+                if group in answers.unverified and results[request.key].text is not None}
         groups = groups.with_columns(
-            status=pl.when(pl.col("group_id").is_in(list(answers.unverified))
-                           & (pl.col("status") == "ok"))
-            .then(pl.lit(UNVERIFIED)).otherwise(pl.col("status"))
+            status=pl.when(stopped & (pl.col("status") == "ok"))
+            .then(pl.lit(UNVERIFIED)).otherwise(pl.col("status")),
+            answer=pl.when(stopped & pl.col("answer").is_null())
+            .then(pl.col("group_id").replace_strict(paid, default=None, return_dtype=pl.String))
+            .otherwise(pl.col("answer")),
         )
     status_column = f"{cfg.prompt.output_column}_status" if answers.budget_stop else None
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),

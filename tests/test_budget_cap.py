@@ -202,3 +202,27 @@ def test_a_judge_call_the_budget_cannot_pay_for_leaves_the_answer_unverified(fak
     outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
     assert outputs["summary"].null_count() == 0
     assert (outputs["summary_status"] == "unverified: budget").all()
+
+
+def test_a_paid_answer_its_checks_rejected_keeps_its_text_when_the_budget_stops(fake, tmp_path):
+    """A JSON cascade: gpt-4o-mini's invalid answers would go up to gpt-4o, but the budget holds
+    only the cheap round. Those answers were paid for: their text stays in the outputs, their
+    status says failed, and no row the run paid for is null."""
+    schema = {"type": "object", "properties": {"topic": {"type": "string",
+                                                          "enum": ["order", "refund"]}},
+              "required": ["topic"], "additionalProperties": False}
+    routing = {**CASCADE, "validators": [{"type": "json_schema"}]}
+    cap = _first_round(6, 4) + 0.0001
+    path = _pipeline(tmp_path, cap, routing=routing,
+                     prompt={**pipeline_dict()["prompt"], "json_schema": schema})
+    fake.set_quality(invalid_share={"gpt-4o-mini": 0.5})
+    summary = _run(path, fake, "invalid")
+    assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
+    assert {e["model"] for e in fake.log()} == {"gpt-4o-mini"} and len(fake.log()) == 10
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+    rejected = outputs.filter(pl.col("summary_status") == "failed")
+    assert rejected.height > 0, "the fake should have flawed some answers"
+    assert outputs["summary"].null_count() == 0  # every row was paid for: none is null
+    ledger = _ledger(tmp_path, "invalid")
+    assert ledger["cost_usd"].sum() <= cap
+    assert (ledger.filter(pl.col("status") == "failed")["cost_usd"] > 0).all()
