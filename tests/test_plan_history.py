@@ -69,3 +69,21 @@ def test_last_run_spent_is_the_ledgers_total_with_judge_calls(tmp_path, fake):
     estimate = plan_run(load_pipeline(path), RunOptions(), {})
     assert estimate.last_run is not None
     assert estimate.last_run.spent_usd == ledger["cost_usd"].sum()
+
+
+def test_answer_lengths_come_from_the_answers_not_a_rows_calls(tmp_path, fake):
+    """A ledger row's tokens are all its calls' (judge verdict, the cheap answer below an
+    escalated one); the plan's expected answer length per model is the mean of the answers that
+    model gave, as billed."""
+    from batchopt.ledger.history import read_history
+
+    path = _pipeline(tmp_path, [{"type": "finish_reason"},
+                                {"type": "judge", "tier": "strong"}], cheap_max=64)
+    summary = run_pipeline(load_pipeline(path), RunOptions(run_id="a1"), env=fake_env(fake))
+    assert isinstance(summary, RunSummary)
+    judge_calls = [e for e in fake.log() if e["model"] == "gpt-4o" and e["output_tokens"] <= 2]
+    assert judge_calls, "the judge should have been asked"
+    history = read_history(tmp_path / "out" / "ledger", "tickets")
+    mini = [e["output_tokens"] for e in fake.log() if e["model"] == "gpt-4o-mini"]
+    mean, count = history.output_tokens[("openai", "gpt-4o-mini")]
+    assert count == len(mini) and mean == sum(mini) / len(mini)

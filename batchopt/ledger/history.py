@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+from batchopt.ledger.calls_table import CALLS_FILE
+
 __all__ = ["History", "LastRun", "read_history"]
 
 _SCHEMA = {
@@ -80,16 +82,11 @@ def read_history(ledger_dir: Path, pipeline: str, config_hash: str | None = None
     if config_hash is not None:
         frame = frame.filter(pl.col("config_hash") == config_hash)
     paid = frame.filter(pl.col("mode").is_in(("online", "batch")) & (pl.col("status") == "ok"))
-    means = paid.group_by("provider", "model").agg(
-        pl.col("output_tokens").mean(), pl.col("latency_ms").mean(), pl.len()
-    )
-    outputs, latency = {}, {}
-    for p, m, tokens, ms, n in means.iter_rows():
-        if p is None or m is None:
-            continue
-        if tokens is not None:
-            outputs[(p, m)] = (float(tokens), int(n))
-        if ms:
+    outputs = _answer_lengths(paid, files)
+    latency = {}
+    for p, m, ms, n in paid.group_by("provider", "model").agg(
+            pl.col("latency_ms").mean(), pl.len()).iter_rows():
+        if p is not None and m is not None and ms:
             latency[(p, m)] = (float(ms), int(n))
     # A row a cascade escalated ends on a later tier; its first tier is not in the ledger, so
     # the share is per final tier of the escalated rows over all routed representatives.
@@ -99,6 +96,29 @@ def read_history(ledger_dir: Path, pipeline: str, config_hash: str | None = None
         share = float(reps["escalated"].cast(pl.Float64).mean() or 0.0)
         escalation["*"] = (share, reps.height)
     return History(outputs, escalation, _last_run(frame), latency)
+
+
+def _answer_lengths(paid: pl.DataFrame, files: list[Path]
+                    ) -> dict[tuple[str, str], tuple[float, int]]:
+    """Mean output tokens of one answer per (provider, model): from each run's calls table
+    (confirmed calls that were answers, not judge verdicts) where it has one, since a ledger
+    row's tokens are all its calls'; from the ledger rows of runs written before it."""
+    runs = set(paid["run_id"].unique().to_list())
+    tables = [f.parent / CALLS_FILE for f in files
+              if f.parent.name.removeprefix("run_id=") in runs and (f.parent / CALLS_FILE).exists()]
+    answers = [paid.filter(~pl.col("run_id").is_in(
+        pl.Series([t.parent.name.removeprefix("run_id=") for t in tables],
+                  dtype=pl.String).implode())).select("provider", "model", "output_tokens")]
+    if tables:
+        calls = pl.concat([pl.read_parquet(t, columns=["provider", "model", "kind", "status",
+                                                       "output_tokens"]) for t in tables])
+        answers.append(calls.filter((pl.col("status") == "confirmed")
+                                    & (pl.col("kind") != "judge"))
+                       .select("provider", "model", "output_tokens"))
+    means = pl.concat(answers).group_by("provider", "model").agg(
+        pl.col("output_tokens").mean(), pl.len())
+    return {(p, m): (float(tokens), int(n)) for p, m, tokens, n in means.iter_rows()
+            if p is not None and m is not None and tokens is not None}
 
 
 def _last_run(frame: pl.DataFrame) -> LastRun | None:
