@@ -191,7 +191,7 @@ def test_a_run_bills_a_self_hosted_tier_by_each_calls_time(fake, tmp_path):
     env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": None}
     out = CliRunner(env=env).invoke(main, ["run", str(path), "--quiet"])
     assert out.exit_code == 0, out.output
-    ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "**" / "*.parquet")
+    ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "**" / "part.parquet")
     paid = ledger.filter((pl.col("dedup") == "none") & (pl.col("mode") == "online"))
     assert paid.height == fake.stats()["requests"] > 0
     assert (paid["latency_ms"] >= 40).all()
