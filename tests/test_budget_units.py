@@ -112,3 +112,34 @@ def test_the_pre_send_check_passes_at_the_limit_and_refuses_past_it(tmp_path):
     with pytest.raises(BudgetExceededError):
         _Budget(under, _NoCalls()).check_estimate(  # type: ignore[arg-type]
             list(under.requests.values()))
+
+
+def test_a_batch_run_reserves_at_the_batch_price_unless_told_otherwise(tmp_path):
+    """The run's mode decides the price a send reserves; an online leftover of a batch run
+    (`batch=False`) reserves at the online price."""
+    data = pipeline_dict(budget={"max_usd": 1.0}, execution={"mode": "batch"})
+    path = write_pipeline(tmp_path, data)
+    plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})
+    assert plan.mode == "batch"
+    request = _first(plan)
+    budget = _Budget(plan, _NoCalls())  # type: ignore[arg-type]
+    online = PUBLISHED.cost(request.model, request.estimated_input_tokens, request.max_tokens)
+    assert budget.most(request) == pytest.approx(online / 2, rel=1e-12)
+    assert budget.most(request, batch=False) == pytest.approx(online, rel=1e-12)
+    assert budget.reserve(request, batch=False)
+    assert budget.left == pytest.approx(1.0 - online, rel=1e-12)
+
+
+def test_an_openai_request_reads_its_cached_prefix_unless_it_is_the_first(tmp_path):
+    """A long static prefix is read from the provider's cache on every request but the first
+    (OpenAI: in steps of 128 tokens from 1,024), and the expected usage says so."""
+    from batchopt.estimate import expected_usage
+
+    plan = _plan(tmp_path, system=LONG_SYSTEM)
+    request = _first(plan)
+    usage = expected_usage(plan.history, request)
+    first = expected_usage(plan.history, request, first=True)
+    assert first.cached_input_tokens == 0 and first.cache_write_tokens == 0
+    assert usage.cached_input_tokens >= 1024 and usage.cached_input_tokens % 128 == 0
+    assert usage.cached_input_tokens <= request.estimated_input_tokens
+    assert usage.input_tokens == first.input_tokens == request.estimated_input_tokens
