@@ -61,7 +61,7 @@ from batchopt.ledger.calls_table import write_calls
 from batchopt.ledger.history import History, read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.pricing import ModelPrice, PriceTable
-from batchopt.ledger.store import PART_FILE, LedgerPart, write_views_file
+from batchopt.ledger.store import LedgerPart, part_path, write_views_file
 from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
@@ -741,7 +741,7 @@ def _finished_summary(plan: Plan, finished: dict[str, object] | None, job: str
         return None
     cfg = plan.pipeline.config
     output = Path(str(finished.get("output")))
-    part = plan.paths["ledger"] / f"pipeline={cfg.name}" / f"run_id={plan.run_id}" / PART_FILE
+    part = part_path(plan.paths["ledger"], cfg.name, plan.run_id)
     if output != plan.paths["output"] or not output.exists() or not part.exists():
         return None
     totals = LedgerTotals()
@@ -773,8 +773,7 @@ _CALL_FACTS = ("attempts", "estimated_cost_usd")
 def _earlier_calls(plan: Plan) -> pl.DataFrame | None:
     """What this run's ledger part (an earlier invocation of the run id) recorded of the calls
     it made: row, request id, attempts and the estimate made before sending."""
-    part = (plan.paths["ledger"] / f"pipeline={plan.pipeline.config.name}"
-            / f"run_id={plan.run_id}" / PART_FILE)
+    part = part_path(plan.paths["ledger"], plan.pipeline.config.name, plan.run_id)
     if not part.exists():
         return None
     return (pl.read_parquet(part, columns=["row_id", "request_id", *_CALL_FACTS])

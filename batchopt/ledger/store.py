@@ -45,6 +45,11 @@ def _check_name(kind: str, value: str) -> None:
         )
 
 
+def part_path(root: Path, pipeline: str, run_id: str) -> Path:
+    """Where one run's ledger part lives: `root/pipeline=<p>/run_id=<id>/part.parquet`."""
+    return Path(root) / f"pipeline={pipeline}" / f"run_id={run_id}" / PART_FILE
+
+
 class LedgerPart(ParquetParts):
     """One run's ledger file, written a chunk at a time; `commit` puts it in place."""
 
@@ -52,8 +57,7 @@ class LedgerPart(ParquetParts):
         _check_name("pipeline", pipeline)
         _check_name("run_id", run_id)
         self.pipeline, self.run_id = pipeline, run_id
-        folder = Path(root) / f"pipeline={pipeline}" / f"run_id={run_id}"
-        super().__init__(folder / PART_FILE, sync_folder=True)
+        super().__init__(part_path(root, pipeline, run_id), sync_folder=True)
 
     def write(self, frame: pl.DataFrame) -> None:
         for column, expected in (("pipeline", self.pipeline), ("run_id", self.run_id)):
