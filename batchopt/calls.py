@@ -127,6 +127,15 @@ class CallsRecord:
 OTHER_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
 
 
+def _owners(groups: dict[str, list[Request]]) -> dict[str, tuple[str, Request]]:
+    """Request key -> (the first group that asked it, that request)."""
+    owner: dict[str, tuple[str, Request]] = {}
+    for group, requests in groups.items():
+        for request in requests:
+            owner.setdefault(request.key, (group, request))
+    return owner
+
+
 def by_group(plan: Plan, groups: dict[str, list[Request]], finals: dict[str, Result],
              calls: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """What each group's calls in the record add to its final answer: `groups` maps a group to
@@ -137,10 +146,7 @@ def by_group(plan: Plan, groups: dict[str, list[Request]], finals: dict[str, Res
     never confirmed). A call is counted for the first group that asked its key."""
     from batchopt.estimate import request_cost
 
-    owner: dict[str, tuple[str, Request]] = {}
-    for group, requests in groups.items():
-        for request in requests:
-            owner.setdefault(request.key, (group, request))
+    owner = _owners(groups)
     own = {group: result.key for group, result in finals.items()
            if not result.from_cache and (result.ok or result.usage.input_tokens > 0)}
     sums: dict[str, dict[str, float]] = {}
@@ -172,10 +178,8 @@ def calls_frame(calls: list[dict[str, Any]], groups: dict[str, list[Request]]) -
 
     from batchopt.ledger.calls_table import CALLS_SCHEMA
 
-    owner: dict[str, str] = {}
-    for group, requests in groups.items():
-        for request in requests:
-            owner.setdefault(request.key, group)
-    rows = [{**{name: call.get(name) for name in CALLS_SCHEMA},
-             "call_id": call.get("id"), "group_id": owner.get(call["key"])} for call in calls]
+    owner = _owners(groups)
+    rows = [{**{name: call.get(name) for name in CALLS_SCHEMA}, "call_id": call.get("id"),
+             "group_id": owner[call["key"]][0] if call["key"] in owner else None}
+            for call in calls]
     return pl.DataFrame(rows, schema=CALLS_SCHEMA)
