@@ -218,9 +218,13 @@ class JobEstimate:
     @property
     def cost_usd(self) -> float:
         """In the run's mode: batch prices where the mode is batch and the tier has them."""
-        batch = self.mode == "batch"
-        return sum(t.batch_usd if batch and t.batch_usd is not None else t.online_usd
-                   for t in self.tiers)
+        return tiers_cost(self.tiers, self.mode)
+
+
+def tiers_cost(tiers: list[TierEstimate], mode: str) -> float:
+    """What `tiers` cost in `mode`: batch prices where the mode is batch and a tier has them."""
+    batch = mode == "batch"
+    return sum(t.batch_usd if batch and t.batch_usd is not None else t.online_usd for t in tiers)
 
 
 def estimate_job(plan: Plan, cache: ResponseCache | None) -> JobEstimate:
@@ -268,9 +272,14 @@ class Calls:
     notes: list[str] = field(default_factory=list)
 
     def cost_usd(self, mode: str) -> float:
-        batch = mode == "batch"
-        return sum(t.batch_usd if batch and t.batch_usd is not None else t.online_usd
-                   for t in self.tiers)
+        return tiers_cost(self.tiers, mode)
+
+
+def _distinct(table: RequestTable) -> np.ndarray:
+    """The first request of each key in `table`: a key is sent once."""
+    distinct = np.zeros(len(table), dtype=bool)
+    distinct[np.unique(table.key, return_index=True)[1]] = True
+    return distinct
 
 
 def sendable(plan: Plan, cache: ResponseCache | None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -280,8 +289,7 @@ def sendable(plan: Plan, cache: ResponseCache | None) -> tuple[np.ndarray, np.nd
     from batchopt import reuse
 
     table = plan.requests
-    distinct = np.zeros(len(table), dtype=bool)
-    distinct[np.unique(table.key, return_index=True)[1]] = True  # a key is sent once
+    distinct = _distinct(table)
     fresh = distinct.copy()
     if cache is not None:
         keys = list(table.iter_keys())
@@ -321,8 +329,8 @@ def price_calls(plan: Plan, fresh: np.ndarray) -> Calls:
         _add(plan, tiers[name], tokens, counter)
         up_tokens, up_counter = arriving.pop(name, (tokens[:0], ""))
         answered = np.concatenate((tokens, up_tokens))
-        if judge_row is not None and position < limit and len(answered):
-            _add_judged(plan, judge_row, name, answered, counter or up_counter)
+        if judge is not None and judge_row is not None and position < limit and len(answered):
+            _add_judged(plan, judge, judge_row, name, answered, counter or up_counter)
         if plan.strategy == "cascade" and position < limit and len(answered):
             up = names[position + 1]
             moved = round(len(answered) * share)
@@ -344,9 +352,7 @@ def estimated_cost(plan: Plan, fresh_keys: set[str]) -> float:
     """What sending the requests with `fresh_keys` should cost in the run's mode, every call
     counted as `batchopt plan` counts it (the same `price_calls`)."""
     table = plan.requests
-    distinct = np.zeros(len(table), dtype=bool)
-    distinct[np.unique(table.key, return_index=True)[1]] = True
-    fresh = distinct & np.fromiter((k in fresh_keys for k in table.iter_keys()), dtype=bool,
+    fresh = _distinct(table) & np.fromiter((k in fresh_keys for k in table.iter_keys()), dtype=bool,
                                    count=len(table))
     return price_calls(plan, fresh).cost_usd(plan.mode)
 
@@ -411,16 +417,14 @@ def _judge(plan: Plan) -> tuple[JudgeValidator | None, int]:
     return judge_of(validators), routing.escalation_limit
 
 
-def _add_judged(plan: Plan, row: TierEstimate, name: str, answered: np.ndarray,
-                counter: str) -> None:
+def _add_judged(plan: Plan, judge: JudgeValidator, row: TierEstimate, name: str,
+                answered: np.ndarray, counter: str) -> None:
     """One judge call for each answer of tier `name` (prompt tokens `answered`): the judge's
     message rendered from the question (its user message) and an answer of the tier's expected
     output length, with the judge provider's framing."""
     from batchopt.prompts.requests import resolve_counter
     from batchopt.token_counters import static_prompt_tokens
 
-    judge, _ = _judge(plan)
-    assert judge is not None
     tier, judge_tier = plan.tiers[name], plan.tiers[row.tier]
     own = resolve_counter(tier.spec)
     question = answered - static_prompt_tokens(own, tier.spec.provider, tier.spec.system,
