@@ -373,9 +373,11 @@ class _Round:
                 k: replace(r, retry_reason=reasons[k]) if k in reasons else r
                 for k, r in sent.items()
             })
-        for key, result in answers.results.items():
-            if result.attempts == 0 and (result.error or "").startswith("not sent: budget"):
-                answers.unsent.add(key)
+        for request in misses:  # what the executors held back for the budget this round
+            result = answers.results.get(request.key)
+            if (result is not None and result.attempts == 0
+                    and (result.error or "").startswith("not sent: budget")):
+                answers.unsent.add(request.key)
                 answers.budget_stop = answers.budget_stop or result.error[len("not sent: "):]
         if self.index is not None and first:
             fresh = [r for r in misses if _fresh_answer(answers, r.key)]
