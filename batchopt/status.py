@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchopt.config import LoadedPipeline
+from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.errors import EXIT_OK, EXIT_PENDING, ConfigError
 from batchopt.execute.state import RunLock, RunState, Submission, run_dir
 from batchopt.providers.base import ProviderSettings
@@ -62,9 +62,12 @@ def run_status(
     open_ = [b for b in batches if b.state in OPEN_STATES and b.batch_id]
     statuses: dict[str, BatchStatus] = {}
     if open_ and finished is None:
-        name, profile = loaded.profile(options.profile or started.get("profile"))
-        settings = provider_settings(name, profile, dict(os.environ) if env is None else env)
-        statuses = asyncio.run(_poll(settings, [b.batch_id for b in open_ if b.batch_id]))
+        env = dict(os.environ) if env is None else env
+        chosen = options.profile or started.get("profile")
+        for (provider, model), subs in _by_maker(open_).items():
+            name, profile = _profile_of(loaded, provider, model, chosen)
+            settings = provider_settings(name, profile, env)
+            statuses.update(asyncio.run(_poll(settings, [b.batch_id for b in subs if b.batch_id])))
     creating = any(b.state == "submitting" for b in batches)
     if finished is not None:
         kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
@@ -77,6 +80,30 @@ def run_status(
     return StatusReport(
         run_id=options.run_id, pipeline=cfg.name, state=kind, exit_code=code, batches=batches,
         statuses=statuses, finished=finished, state_path=directory / "state.sqlite",
+    )
+
+
+def _by_maker(batches: list[Submission]) -> dict[tuple[str, str], list[Submission]]:
+    """Batches by the provider and model that made them: each is polled through its own API (a
+    run's tiers may span providers, and one provider's batch id means nothing to another's)."""
+    grouped: dict[tuple[str, str], list[Submission]] = {}
+    for batch in batches:
+        grouped.setdefault((batch.provider, batch.model), []).append(batch)
+    return grouped
+
+
+def _profile_of(loaded: LoadedPipeline, provider: str, model: str, chosen: str | None
+                ) -> tuple[str, ModelConfig]:
+    """The pipeline's profile that sends to `provider`'s `model`: the run's own profile if it
+    does, else the first that does."""
+    profiles = loaded.config.profiles
+    names = ([chosen] if chosen in profiles else []) + sorted(profiles)
+    for name in names:
+        if profiles[name].provider == provider and profiles[name].model == model:
+            return name, profiles[name]
+    raise ConfigError(
+        f"{loaded.source}: the run has a batch at {provider} ({model}) but no profile sends "
+        "there any more; restore that profile to collect it"
     )
 
 
