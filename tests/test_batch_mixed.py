@@ -64,6 +64,10 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
         assert polled.exit_code == 0, polled.output
     assert answered is not None and answered.exit_code == 0, (codes, answered and answered.output)
     assert codes.count(EXIT_PENDING) == 3  # one invocation per tier's batch, then the collect
+    lines = [line for line in cli.invoke(main, status).output.splitlines() if "round" in line]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "round 1 · openai/gpt-4o-mini", "round 2 · anthropic/claude-3-5-haiku-20241022",
+        "round 3 · openai/gpt-4o"]
 
     stats = fake.stats()
     assert stats["batches_created"] == 3
