@@ -7,7 +7,9 @@ log, no answer batchopt had saved before the kill is paid for again, and of the 
 but not saved at the kill (in flight), those not found in the cache's journal are sent again,
 once each and never more than the concurrency; in batch mode nothing is billed twice and one
 batch is created, even when the kill fell between the provider creating it and batchopt
-recording its id (found again by its tag on OpenAI, by its contents on Anthropic).
+recording its id (found again by its tag on OpenAI, by its contents on Anthropic). A batch
+cascade across providers (openai -> anthropic -> openai, a batch per tier) is killed in each
+round too: three batches created in all, and the ledger equal to the fake's whole bill.
 
 Kill points come in two kinds: the child's own SIGKILL at a named point (`kill_child.KillAt`: a
 stage starting, before or after the n-th call of a function), and the test's SIGKILL at a
@@ -24,6 +26,7 @@ import random
 import pytest
 from kill_child import KillAt
 from kill_kit import (
+    CASCADE,
     after_answers,
     after_seconds,
     kill_and_resume,
@@ -100,6 +103,19 @@ ANTHROPIC_BATCH_POINTS = {  # Anthropic batches carry no metadata: found again b
     "first poll": KillAt(f"{ANTHROPIC}.poll_batch", "after"),
     f"download at row {_ROWS[0]}": KillAt(f"{ANTHROPIC}.fetch_batch_results", nth=_ROWS[0]),
     "answers saved, outcomes not recorded": KillAt(CACHE, "after"),
+}
+# A batch cascade across providers (openai -> anthropic -> openai): one batch per tier, each
+# polled, collected and adopted through the provider that made it.
+RECORD_ID = f"{STATE}:RunState.record_batch_id"
+MIXED_POINTS = {
+    "round 1 collected": KillAt(f"{STATE}:RunState.mark_collected", "after"),
+    "round 2 (anthropic) created, id not recorded": KillAt(RECORD_ID, "before", 2),
+    "round 2 (anthropic) first poll": KillAt(f"{ANTHROPIC}.poll_batch", "after"),
+    f"round 2 (anthropic) download at row {_ROWS[0]}":
+        KillAt(f"{ANTHROPIC}.fetch_batch_results", nth=_ROWS[0]),
+    "round 3 (openai) created, id not recorded": KillAt(RECORD_ID, "before", 3),
+    "round 3 (openai) answers saved": KillAt(CACHE, "after", 3),
+    "all answered, before finish": KillAt(f"{RUNNER}:finish"),
 }
 
 
@@ -181,6 +197,18 @@ def test_anthropic_batch_killed_at_a_boundary(fake, fork_server, kill_tally, tmp
                    duplicates=DUPLICATES)
     kill_and_resume(fake, fork_server, job, f"anthropic {point}",
                     kill=ANTHROPIC_BATCH_POINTS[point], tally=kill_tally)
+
+
+@pytest.mark.parametrize("point", list(MIXED_POINTS))
+def test_mixed_provider_batch_cascade_killed(fake, fork_server, kill_tally, tmp_path, point):
+    fake.batch_seconds = 0.3
+    job = make_job(tmp_path, provider=CASCADE, mode="batch", distinct=DISTINCT,
+                   duplicates=DUPLICATES)
+    outcome = kill_and_resume(fake, fork_server, job, f"mixed cascade {point}",
+                              kill=MIXED_POINTS[point], tally=kill_tally)
+    assert outcome.batches_created == 3
+    assert set(fake.bill()["by_model"]) == {"gpt-4o-mini", "claude-3-5-haiku-20241022",
+                                            "gpt-4o"}
 
 
 def _unrecorded(job, fake):
