@@ -6,6 +6,7 @@ answers at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -56,6 +57,22 @@ def engine_options(command: Callable[..., None]) -> Callable[..., None]:
                         help="Override execution.engine: where the row-local stages run")(command)
 
 
+def date_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--date", "logical", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+        help="The night this run is for (a backfill's day; Airflow's ds): `${date}` in the "
+             "YAML, the ledger's logical_date, the report's days. Default: the date the run id "
+             "names (2026-12-01, scheduled__2026-12-01T...), else today (UTC)",
+    )(command)
+
+
+def _day(logical: dt.datetime | None, run_id: str | None) -> dt.date | None:
+    """--date as a date, else the date the run id names (None: today, decided downstream)."""
+    from batchopt.dates import date_of_run_id
+
+    return logical.date() if logical is not None else date_of_run_id(run_id)
+
+
 limit_option = click.option(
     "--limit", type=click.IntRange(min=1), metavar="N",
     help="Only the first N rows of the input (files in order, then rows): try a pipeline "
@@ -78,6 +95,7 @@ limit_option = click.option(
 @click.option("--quiet", is_flag=True,
               help="No progress: neither the bar on a terminal nor the lines in a log")
 @limit_option
+@date_option
 @engine_options
 def run(
     pipeline: Path,
@@ -91,6 +109,7 @@ def run(
     wait: bool,
     quiet: bool,
     limit: int | None,
+    logical: dt.datetime | None,
     engine: str | None,
     ray_address: str | None,
 ) -> None:
@@ -111,11 +130,12 @@ def run(
     from batchopt.progress_log import DEFAULT_PROGRESS_SECONDS, progress_seconds
     from batchopt.runner import RunOptions, RunPending, run_pipeline
 
-    loaded = load_pipeline(pipeline)
+    day = _day(logical, run_id)
+    loaded = load_pipeline(pipeline, date=day)
     options = RunOptions(
         profile=profile, run_id=run_id, input=input_path, output=output_path,
         ledger=ledger_path, cache_dir=cache_dir, mode=mode, wait=wait, engine=engine,
-        ray_address=ray_address, limit=limit,
+        ray_address=ray_address, limit=limit, date=day,
     )
     # a terminal gets a progress bar; a log, a line per stage and one every interval
     interval = DEFAULT_PROGRESS_SECONDS if quiet else progress_seconds()
@@ -147,6 +167,7 @@ def run(
 @click.option("--output", "output_path", type=_path, help="Override output.path (as run)")
 @click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path (as run)")
 @click.option("--cache-dir", type=_path, help="Override cache.path (where runs keep state)")
+@date_option
 def status(
     pipeline: Path,
     profile: str | None,
@@ -155,6 +176,7 @@ def status(
     output_path: Path | None,
     ledger_path: Path | None,
     cache_dir: Path | None,
+    logical: dt.datetime | None,
 ) -> None:
     """Say where run RUN_ID of PIPELINE stands; asks the provider about open batches.
 
@@ -168,10 +190,11 @@ def status(
     from batchopt.runner import RunOptions
     from batchopt.status import run_status
 
-    loaded = load_pipeline(pipeline)
+    day = _day(logical, run_id)
+    loaded = load_pipeline(pipeline, date=day)
     options = RunOptions(
         profile=profile, run_id=run_id, input=input_path, output=output_path,
-        ledger=ledger_path, cache_dir=cache_dir,
+        ledger=ledger_path, cache_dir=cache_dir, date=day,
     )
     report = run_status(loaded, options)
     print_status(report)
@@ -191,6 +214,7 @@ def status(
               help="Also print the first N distinct requests exactly as a run would send them "
               "(rendered, compressed), with their tier and why")
 @limit_option
+@date_option
 @engine_options
 def plan(
     pipeline: Path,
@@ -202,6 +226,7 @@ def plan(
     as_json: bool,
     show: int,
     limit: int | None,
+    logical: dt.datetime | None,
     engine: str | None,
     ray_address: str | None,
 ) -> None:
@@ -221,8 +246,8 @@ def plan(
 
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
                          cache_dir=cache_dir, mode=mode, engine=engine,
-                         ray_address=ray_address, limit=limit)
-    estimate = plan_run(load_pipeline(pipeline), options, show=show)
+                         ray_address=ray_address, limit=limit, date=_day(logical, None))
+    estimate = plan_run(load_pipeline(pipeline, date=options.date), options, show=show)
     if as_json:
         click.echo(estimate_json(estimate))
     else:
@@ -240,8 +265,9 @@ def plan(
               "routing tiers, else default_profile)")
 @click.option("--input", "input_path", type=_path, help="Override input.path (as run)")
 @click.option("--no-input", is_flag=True, help="Skip the input's schema (columns not checked)")
+@date_option
 def validate(pipeline: Path, profile: str | None, input_path: Path | None,
-             no_input: bool) -> None:
+             no_input: bool, logical: dt.datetime | None) -> None:
     """Check PIPELINE without spending or reading a row: the YAML (keys, types, env vars); that
     the API key of every profile a run sends to is set; that every template compiles and renders
     in the sandbox; and, from the input's Parquet schema, that every column the YAML names
@@ -251,7 +277,7 @@ def validate(pipeline: Path, profile: str | None, input_path: Path | None,
     from batchopt.config import load_pipeline
     from batchopt.validate import check_columns, check_keys, check_templates, read_schema
 
-    loaded = load_pipeline(pipeline)
+    loaded = load_pipeline(pipeline, date=_day(logical, None))
     keys = check_keys(loaded, profile)
     path, schema = (None, None) if no_input else read_schema(loaded, input_path)
     templates, notes, variables = check_templates(loaded, schema)

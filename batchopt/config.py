@@ -10,6 +10,7 @@ that expand past `MAX_VALUES` values are one-line ConfigErrors like any other mi
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batchopt.config_compress import CompressConfig
 from batchopt.config_routing import BudgetConfig, RoutingConfig
 from batchopt.config_selfhost import SelfHostedField
+from batchopt.dates import logical_date
 from batchopt.errors import ConfigError
 
 ProviderName = Literal["openai", "anthropic", "local"]
@@ -571,8 +573,12 @@ def _count_values(raw: Any, limit: int) -> None:
             stack.extend(value)
 
 
-def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> LoadedPipeline:
-    """Read, interpolate and validate a pipeline YAML; every failure is a one-line ConfigError."""
+def load_pipeline(path: str | Path, env: dict[str, str] | None = None, *,
+                  date: dt.date | None = None) -> LoadedPipeline:
+    """Read, interpolate and validate a pipeline YAML; every failure is a one-line ConfigError.
+
+    `${date}` in a string is the run's logical date, `date` (default: today, UTC), as
+    YYYY-MM-DD: `input.path: data/orders/day=${date}` serves every night of a backfill."""
     source = Path(path).expanduser().resolve()
     try:
         text = source.read_text(encoding="utf-8")
@@ -590,7 +596,9 @@ def load_pipeline(path: str | Path, env: dict[str, str] | None = None) -> Loaded
         raise ConfigError(f"{source}: a pipeline must be a YAML mapping of keys to values")
     try:
         _count_values(raw, MAX_VALUES)
-        data = interpolate(raw, dict(os.environ) if env is None else env)
+        variables = dict(os.environ) if env is None else dict(env)
+        variables["date"] = logical_date(date, None).isoformat()
+        data = interpolate(raw, variables)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     try:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ import polars as pl
 from batchopt.calls import NOT_BILLED, by_group, calls_frame
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.context_fit import fit_context
+from batchopt.dates import logical_date
 from batchopt.dedup.exact import exact_groups
 from batchopt.empty_inputs import (
     EMPTY_COLUMN,
@@ -113,6 +114,7 @@ class RunOptions:
     engine: str | None = None  # local | ray; default: the YAML's execution.engine
     ray_address: str | None = None  # default: the YAML's execution.ray_address
     limit: int | None = None  # read only the first `limit` rows of the input (None: all)
+    date: date | None = None  # the logical date (default: the run id's date, else today)
 
 
 class RunObserver:
@@ -177,6 +179,7 @@ class Plan:
     rates: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     row_limit: int | None = None  # --limit: only the input's first rows were read
     config_hash: str = ""  # the configuration's fingerprint (`batchopt.fingerprint`)
+    logical_date: date | None = None  # the night the run is for (`batchopt.dates`)
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request was built for."""
@@ -412,12 +415,13 @@ def prepare(
     skipped.update(skipped_empty)
     mode, fallback = _resolve_mode(loaded, options.mode, tiers)
     fingerprint = config_hash(loaded, strategy, tiers)
+    run_id = options.run_id or new_run_id()
     return Plan(
         pipeline=loaded,
         profile_name=profile_name,
         profile=profile,
         settings=settings,
-        run_id=options.run_id or new_run_id(),
+        run_id=run_id,
         rows=rows,
         requests=requests,
         price=price,
@@ -443,6 +447,7 @@ def prepare(
         ray_address=ray_address,
         row_limit=options.limit,
         config_hash=fingerprint,
+        logical_date=logical_date(options.date, run_id),
     )
 
 
@@ -585,7 +590,8 @@ def finish(plan: Plan, answers: Answers) -> RunSummary:
         )
     status_column = f"{cfg.prompt.output_column}_status" if answers.budget_stop else None
     constants = {"run_id": plan.run_id, "pipeline": cfg.name, "run_at": datetime.now(UTC),
-                 "row_limit": plan.row_limit, "config_hash": plan.config_hash}
+                 "row_limit": plan.row_limit, "config_hash": plan.config_hash,
+                 "logical_date": plan.logical_date}
 
     earlier_calls = _earlier_calls(plan)
 

@@ -50,9 +50,9 @@ class Job:
     name: str
     yaml: str
     args: tuple[str, ...] = ()
-    # env and extra CLI args of the first and the second run
-    first_env: dict[str, str] = field(default_factory=dict)
-    second_env: dict[str, str] = field(default_factory=dict)
+    # extra CLI args of the first and the second run
+    first_args: tuple[str, ...] = ()
+    second_args: tuple[str, ...] = ()
     second_fresh_cache: bool = True
     # what the fake gets wrong (`set_quality`), so validators and the judge have work
     invalid_share: dict[str, float] = field(default_factory=dict)
@@ -64,8 +64,8 @@ JOBS = (
     Job("classify_reviews", "classify_reviews.yaml", invalid_share={"gpt-4o-mini": 0.05},
         wrong_share={"gpt-4o-mini": 0.10}),
     # rules, no cascade: an invalid answer would be a failed row, so only wrong ones
-    Job("extract_orders", "extract_orders.yaml", first_env={"NIGHT": "2026-12-01"},
-        second_env={"NIGHT": "2026-12-02"}, second_fresh_cache=False,
+    Job("extract_orders", "extract_orders.yaml", first_args=("--date", "2026-12-01"),
+        second_args=("--date", "2026-12-02"), second_fresh_cache=False,
         wrong_share={"gpt-4o-mini": 0.10}),
 )
 
@@ -130,10 +130,10 @@ def ledger_total(out: Path, pipeline: str, run_id: str) -> float:
     return float(pl.read_parquet(part)["cost_usd"].sum()) if part.exists() else float("nan")
 
 
-def measure(fake: FakeServer, job: Job, out: Path, step: str, env_extra: dict[str, str],
-            extra: list[str]) -> dict[str, Any]:
+def measure(fake: FakeServer, job: Job, out: Path, step: str, extra: list[str]
+            ) -> dict[str, Any]:
     """plan -> run -> bill for one run of `job`."""
-    env = _env(fake, out, env_extra)
+    env = _env(fake, out, {})
     estimate = plan(job, env, extra)
     fake.reset()
     fake.set_quality(invalid_share=job.invalid_share, wrong_share=job.wrong_share)
@@ -181,10 +181,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{job.name} (fake: invalid answers {job.invalid_share or 'none'}, wrong "
                   f"answers {job.wrong_share or 'none'}; load {os.getloadavg()[0]:.1f})")
             out = Path(tmp) / job.name
-            first = measure(fake, job, out, "first", job.first_env, extra)
-            again = extra + (["--cache-dir", str(out / "cache2")] if job.second_fresh_cache
-                             else [])
-            second = measure(fake, job, out, "second", job.second_env, again)
+            first = measure(fake, job, out, "first", extra + list(job.first_args))
+            again = extra + list(job.second_args) + (
+                ["--cache-dir", str(out / "cache2")] if job.second_fresh_cache else [])
+            second = measure(fake, job, out, "second", again)
             results += [first, second]
             print(_line(first, "x1.5"))
             print(_line(second, "10%"), flush=True)

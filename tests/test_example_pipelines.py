@@ -141,7 +141,7 @@ def test_classify_reviews_ledger_tokens_are_the_billed_tokens(classify_run):
 
 
 def test_extract_orders_batch_mode_driven_as_cron(bfake, tmp_path):
-    env = _env(bfake, tmp_path, NIGHT="2026-12-02")
+    env = _env(bfake, tmp_path)  # the run id names the night: ${date} in the YAML's paths
     args = ["run", str(PIPELINES / "extract_orders.yaml"), "--run-id", "2026-12-02",
             "--no-wait", "--quiet", "--limit", "200"]
     codes = []
@@ -172,6 +172,6 @@ def test_extract_orders_batch_mode_driven_as_cron(bfake, tmp_path):
 
 @pytest.mark.parametrize("name", ["classify_reviews.yaml", "extract_orders.yaml"])
 def test_shipped_pipelines_validate(fake, tmp_path, name):
-    done = _cli(["validate", str(PIPELINES / name)], _env(fake, tmp_path))
+    done = _cli(["validate", str(PIPELINES / name), "--date", "2026-12-01"], _env(fake, tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in done.stdout

@@ -91,6 +91,9 @@ OPTIONAL_FACTS: dict[str, pl.DataType] = {
     # the estimated cost of this row's calls sent but never confirmed (a kill, a cut
     # connection): maybe billed, not in cost_usd (`batchopt.calls`); null in older ledgers
     "unconfirmed_usd": pl.Float64(),
+    # the night the run is for (`--date`, else the run id's date, else the day it ran): what
+    # the views and the report group days by; null in older ledgers (their run_at day counts)
+    "logical_date": pl.Date(),
 }
 LEVER_COLUMNS: tuple[str, ...] = (
     "saved_exact_usd",

@@ -89,7 +89,8 @@ def _sql_string(text: str) -> str:
 def _duckdb_type(dtype: pl.DataType) -> str:
     if isinstance(dtype, pl.Datetime):
         return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
-    types = {pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.Boolean: "BOOLEAN"}
+    types = {pl.Date: "DATE", pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT",
+             pl.Boolean: "BOOLEAN"}
     return types[dtype.base_type()]
 
 

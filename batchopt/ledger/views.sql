@@ -249,9 +249,11 @@ ORDER BY cost_usd DESC, pipeline, run_id, row_id;
 CREATE OR REPLACE MACRO most_expensive(n, run := NULL) AS TABLE
 SELECT * FROM most_expensive_rows WHERE run IS NULL OR run_id = run LIMIT n;
 
--- One row per pipeline and UTC day of run_at (the time each run wrote its ledger, whatever the
--- session's TimeZone): runs, how many of them were cache re-runs (a run that sent nothing: no
--- row online, batch or failed, at least one answered from the response cache, so $0 spent),
+-- One row per pipeline and day: the run's logical date (`--date`, or the date its run id names,
+-- so a backfill of three nights is three days), else the UTC day of run_at (the time the run
+-- wrote its ledger, whatever the session's TimeZone): runs, how many of them were cache re-runs
+-- (a run that sent nothing: no row online, batch or failed, at least one answered from the
+-- response cache, so $0 spent),
 -- ledger rows and distinct rows, spend, baseline, saving. Spend is what every run of the day
 -- paid; the baseline counts each row (pipeline + row_id) once per day, however many runs
 -- answered it that day (its largest baseline of the day), so a re-run does not add a second
@@ -262,7 +264,7 @@ WITH per_run AS (
     SELECT
         pipeline,
         run_id,
-        make_timestamp(epoch_us(run_at))::DATE AS day,
+        coalesce(logical_date, make_timestamp(epoch_us(run_at))::DATE) AS day,
         count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')) = 0
             AND count(*) FILTER (WHERE mode = 'cache') > 0 AS cache_rerun,
         count(*) AS rows,
@@ -273,7 +275,7 @@ WITH per_run AS (
 per_row AS (
     SELECT
         pipeline,
-        make_timestamp(epoch_us(run_at))::DATE AS day,
+        coalesce(logical_date, make_timestamp(epoch_us(run_at))::DATE) AS day,
         row_id,
         max(baseline_cost_usd) AS baseline_cost_usd
     FROM ledger

@@ -194,7 +194,8 @@ def _by_model(db: _Ledger, pipeline: str, run_id: str) -> pl.DataFrame:
 
 
 def _by_day(db: _Ledger, pipeline: str) -> tuple[pl.DataFrame, list[str]]:
-    """Per UTC day of run_at: runs, cache re-runs, rows, spend and baseline (see daily_trend).
+    """Per day (logical date, else run_at's UTC day): runs, cache re-runs, rows, spend and
+    baseline (see daily_trend).
 
     Spend is what the day's runs paid. The baseline counts each row id once a day, however
     many runs answered it that day (its largest baseline), so a $0 re-run from the response
@@ -202,10 +203,12 @@ def _by_day(db: _Ledger, pipeline: str) -> tuple[pl.DataFrame, list[str]]:
     at least one answered from the cache.
     """
     run_at = db.col("run_at", "TIMESTAMPTZ")
+    # the logical date (`--date`, a dated run id) where the ledger has one, else run_at's day
+    day = (f"coalesce(max({db.col('logical_date', 'DATE')}), "
+           f"make_timestamp(epoch_us(max({run_at})))::DATE)")
     runs = db.frame(
         f"""
-        SELECT run_id, max({run_at}) AS run_at,
-               CAST(make_timestamp(epoch_us(max({run_at})))::DATE AS VARCHAR) AS day,
+        SELECT run_id, max({run_at}) AS run_at, CAST({day} AS VARCHAR) AS day,
                count(*) AS rows,
                count(*) FILTER (WHERE mode IN ('online', 'batch', 'failed')) = 0
                    AND count(*) FILTER (WHERE mode = 'cache') > 0 AS cache_rerun,
@@ -218,7 +221,7 @@ def _by_day(db: _Ledger, pipeline: str) -> tuple[pl.DataFrame, list[str]]:
     per_row = db.frame(
         f"""
         WITH days AS (
-            SELECT run_id, make_timestamp(epoch_us(max({run_at})))::DATE AS day
+            SELECT run_id, {day} AS day
             FROM ledger WHERE pipeline = ? GROUP BY run_id
         ), per_row AS (
             SELECT d.day, l.row_id, max(coalesce(l.baseline_cost_usd, 0.0)) AS baseline
