@@ -310,7 +310,8 @@ def test_time_priced_cost_is_hours_times_rate(table) -> None:
         pytest.approx(0.10, rel=1e-12))
 
 
-def test_local_price_is_time_only_with_its_source(table) -> None:
+def test_local_price_is_time_only_with_its_source() -> None:
+    table = PriceTable.load()
     assert table.price("local", "qwen2.5-0.5b-instruct-q4") == ModelPrice(
         provider="local", model="qwen2.5-0.5b-instruct-q4", input=0.0, output=0.0,
         cached_input=0.0, cache_write=0.0, batch_discount=0.0, usd_per_hour=0.10,
@@ -347,7 +348,8 @@ def test_override_of_an_unlisted_model_fits_any_provider_with_the_table_defaults
         assert p.source == "pipeline override (pricing.models)"
 
 
-def test_context_windows_come_from_the_price_file(table) -> None:
+def test_context_windows_come_from_the_price_file() -> None:
+    table = PriceTable.load()  # its own table: mutmut ties a test to the functions it calls
     assert table.context_tokens("openai", "gpt-4o-2024-08-06") == 128_000
     assert table.context_tokens("openai", "gpt-4.1-mini") == 1_047_576
     assert table.context_tokens("anthropic", "claude-sonnet-4-5") == 200_000
