@@ -298,7 +298,8 @@ def test_all_input_read_from_the_cache_is_allowed(table) -> None:
     assert table.cost(price, Usage()) == 0.0
 
 
-def test_time_priced_cost_is_hours_times_rate(table) -> None:
+def test_time_priced_cost_is_hours_times_rate() -> None:
+    table = PriceTable.load()  # not the shared one: bill_by_time changes the table
     price = table.bill_by_time("openai", "my-vllm-model", 3.6, "profiles.t.usd_per_hour")
     assert table.price("openai", "my-vllm-model") is price  # billed by time from now on
     assert table.price("openai", "gpt-4o").usd_per_hour is None  # other models unchanged
