@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from batchopt import run_identity
 from batchopt.calls import NOT_BILLED, by_group, calls_frame
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.context_fit import fit_context
@@ -677,6 +678,7 @@ def run_pipeline(
         state = RunState.open(directory)
         try:
             before = state.get("started") or {}
+            _check_identity(plan, state, started=bool(before), date_given=options.date is not None)
             job = _job_fingerprint(plan)
             done = _finished_summary(plan, state.get("finished"), job)
             if done is not None:  # the same job, finished: its ledger says what it did
@@ -706,6 +708,22 @@ def run_pipeline(
             return summary
         finally:
             state.close()
+
+
+def _check_identity(plan: Plan, state: RunState, *, started: bool, date_given: bool) -> None:
+    """Go on only with the same run (`batchopt.run_identity`): record who it is in its state and
+    beside its ledger part, and keep the logical date it was started for."""
+    cfg = plan.pipeline.config
+    current = run_identity.identity(cfg.name, plan.run_id, plan.logical_date, plan.config_hash,
+                                    plan.paths["cache"])
+    folder = part_path(plan.paths["ledger"], cfg.name, plan.run_id).parent
+    ident = run_identity.check(current, state.get("identity"), started, folder, date_given)
+    if ident["logical_date"]:
+        plan.logical_date = date.fromisoformat(ident["logical_date"])
+    if state.get("identity") != ident:
+        state.set("identity", ident)
+    if run_identity.read_ledger_side(folder) != ident:
+        run_identity.write_ledger_side(folder, ident)
 
 
 def _limit_changed(was: int | None, now: int | None) -> str:
