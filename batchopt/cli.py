@@ -167,6 +167,9 @@ def run(
 @click.option("--output", "output_path", type=_path, help="Override output.path (as run)")
 @click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path (as run)")
 @click.option("--cache-dir", type=_path, help="Override cache.path (where runs keep state)")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the state as JSON (batches per provider, tier and round with their "
+              "counts, what is pending, what was spent) for a sensor or a dashboard")
 @date_option
 def status(
     pipeline: Path,
@@ -176,6 +179,7 @@ def status(
     output_path: Path | None,
     ledger_path: Path | None,
     cache_dir: Path | None,
+    as_json: bool,
     logical: dt.datetime | None,
 ) -> None:
     """Say where run RUN_ID of PIPELINE stands; asks the provider about open batches.
@@ -197,7 +201,10 @@ def status(
         ledger=ledger_path, cache_dir=cache_dir, date=day,
     )
     report = run_status(loaded, options)
-    print_status(report)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print_status(report)
     sys.exit(report.exit_code)
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchopt.calls import CONFIRMED, UNCONFIRMED
 from batchopt.config import LoadedPipeline, ModelConfig
 from batchopt.errors import EXIT_OK, EXIT_PENDING, ConfigError
-from batchopt.execute.state import RunLock, RunState, Submission, run_dir
+from batchopt.execute.state import OPEN_STATES, RunLock, RunState, Submission, run_dir
 from batchopt.providers.base import ProviderSettings
 from batchopt.runner import RunOptions, provider_settings
 
@@ -31,6 +32,31 @@ class StatusReport:
     statuses: dict[str, BatchStatus]
     finished: dict[str, object] | None
     state_path: Path
+    spent_usd: float = 0.0  # what the run id's confirmed calls cost (`batchopt.calls`)
+    unconfirmed_usd: float = 0.0  # estimated: sent, never answered (maybe billed)
+    identity: dict[str, object] | None = None  # `batchopt.run_identity`
+
+    def to_json(self) -> dict[str, object]:
+        """For a scheduler's sensor or a dashboard: `status --json`."""
+        batches = []
+        for sub in self.batches:
+            polled = self.statuses.get(sub.batch_id or "")
+            batches.append({
+                "round": sub.round, "provider": sub.provider, "model": sub.model,
+                "batch_id": sub.batch_id, "tag": sub.tag, "state": sub.state,
+                "requests": sub.requests, "error": sub.error,
+                "provider_status": polled.raw_status if polled else sub.raw_status,
+                "done": polled.done if polled else sub.state not in OPEN_STATES,
+                "succeeded": polled.succeeded if polled else None,
+                "errored": polled.errored if polled else None,
+            })
+        return {
+            "run_id": self.run_id, "pipeline": self.pipeline, "state": self.state,
+            "exit_code": self.exit_code, "identity": self.identity,
+            "pending_batches": sum(1 for b in batches if not b["done"]),
+            "spent_usd": self.spent_usd, "unconfirmed_usd": self.unconfirmed_usd,
+            "batches": batches, "finished": self.finished, "state_path": str(self.state_path),
+        }
 
 
 def run_status(
@@ -41,8 +67,6 @@ def run_status(
     Exit code: the finished run's own (0, or 1 for too many failed rows); 75 while there is
     something to wait for (batches still running at the provider, or another process advancing
     the run); 0 when there is not: the next `run` with this id collects and finishes."""
-    from batchopt.execute.state import OPEN_STATES
-
     cfg = loaded.config
     if not options.run_id:
         raise ConfigError("status needs --run-id")
@@ -56,7 +80,9 @@ def run_status(
     try:
         finished = state.get("finished")
         started = state.get("started") or {}
+        identity = state.get("identity")
         batches = state.submissions()
+        calls = state.calls()
     finally:
         state.close()
     open_ = [b for b in batches if b.state in OPEN_STATES and b.batch_id]
@@ -80,6 +106,10 @@ def run_status(
     return StatusReport(
         run_id=options.run_id, pipeline=cfg.name, state=kind, exit_code=code, batches=batches,
         statuses=statuses, finished=finished, state_path=directory / "state.sqlite",
+        spent_usd=sum(c["cost_usd"] or 0.0 for c in calls if c["status"] == CONFIRMED),
+        unconfirmed_usd=sum(c["estimated_usd"] or 0.0 for c in calls
+                            if c["status"] == UNCONFIRMED),
+        identity=identity,
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
             assert "error" not in polled.output.lower(), polled.output
             time.sleep(0.1)
         assert polled.exit_code == 0, polled.output
+        sensor = json.loads(cli.invoke(main, [*status, "--json"]).output)
+        assert sensor["state"] == "ready" and sensor["pending_batches"] == 0
+        newest = sensor["batches"][-1]
+        assert newest["round"] == len(codes) and newest["state"] == "pending"  # to collect
+        assert newest["done"] and newest["succeeded"] == newest["requests"]
     assert answered is not None and answered.exit_code == 0, (codes, answered and answered.output)
     assert codes.count(EXIT_PENDING) == 3  # one invocation per tier's batch, then the collect
     lines = [line for line in cli.invoke(main, status).output.splitlines() if "round" in line]
@@ -83,6 +89,14 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
     assert bill["online_usd"] == 0 and bill["unpriced"] == []
     assert set(bill["by_model"]) == {"gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"}
     assert ledger["cost_usd"].sum() == pytest.approx(bill["batch_usd"], rel=1e-12, abs=1e-15)
+    sensor = json.loads(cli.invoke(main, [*status, "--json"]).output)
+    assert sensor["state"] == "finished" and sensor["exit_code"] == 0
+    assert [(b["provider"], b["model"], b["state"]) for b in sensor["batches"]] == [
+        ("openai", "gpt-4o-mini", "collected"),
+        ("anthropic", "claude-3-5-haiku-20241022", "collected"),
+        ("openai", "gpt-4o", "collected")]
+    assert sensor["spent_usd"] == pytest.approx(bill["batch_usd"], rel=1e-12, abs=1e-15)
+    assert sensor["unconfirmed_usd"] == 0
     calls = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / "run_id=night"
                             / "calls.parquet")
     for model, billed in bill["by_model"].items():
