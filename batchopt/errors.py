@@ -35,6 +35,12 @@ class ConfigError(BatchoptError):
     exit_code = EXIT_USAGE
 
 
+class NoBatchAPIError(ConfigError):
+    """The endpoint a profile sends to has no batch API (an OpenAI-compatible server such as
+    llama.cpp's): found on the first batch call, before anything is paid; the run must go
+    online."""
+
+
 class InputError(BatchoptError):
     """The input data cannot be used as the pipeline says (file, column, row)."""
 

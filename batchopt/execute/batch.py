@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from batchopt.errors import TerminalProviderError, TransientProviderError
+from batchopt.errors import NoBatchAPIError, TerminalProviderError, TransientProviderError
 from batchopt.execute.claims import Holder, SharedCache
 from batchopt.execute.state import OPEN_STATES, RunState, Submission
 from batchopt.execute.structured import check_structured
@@ -295,6 +295,9 @@ class BatchExecutor:
             )
             try:
                 batch_id = await self.provider.submit_batch(chunk, self._tag(tag))
+            except NoBatchAPIError as exc:  # nothing was created: say so, and stop the run
+                self.state.mark_failed(tag, "rejected", str(exc))
+                raise
             except TerminalProviderError as exc:
                 self.state.mark_failed(tag, "rejected", str(exc))
                 rejected = True

@@ -226,7 +226,7 @@ class AnthropicProvider(SDKBatchProvider):
         size = sum(self.batch_line_bytes(r) for r in requests)
         check_batch([item["custom_id"] for item in items], size, self.batch_limits)
         client = self._client_for_running_loop()
-        batch = await self._batch_call(
+        batch = await self._first_batch_call(
             client.messages.batches.create(requests=items, timeout=self._upload_timeout(size))
         )
         return str(batch.id)

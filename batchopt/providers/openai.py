@@ -165,7 +165,7 @@ class OpenAIProvider(SDKBatchProvider):
         metadata = _metadata(tag)
         client = self._client_for_running_loop()
         name = f"batchopt-{stable_hash(data, 16)}.jsonl"
-        upload = await self._batch_call(
+        upload = await self._first_batch_call(
             client.files.create(
                 file=(name, data), purpose="batch", timeout=self._upload_timeout(len(data))
             )

@@ -9,12 +9,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from batchopt.errors import ProviderError, TerminalProviderError, TransientProviderError
+from batchopt.errors import (
+    NoBatchAPIError,
+    ProviderError,
+    TerminalProviderError,
+    TransientProviderError,
+)
 from batchopt.providers.batching import BatchProvider, BatchStatus
 from batchopt.providers.sdk_common import SDKProvider, scrub
 
 T = TypeVar("T")
 WHERE = "batch"
+_NO_SUCH_ENDPOINT = (404, 405)
 # Uploads get the profile's timeout plus a second per megabyte: a 200 MB file is not one call.
 _UPLOAD_BYTES_PER_SECOND = 1_000_000
 
@@ -28,6 +34,20 @@ class SDKBatchProvider(SDKProvider, BatchProvider):
             return await call
         except self._sdk_error as exc:
             raise self._error(exc, WHERE) from None
+
+    async def _first_batch_call(self, call: Awaitable[T]) -> T:
+        """The first call of a batch's creation: an endpoint that answers it 404 or 405 has no
+        batch API (an OpenAI-compatible server without one), which no retry or later round
+        mends: NoBatchAPIError (exit 2) names the endpoint and what to do."""
+        try:
+            return await self._batch_call(call)
+        except TerminalProviderError as exc:
+            if exc.status not in _NO_SUCH_ENDPOINT:
+                raise
+            raise NoBatchAPIError(
+                f"{self.name} batch: the endpoint {self.settings.base_url} has no batch API "
+                f"({exc}); run this profile online: --mode online, or execution.mode: online"
+            ) from None
 
     async def _status_with_results(self, batch_id: str) -> BatchStatus:
         """The batch's status; TerminalProviderError when it has no results to read."""
