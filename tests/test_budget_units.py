@@ -143,3 +143,185 @@ def test_an_openai_request_reads_its_cached_prefix_unless_it_is_the_first(tmp_pa
     assert usage.cached_input_tokens >= 1024 and usage.cached_input_tokens % 128 == 0
     assert usage.cached_input_tokens <= request.estimated_input_tokens
     assert usage.input_tokens == first.input_tokens == request.estimated_input_tokens
+
+
+class _Calls:
+    """A run id's calls record: what earlier invocations paid, and sent but never confirmed."""
+
+    def __init__(self, spent: float, unconfirmed: float) -> None:
+        self._spent, self._unconfirmed = spent, unconfirmed
+
+    def spent(self) -> float:
+        return self._spent
+
+    def unconfirmed(self) -> float:
+        return self._unconfirmed
+
+
+def _prefix_tokens(request) -> int:
+    """The tokens of the static system prefix a provider's prompt cache serves, counted as the
+    prompt is (OpenAI: in steps of 128; Anthropic: the whole prefix)."""
+    from batchopt.tokens import count_tokens
+
+    assert request.system == LONG_SYSTEM.strip()
+    tokens = count_tokens(request.system, request.model)
+    return tokens - tokens % 128 if request.provider == "openai" else tokens
+
+
+def test_the_first_anthropic_request_writes_the_prefix_and_the_others_read_it(tmp_path):
+    """Anthropic: the first request of a tier writes the cacheable prefix (billed at the
+    cache-write rate), every later one reads it (the cache-read rate); both price it so."""
+    from batchopt.estimate import expected_usage, request_cost
+
+    plan = _plan(tmp_path, "anthropic", system=LONG_SYSTEM)
+    request = _first(plan)
+    prefix = _prefix_tokens(request)
+    assert prefix >= 2048  # Claude 3.5 Haiku caches prefixes of 2,048 tokens or more
+    first = expected_usage(plan.history, request, first=True)
+    later = expected_usage(plan.history, request)
+    assert (first.cache_write_tokens, first.cached_input_tokens) == (prefix, 0)
+    assert (later.cache_write_tokens, later.cached_input_tokens) == (0, prefix)
+    for usage in (first, later):  # every prompt token counted; no history: max_tokens out
+        assert usage.input_tokens == request.estimated_input_tokens
+        assert usage.output_tokens == request.max_tokens
+    n_in, n_out = request.estimated_input_tokens, request.max_tokens
+    assert request_cost(plan, request, first=True) == pytest.approx(
+        PUBLISHED.cost(request.model, n_in, n_out, cache_write_tokens=prefix), rel=1e-12)
+    assert request_cost(plan, request) == pytest.approx(
+        PUBLISHED.cost(request.model, n_in, n_out, cache_read_tokens=prefix), rel=1e-12)
+    assert request_cost(plan, request, batch=True) == pytest.approx(
+        PUBLISHED.cost(request.model, n_in, n_out, cache_read_tokens=prefix, batch=True),
+        rel=1e-12)
+    # the most a send can cost: the whole prefix written, max_tokens out, at the batch price too
+    for batch in (False, True):
+        assert max_request_cost(plan, request, batch=batch) == pytest.approx(
+            PUBLISHED.cost(request.model, n_in, n_out, cache_write_tokens=prefix, batch=batch),
+            rel=1e-12)
+
+
+def test_a_known_answer_length_overrides_the_expected_output(tmp_path):
+    """`output`: the answer's tokens where they are known otherwise (a judge's verdict)."""
+    from batchopt.estimate import expected_usage
+
+    plan = _plan(tmp_path)
+    request = _first(plan)
+    assert expected_usage(plan.history, request).output_tokens == request.max_tokens
+    assert expected_usage(plan.history, request, output=5).output_tokens == 5
+    assert expected_usage(plan.history, request, output=0).output_tokens == 0
+
+
+def test_an_openai_request_is_priced_with_its_cached_prefix_unless_it_is_the_first(tmp_path):
+    """OpenAI bills cached prompt tokens at half the input rate and no cache write: the first
+    request pays the full prompt, the later ones the cached prefix at the cached rate."""
+    from batchopt.estimate import request_cost
+
+    plan = _plan(tmp_path, system=LONG_SYSTEM)
+    request = _first(plan)
+    prefix = _prefix_tokens(request)
+    assert prefix >= 1024
+    n_in, n_out = request.estimated_input_tokens, request.max_tokens
+    for batch in (False, True):
+        assert request_cost(plan, request, batch=batch, first=True) == pytest.approx(
+            PUBLISHED.cost(request.model, n_in, n_out, batch=batch), rel=1e-12)
+        assert request_cost(plan, request, batch=batch) == pytest.approx(
+            PUBLISHED.cost(request.model, n_in, n_out, cache_read_tokens=prefix, batch=batch),
+            rel=1e-12)
+        # the most: every prompt token at the full input rate (OpenAI writes no cache)
+        assert max_request_cost(plan, request, batch=batch) == pytest.approx(
+            PUBLISHED.cost(request.model, n_in, n_out, batch=batch), rel=1e-12)
+
+
+SELF_HOSTED = {"provider": "openai", "model": "llama-2-7b-chat",
+               "base_url": "http://127.0.0.1:9/v1", "max_tokens": 16,
+               "self_hosted": {"parameters_b": 7, "precision": "int4", "gpu": "l4-24gb",
+                               "usd_per_hour": 0.80, "architecture": "llama-2-7b",
+                               "throughput": {"prompt_tokens_per_s": 5000,
+                                              "generated_tokens_per_s": 500}}}
+
+
+def _self_hosted_plan(tmp_path: Path) -> Plan:
+    data = pipeline_dict(profiles={"vllm": SELF_HOSTED}, default_profile="vllm")
+    return prepare(load_pipeline(write_pipeline(tmp_path, data)), RunOptions(),
+                   env={"OPENAI_API_KEY": "sk-x"})
+
+
+def test_a_self_hosted_tier_is_priced_by_the_time_its_tokens_take(tmp_path):
+    """A time-priced tier costs its $/hour for the time the prompt and max_tokens take at its
+    stated throughput (`self_hosted.throughput`); tokens and the batch flag change nothing else."""
+    from batchopt.estimate import request_cost
+
+    plan = _self_hosted_plan(tmp_path)
+    request = _first(plan)
+    seconds = request.estimated_input_tokens / 5000 + request.max_tokens / 500
+    expected = seconds / 3600 * 0.80
+    assert expected > 0
+    for batch in (False, True):
+        assert request_cost(plan, request, batch=batch) == pytest.approx(expected, rel=1e-12)
+        assert max_request_cost(plan, request, batch=batch) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_bought_result_of_a_self_hosted_tier_costs_its_measured_time(tmp_path):
+    plan = _self_hosted_plan(tmp_path)
+    tier = plan.tier_of(_first(plan))
+    timed = Result(key="k", text="ok", usage=Usage(input_tokens=30, output_tokens=10),
+                   latency_ms=45.0)
+    assert result_cost(plan, tier, timed) == pytest.approx(45.0 / 3.6e6 * 0.80, rel=1e-12)
+    # a server that reports no token counts: the answer still took its machine time
+    silent = Result(key="k", text="ok", latency_ms=45.0)
+    assert result_cost(plan, tier, silent) == pytest.approx(45.0 / 3.6e6 * 0.80, rel=1e-12)
+
+
+def test_a_failed_answer_that_came_back_is_billed_its_tokens(tmp_path):
+    """An answer that failed after it arrived (not JSON: `execute.structured`) was billed; a
+    request that failed with no usage (never answered) costs nothing."""
+    plan = _plan(tmp_path)
+    tier = next(iter(plan.tiers.values()))
+    bad = Result(key="k", text="{oops", status="failed", error="answer is not JSON",
+                 usage=Usage(input_tokens=1, output_tokens=300))
+    assert result_cost(plan, tier, bad) == pytest.approx(
+        PUBLISHED.cost("gpt-4o-mini", 1, 300), rel=1e-12)
+    batch = Result(key="k", text="{oops", status="failed", mode="batch",
+                   usage=Usage(input_tokens=1200, output_tokens=300))
+    assert result_cost(plan, tier, batch) == pytest.approx(
+        PUBLISHED.cost("gpt-4o-mini", 1200, 300, batch=True), rel=1e-12)
+
+
+def test_the_budget_counts_earlier_spend_and_unconfirmed_calls(tmp_path):
+    """What is left: the limit less what the run id's calls record says it paid and what it
+    sent without an answer (which may be billed)."""
+    plan = _plan(tmp_path, budget=1.0)
+    budget = _Budget(plan, _Calls(spent=0.25, unconfirmed=0.5))  # type: ignore[arg-type]
+    assert budget.spent == pytest.approx(0.75) and budget.left == pytest.approx(0.25)
+    assert not budget.reached
+    assert _Budget(plan, _Calls(spent=0.5, unconfirmed=0.5)).reached  # type: ignore[arg-type]
+
+
+def test_a_request_held_already_is_not_reserved_twice(tmp_path):
+    """Batch mode: a request whose most is held already (reserved before its batch was sent)
+    is not charged again, and still counts as reserved when the budget has no room left."""
+    plan = _plan(tmp_path, budget=1.0)
+    most = max_request_cost(plan, _first(plan))
+    exact = _plan(tmp_path / "exact", budget=most)
+    budget = _Budget(exact, _NoCalls())  # type: ignore[arg-type]
+    request = _first(exact)
+    assert budget.reserve(request) and budget.left == pytest.approx(0.0, abs=1e-15)
+    assert budget.reserve(request)
+    assert budget.left == pytest.approx(0.0, abs=1e-15) and budget.held == {request.key: most}
+
+
+def test_the_refusal_says_what_earlier_invocations_spent(tmp_path):
+    """The pre-send check counts what earlier invocations of the run id spent, and says so."""
+    plan = _plan(tmp_path, budget=1.0)
+    misses = list(plan.requests.values())
+    fresh = _Budget(plan, _NoCalls()).estimate(misses)  # type: ignore[arg-type]
+    over = _Budget(plan, _Calls(spent=0.9, unconfirmed=0.1))  # type: ignore[arg-type]
+    with pytest.raises(BudgetExceededError) as raised:
+        over.check_estimate(misses)
+    text = str(raised.value)
+    assert f"estimated at ${1.0 + fresh:,.4f}" in text
+    assert "($1.0000 of it already spent by earlier invocations of this run id)" in text
+    assert "against a budget of $1.0000" in text
+    tight = _plan(tmp_path / "tight", budget=fresh * 0.5)
+    with pytest.raises(BudgetExceededError) as raised:
+        _Budget(tight, _NoCalls()).check_estimate(misses)  # type: ignore[arg-type]
+    assert "earlier invocations" not in str(raised.value)
