@@ -325,3 +325,30 @@ def test_the_refusal_says_what_earlier_invocations_spent(tmp_path):
     with pytest.raises(BudgetExceededError) as raised:
         _Budget(tight, _NoCalls()).check_estimate(misses)  # type: ignore[arg-type]
     assert "earlier invocations" not in str(raised.value)
+
+
+def test_an_openai_reservation_writes_no_cache_even_under_a_contract_with_a_write_rate(tmp_path):
+    """OpenAI bills no cache writes (its usage never reports any), so a contract's
+    `cache_write` rate for an OpenAI model does not enter what its send reserves: every prompt
+    token at the contract's input rate."""
+    contract = {"input": 0.12, "output": 0.50, "cached_input": 0.06, "cache_write": 0.15}
+    data = pipeline_dict(pricing={"models": {"gpt-4o-mini": contract}})
+    data["prompt"]["system"] = LONG_SYSTEM
+    plan = prepare(load_pipeline(write_pipeline(tmp_path, data)), RunOptions(),
+                   env={"OPENAI_API_KEY": "sk-x"})
+    request = _first(plan)
+    assert _prefix_tokens(request) >= 1024  # a prefix OpenAI would cache
+    billed = PUBLISHED.with_overrides({"gpt-4o-mini": contract})
+    for batch in (False, True):
+        assert max_request_cost(plan, request, batch=batch) == pytest.approx(
+            billed.cost(request.model, request.estimated_input_tokens, request.max_tokens,
+                        batch=batch), rel=1e-12)
+
+
+def test_a_failed_call_without_usage_costs_nothing_on_a_self_hosted_tier(tmp_path):
+    """A call that failed with no usage was not billed (`calls`: not_billed), whatever time it
+    took; the ledger and the budget count it at 0."""
+    plan = _self_hosted_plan(tmp_path)
+    tier = plan.tier_of(_first(plan))
+    failed = Result(key="k", text=None, status="failed", error="timeout", latency_ms=45.0)
+    assert result_cost(plan, tier, failed) == 0.0
