@@ -324,7 +324,7 @@ def test_the_refusal_says_what_earlier_invocations_spent(tmp_path):
     tight = _plan(tmp_path / "tight", budget=fresh * 0.5)
     with pytest.raises(BudgetExceededError) as raised:
         _Budget(tight, _NoCalls()).check_estimate(misses)  # type: ignore[arg-type]
-    assert "earlier invocations" not in str(raised.value)
+    assert f"estimated at ${fresh:,.4f} (as `batchopt plan` estimates it)" in str(raised.value)
 
 
 def test_an_openai_reservation_writes_no_cache_even_under_a_contract_with_a_write_rate(tmp_path):
