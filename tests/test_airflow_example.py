@@ -183,7 +183,7 @@ def test_dag_has_three_tasks_in_order_with_the_contract_commands(airflow, monkey
     for task in (submit, collect):
         assert not task.skip_on_exit_code  # exit 99 must not turn into "skipped"
     assert '"$BATCHOPT" run' in submit.bash_command
-    assert "--run-id {{ ds_nodash }}" in submit.bash_command
+    assert "--run-id {{ ds_nodash }} --date {{ ds }}" in submit.bash_command
     assert "--mode batch --no-wait" in submit.bash_command
     assert '[ "$rc" -eq 75 ]' in submit.bash_command
     assert "--mode batch --wait" in collect.bash_command
@@ -209,6 +209,7 @@ def test_dag_runs_the_contract_with_one_run_id(airflow, monkeypatch, tmp_path):
         (0, "run --wait"),  # collect: collected and finished
     ]
     assert _run_ids(calls) == {"20261124"}  # {{ ds_nodash }}
+    assert {argv[argv.index("--date") + 1] for _, argv in calls} == {"2026-11-24"}  # {{ ds }}
     for _, argv in calls:
         assert argv[1] == str(pipeline)
         assert argv[argv.index("--profile") + 1] == "openai"
@@ -316,3 +317,74 @@ def test_dag_runs_the_real_cli_against_the_fake_provider(airflow, monkeypatch, t
         timeout=120,
     )
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_dag_backfills_three_nights_of_a_cascade_across_providers(airflow, monkeypatch, tmp_path,
+                                                                   request):
+    """Three nights of a batch cascade openai -> anthropic -> openai, one DAG run a night as a
+    backfill runs them: each night reads its own partition (`${date}`), the sensor never sees
+    exit 1, and the ledger counts each night on its own day."""
+    import polars as pl
+    import yaml
+    from helpers import pipeline_dict
+
+    from batchopt.ledger.store import connect
+
+    fake = request.getfixturevalue("fake")
+    folder = tmp_path / "project"
+    nights = {17: "2026-11-17", 18: "2026-11-18", 19: "2026-11-19"}
+    data = pipeline_dict(
+        routing={"strategy": "cascade", "tiers": ["cheap", "mid", "strong"],
+                 "validators": [{"type": "finish_reason"}]},
+        execution={"mode": "batch", "poll_seconds": 0.2},
+    )
+    data["input"]["path"] = "data/day=${date}"
+    data["output"]["path"] = "out/day=${date}/outputs.parquet"
+    data["profiles"] = {  # cheap and mid cut every answer short: each row visits all three
+        "cheap": {"provider": "openai", "model": "gpt-4o-mini", "max_tokens": 4},
+        "mid": {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "max_tokens": 4},
+        "strong": {"provider": "openai", "model": "gpt-4o", "max_tokens": 64},
+    }
+    data["default_profile"] = "cheap"
+    folder.mkdir()
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump(data))
+    for day, night in nights.items():
+        (folder / "data" / f"day={night}").mkdir(parents=True)
+        pl.DataFrame([{"ticket_id": f"{day}-{i}", "subject": "Order",
+                       "body": f"Night {night}: where is order #{day * 100 + i}?"}
+                      for i in range(day - 14)]).write_parquet(
+            folder / "data" / f"day={night}" / "part.parquet")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "batchopt"
+    wrapper.write_text(REAL_BATCHOPT.replace("__PYTHON__", sys.executable))
+    wrapper.chmod(0o755)
+    for name, value in (("OPENAI_BASE_URL", fake.openai_base_url), ("OPENAI_API_KEY", "sk-o"),
+                        ("ANTHROPIC_BASE_URL", fake.anthropic_base_url),
+                        ("ANTHROPIC_API_KEY", "sk-ant-a")):
+        monkeypatch.setenv(name, value)
+    previous = fake.batch_seconds
+    fake.batch_seconds = 4  # pending for a poke or two
+    try:
+        _, dag = _load_dag(monkeypatch, BATCHOPT_BIN=str(wrapper))
+        states = [_run_dag(dag, day, {"pipeline": "pipeline.yaml", "project_dir": str(folder)})
+                  for day in nights]
+    finally:
+        fake.batch_seconds = previous
+
+    calls = _calls(bin_dir / "calls.log")
+    assert states == ["success"] * 3, calls
+    assert all(rc in (0, 75) for rc, _ in calls), calls  # the sensor never saw 1 (nor 2)
+    assert _run_ids(calls) == {night.replace("-", "") for night in nights.values()}
+    for day, night in nights.items():
+        outputs = pl.read_parquet(folder / "out" / f"day={night}" / "outputs.parquet")
+        assert sorted(outputs["ticket_id"]) == sorted(f"{day}-{i}" for i in range(day - 14))
+        assert outputs["summary"].null_count() == 0
+    assert fake.stats()["batches_created"] == 9  # three tiers a night, each once
+    con = connect(folder / "out" / "ledger")
+    trend = con.sql("SELECT CAST(day AS VARCHAR), runs, rows FROM daily_trend ORDER BY day")
+    assert trend.fetchall() == [(night, 1, day - 14) for day, night in nights.items()]
+    bill = fake.bill()
+    assert set(bill["by_model"]) == {"gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"}
+    ((spent,),) = con.sql("SELECT sum(cost_usd) FROM ledger").fetchall()
+    assert abs(spent - bill["batch_usd"]) < 1e-12 and bill["online_usd"] == 0

@@ -1,16 +1,20 @@
 """Nightly batchopt pipeline through the providers' batch APIs (Airflow 2.7+ and 3.x).
 
-    submit            batchopt run PIPELINE --run-id {{ ds_nodash }} --mode batch --no-wait
-    wait_for_batches  batchopt status PIPELINE --run-id {{ ds_nodash }}, every poke, until 0
-    collect           batchopt run PIPELINE --run-id {{ ds_nodash }} --mode batch --wait
+    submit            batchopt run PIPELINE --run-id {{ ds_nodash }} --date {{ ds }} --mode batch
+                      --no-wait
+    wait_for_batches  batchopt status PIPELINE --run-id ... --date ..., every poke, until 0
+    collect           batchopt run PIPELINE --run-id ... --date ... --mode batch --wait
 
 The contract: `run --no-wait` submits and exits 75 while batches are out at the provider;
 `status` exits 75 while there is something to wait for (batches still running, or another
 process advancing the run) and 0 once there is not; the final `run` collects the batches and
 writes the outputs and the ledger (0). The run id is the logical date, so every poke, retry or
 clear of a night's tasks resumes that night's run: batches already submitted are polled and
-collected, never submitted or paid for twice. 1 is a run that finished with too many failed
-rows, 2 a config or usage error; both fail the task.
+collected, never submitted or paid for twice. `--date {{ ds }}` is that night for batchopt:
+`${date}` in the pipeline's paths (`input.path: data/day=${date}`), the ledger's logical_date
+and the report's days, so a backfill (`airflow dags backfill`) reads and counts each night.
+1 is a run that finished with too many failed rows, 2 a config or usage error; both fail the
+task.
 
 Settings, read when the DAG file is parsed (set them for the scheduler and the workers alike):
     BATCHOPT_PIPELINE       pipeline YAML (default pipelines/summarize.yaml; a trigger may override
@@ -53,7 +57,7 @@ _PREAMBLE = (
     'BATCHOPT="${BATCHOPT_BIN:-batchopt}"\n'
 )
 _ARGS = (
-    "{{ params.pipeline | shquote }} --run-id {{ ds_nodash }}"
+    "{{ params.pipeline | shquote }} --run-id {{ ds_nodash }} --date {{ ds }}"
     "{% if params.profile %} --profile {{ params.profile | shquote }}{% endif %}"
 )
 
