@@ -45,10 +45,12 @@ def _groups() -> pl.DataFrame:
         "g_skipped": _request("k_skipped", max_tokens=600),
     }
     results = {
+        # bought by this very run (run-7) before a cut-off, read back from the cache as its
+        # own spend (`rounds` sets from_cache False): a paid call, no cache hit
         "k_paid": Result(key="k_paid", text='{"category": "refund"}', usage=PAID_USAGE,
                          request_id="req_1", latency_ms=812.5, attempts=2,
                          parsed={"category": "refund"}, mode="batch", batch_id="batch_7",
-                         retry_reason="expired"),
+                         retry_reason="expired", paid_run_id="run-7"),
         # a cache hit keeps the usage, latency and batch of the call that bought it
         "k_cache": Result(key="k_cache", text="plain answer", usage=Usage(90, 12, 0, 0),
                           request_id="req_0", latency_ms=300.0, attempts=0, from_cache=True,
@@ -98,8 +100,8 @@ def test_group_results_paid_group_carries_its_call_and_its_money():
         "baseline_input_tokens": 1200, "baseline_output_tokens": 40,
         "baseline_latency_ms": 812.5, "estimated_cost_usd": 3.0,
         "estimated_input_tokens": 1180, "token_counter": "exact:anthropic",
-        "cached_from_run": None, "past_row_id": None, "past_similarity": None,
-        "overflow": "truncated",
+        "cached_from_run": None,  # not a cache hit: no earlier run named
+        "past_row_id": None, "past_similarity": None, "overflow": "truncated",
         "other_input_tokens": 500, "other_cached_input_tokens": 256,
         "other_cache_write_tokens": 32, "other_output_tokens": 20, "unconfirmed_usd": 0.125,
     }
@@ -191,18 +193,19 @@ CONSTANTS = {"run_id": "run-7", "pipeline": "tickets",
 
 
 def _rows(**extra: list) -> pl.DataFrame:
-    """Members of g_paid (its representative P1, an exact and a semantic follower), of g_past
-    (its representative answered by an earlier run's row), of g_failed (a follower) and the
-    skipped group's one row."""
+    """Members of g_paid (its representative 11, an exact and a semantic follower), of g_past
+    (its representative answered by an earlier run's row), of g_failed, of g_past again (a
+    follower) and of the skipped group (two empty inputs: one request, one follower)."""
     return pl.DataFrame({
-        "ticket_id": [11, 12, 13, 21, 31, 32, 41],
+        "ticket_id": [11, 12, 13, 21, 31, 32, 41, 22, 42],
         "group_id": ["g_paid", "g_paid", "g_paid", "g_past", "g_failed", "g_failed",
-                     "g_skipped"],
-        "representative_id": ["11", "11", "11", "21", "31", "31", "41"],
-        "dedup": ["none", "exact", "semantic", "none", "none", "exact", "none"],
-        "similarity": [None, 1.0, 0.97, None, None, 1.0, None],
-        "veto_guard": [None, None, None, None, None, None, "amounts"],
-        "veto_id": [None, None, None, None, None, None, "31"],
+                     "g_skipped", "g_past", "g_skipped"],
+        "representative_id": ["11", "11", "11", "21", "31", "31", "41", "21", "41"],
+        "dedup": ["none", "exact", "semantic", "none", "none", "exact", "none", "exact",
+                  "exact"],
+        "similarity": [None, 1.0, 0.97, None, None, 1.0, None, 1.0, 1.0],
+        "veto_guard": [None, None, None, None, None, None, "amounts", None, None],
+        "veto_id": [None, None, None, None, None, None, "31", None, None],
         **extra,
     })
 
@@ -219,7 +222,7 @@ def _facts_by_row(frame: pl.DataFrame) -> dict[str, dict]:
 
 
 def test_ledger_facts_representative_pays_and_followers_reuse_for_nothing():
-    facts = _facts_by_row(_facts(_rows(compression_tokens_saved=[100, 100, 80, 0, 5, 5, 0])))
+    facts = _facts_by_row(_facts(_rows(compression_tokens_saved=[100, 100, 80, 0, 5, 5, 0, 0, 0])))
     rep, exact, semantic = facts["11"], facts["12"], facts["13"]
     assert {k: rep[k] for k in (
         "group_id", "representative_id", "dedup", "similarity", "cached_from_run", "mode",
@@ -282,19 +285,30 @@ def test_ledger_facts_cross_run_reuse_and_failures():
     skipped = facts["41"]
     assert (skipped["mode"], skipped["veto_guard"], skipped["veto_id"]) == (
         "skipped", "amounts", "31")
-    assert list(facts) == ["11", "12", "13", "21", "31", "32", "41"]  # the input's order
+    # a follower of a cache hit or of an earlier run's answer is a dedup row, no cache hit
+    follower = facts["22"]
+    assert (follower["mode"], follower["cached_from_run"], follower["representative_id"]) == (
+        "dedup", None, "21")
+    assert follower["similarity"] == 1.0 and follower["baseline_input_tokens"] == 70
+    # a follower of an empty input is skipped too: not sent, not a dedup saving
+    assert (facts["42"]["mode"], facts["42"]["status"], facts["42"]["attempts"]) == (
+        "skipped", "skipped", 0)
+    assert list(facts) == ["11", "12", "13", "21", "31", "32", "41", "22", "42"]  # input order
 
 
 def test_ledger_facts_baseline_prompt_is_the_rows_own_when_counted():
-    rows = _rows(baseline_prompt_tokens=[1500, 1500, 1490, 75, 33, 33, 0],
-                 compression_tokens_saved=[100, 100, 80, 0, 5, 5, 0])
+    rows = _rows(baseline_prompt_tokens=[1500, 1500, 1490, 75, 33, 33, 0, 75, 0],
+                 compression_tokens_saved=[100, 100, 80, 0, 5, 5, 0, 0, 0])
     facts = _facts_by_row(_facts(rows))
-    assert [facts[r]["baseline_input_tokens"] for r in facts] == [1500, 1500, 1490, 75, 33, 33, 0]
-    assert [facts[r]["compression_tokens_saved"] for r in facts] == [100, 0, 0, 0, 5, 0, 0]
+    assert [facts[r]["baseline_input_tokens"] for r in facts] == [
+        1500, 1500, 1490, 75, 33, 33, 0, 75, 0]
+    assert [facts[r]["compression_tokens_saved"] for r in facts] == [
+        100, 0, 0, 0, 5, 0, 0, 0, 0]
 
 
 def test_ledger_facts_types_and_optional_columns():
-    rows = _rows(compression_tokens_saved=pl.Series([1, None, 2, 3, 4, 5, 6], dtype=pl.Int32))
+    rows = _rows(compression_tokens_saved=pl.Series([1, None, 2, 3, 4, 5, 6, 7, 8],
+                                                       dtype=pl.Int32))
     groups = _groups().drop([*OTHER, "unconfirmed_usd"])
     facts = _facts(rows, groups)
     for c in (*TOKENS, "attempts", "compression_tokens_saved", "baseline_input_tokens",
@@ -307,7 +321,7 @@ def test_ledger_facts_types_and_optional_columns():
     # other calls' columns only where the groups have them
     assert not set(OTHER) & set(facts.columns) and "unconfirmed_usd" not in facts.columns
     # a null saving counts as none (the follower's baseline is the call's usage alone)
-    assert facts["compression_tokens_saved"].to_list() == [1, 0, 0, 3, 4, 0, 6]
+    assert facts["compression_tokens_saved"].to_list() == [1, 0, 0, 3, 4, 0, 6, 0, 0]
     assert facts["baseline_input_tokens"].to_list()[:3] == [1201, 1200, 1202]
 
 
@@ -330,9 +344,10 @@ def test_output_table_answer_status_and_typed_properties():
     assert out.columns == ["ticket_id", "subject", "summary", "summary_status",
                            "summary_category", 'summary_odd name']
     assert out["summary"].to_list() == ['{"category": "refund"}'] * 3 + [
-        "reused", None, None, None]
-    assert out["summary_status"].to_list() == ["ok"] * 4 + ["failed", "failed", "skipped"]
-    assert out["summary_category"].to_list() == ["refund"] * 3 + [None] * 4
+        "reused", None, None, None, "reused", None]
+    assert out["summary_status"].to_list() == ["ok"] * 4 + [
+        "failed", "failed", "skipped", "ok", "skipped"]
+    assert out["summary_category"].to_list() == ["refund"] * 3 + [None] * 6
     assert out.schema['summary_odd name'] == pl.Int64
     # a property name that is no identifier is looked up by its name
     odd = pl.DataFrame({"group_id": ["g"], "answer": ["a"],
@@ -343,13 +358,24 @@ def test_output_table_answer_status_and_typed_properties():
     assert one.row(0) == (1, "a", "c", 7)
 
 
+def test_output_table_keeps_every_input_row_in_order():
+    """One output row per input row, in the input's order, even a row whose group has no
+    result row (its answer is null)."""
+    rows = pl.DataFrame({"id": [3, 1, 2, 4], "group_id": ["g_past", "g_gone", "g_paid",
+                                                         "g_past"]})
+    out = output_table(rows, _groups(), ["id"], "answer", None, status_column="st")
+    assert out.to_dict(as_series=False) == {
+        "id": [3, 1, 2, 4], "answer": ["reused", None, '{"category": "refund"}', "reused"],
+        "st": ["ok", None, "ok", "ok"]}
+
+
 @pytest.mark.parametrize("schema", [None, {}, {"type": "array", "properties": {"a": {}}},
                                     {"type": "object"}])
 def test_output_table_without_object_properties_has_the_answer_only(schema):
     rows = _rows().select("ticket_id", "group_id")
     out = output_table(rows, _groups(), ["ticket_id"], "answer", schema)
     assert out.columns == ["ticket_id", "answer"]
-    assert out.height == 7 and out["answer"][3] == "reused"
+    assert out.height == 9 and out["answer"][3] == "reused"
 
 
 # ---- LedgerTotals -------------------------------------------------------------------------------
@@ -361,11 +387,13 @@ def _ledger(**columns: list) -> pl.DataFrame:
 
 def test_ledger_totals_add_up_chunk_by_chunk():
     first = _ledger(
-        status=["ok", "ok", "failed", "ok"], dedup=["none", "exact", "none", "semantic"],
-        mode=["online", "dedup", "failed", "dedup"], tier=["cheap", "cheap", "strong", "cheap"],
-        escalated=[True, False, False, False], input_tokens=[100, 0, 7, 0],
-        cached_input_tokens=[64, 0, 0, 0], output_tokens=[20, 0, 0, 0],
-        cost_usd=[0.25, 0.0, 0.125, 0.0], baseline_cost_usd=[0.5, 0.5, 0.125, 0.5])
+        status=["ok", "ok", "failed", "ok", "ok"],
+        dedup=["none", "exact", "none", "semantic", "none"],
+        mode=["online", "dedup", "failed", "dedup", "cache"],
+        tier=["cheap", "cheap", "strong", "cheap", "cheap"],
+        escalated=[True, False, False, False, False], input_tokens=[100, 0, 7, 0, 0],
+        cached_input_tokens=[64, 0, 0, 0, 0], output_tokens=[20, 0, 0, 0, 0],
+        cost_usd=[0.25, 0.0, 0.125, 0.0, 0.0], baseline_cost_usd=[0.5, 0.5, 0.125, 0.5, 0.5])
     second = _ledger(
         status=["ok", "unverified: budget"], dedup=["none", "none"], mode=["cache", "batch"],
         tier=["strong", "strong"], escalated=[False, True], input_tokens=[0, 40],
@@ -376,12 +404,12 @@ def test_ledger_totals_add_up_chunk_by_chunk():
     totals.add(first)
     totals.add(second)
     assert (totals.rows, totals.failed, totals.exact, totals.semantic, totals.cache_hits) == (
-        6, 1, 1, 1, 1)
-    assert dict(totals.paid_by_tier) == {"cheap": 1, "strong": 3}
+        7, 1, 1, 1, 2)
+    assert dict(totals.paid_by_tier) == {"cheap": 2, "strong": 3}
     assert totals.escalated == 2
     assert (totals.input_tokens, totals.cached_input_tokens, totals.output_tokens) == (
         147, 72, 23)
-    assert totals.cost_usd == 0.4375 and totals.baseline_cost_usd == 3.375
+    assert totals.cost_usd == 0.4375 and totals.baseline_cost_usd == 3.875
     for name in ("rows", "failed", "exact", "semantic", "cache_hits", "escalated",
                  "input_tokens", "cached_input_tokens", "output_tokens"):
         assert type(getattr(totals, name)) is int, name
