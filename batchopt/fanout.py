@@ -189,7 +189,9 @@ def output_table(
     schema = json_schema or {}
     properties = schema.get("properties") or {} if schema.get("type") == "object" else {}
     for prop, prop_schema in properties.items():
-        path = "$[" + json.dumps(prop) + "]"
+        # quoted with ' (a \' inside): polars' JSONPath finds no non-ASCII name written as
+        # json.dumps spells it ("\u00e9") and rejects a \" inside double quotes
+        path = "$['" + prop.replace("'", "\\'") + "']"
         text = pl.col("parsed_json").str.json_path_match(path)
         columns.append(_typed(text, property_dtype(prop_schema)).alias(f"{output_column}_{prop}"))
     return frame.select(columns)

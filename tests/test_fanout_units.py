@@ -358,6 +358,23 @@ def test_output_table_answer_status_and_typed_properties():
     assert one.row(0) == (1, "a", "c", 7)
 
 
+def test_output_table_finds_properties_whatever_their_name():
+    """A property named in any language, or with quotes in its name, gets its value: the
+    answer's parsed JSON (ASCII-escaped, as `group_results` writes it) is looked up by name."""
+    names = {"catégorie": "string", "カテゴリ": "string", 'say "hi"': "integer",
+             "it's": "boolean", "a b": "number"}
+    parsed = {"catégorie": "remboursement", "カテゴリ": "返金", 'say "hi"': 3, "it's": True,
+              "a b": 2.5}
+    groups = group_results(
+        {"g": _request("k")}, {"k": Result(key="k", text="t", usage=Usage(5, 5), parsed=parsed)},
+        _estimate)
+    schema = {"type": "object", "properties": {n: {"type": t} for n, t in names.items()}}
+    out = output_table(pl.DataFrame({"id": [1], "group_id": ["g"]}), groups, ["id"], "out",
+                       schema)
+    assert out.row(0, named=True) == {"id": 1, "out": "t", **{f"out_{n}": v
+                                                              for n, v in parsed.items()}}
+
+
 def test_output_table_keeps_every_input_row_in_order():
     """One output row per input row, in the input's order, even a row whose group has no
     result row (its answer is null)."""
