@@ -173,6 +173,9 @@ def execute(
             round_.claims.close()
     if pending or round_.waiting:
         waiting = Counter(holder.run_id for holder in round_.waiting.values())
+        # one batch once: a cascade step's judge calls and escalations may go to one tier, and
+        # each sending reports that tier's open batches
+        pending = list({sub.tag: sub for sub in pending}.values())
         return RunPending(plan.run_id, plan.pipeline.config.name, pending,
                           state.path if state else None, waiting=dict(waiting))
     answers.calls = calls.rows()

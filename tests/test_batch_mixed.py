@@ -107,3 +107,28 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
                                                for b in bill["by_model"].values())
     assert ledger["output_tokens"].sum() == sum(b["batch"]["output_tokens"]
                                                 for b in bill["by_model"].values())
+
+
+def test_a_pending_run_lists_each_batch_once(fake, tmp_path, monkeypatch):
+    """A cascade step sends its judge calls and its escalations to one tier: two batches, each
+    listed once (it said "4 batch(es) pending" for 2)."""
+    import yaml
+
+    fake.batch_seconds = 0.3
+    for name, value in fake_env(fake, "sk-test-mix-01", "sk-ant-test-mix-02").items():
+        monkeypatch.setenv(name, value)
+    path = _pipeline(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["routing"] = {"strategy": "cascade", "tiers": ["cheap", "strong"],
+                       "validators": [{"type": "finish_reason"},
+                                      {"type": "judge", "tier": "strong"}]}
+    path.write_text(yaml.safe_dump(data))
+    run = ["run", str(path), "--no-wait", "--run-id", "judged"]
+    cli = CliRunner()
+    assert cli.invoke(main, run).exit_code == EXIT_PENDING  # the cheap tier's batch
+    time.sleep(0.5)
+    second = cli.invoke(main, run)  # collected: the judge's and the escalations' batches
+    assert second.exit_code == EXIT_PENDING, second.output
+    assert "2 batch(es) pending" in second.output, second.output
+    listed = [line for line in second.output.splitlines() if line.startswith("  round")]
+    assert len(listed) == 2 and len(set(listed)) == 2, listed
