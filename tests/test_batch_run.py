@@ -272,3 +272,27 @@ def test_status_command_exit_codes(fake, tmp_path, monkeypatch):
     assert isinstance(_run(path, fake, run_id="st"), RunSummary)
     done = CliRunner().invoke(main, ["status", str(path), "--run-id", "st"])
     assert done.exit_code == 0 and "finished" in done.output and "round 1" in done.output
+
+
+def test_a_batch_found_by_its_tag_is_adopted_only_if_this_run_state_made_it(fake, tmp_path):
+    """Another run with the same run id (its own cache and ledger folders) has a batch out
+    under the same tag; this run's create call times out: it must find its own batch, not take
+    the other's (which it would mark collected with answers it never asked for)."""
+    fake.batch_seconds = 2.0
+    path = _pipeline(tmp_path, n=8)
+    other = _run(path, fake, run_id="night", wait=False, cache_dir=tmp_path / "other-cache",
+                 ledger=tmp_path / "other-ledger")
+    assert isinstance(other, RunPending)
+    (theirs,) = [s.batch_id for s in other.batches]
+    fake.batch_seconds = 0.3
+    fake.set_faults([{"batch": "ack_delay", "delay_ms": 3000}])
+    data = yaml.safe_load(path.read_text())
+    data["profiles"]["openai"]["timeout_s"] = 1
+    path.write_text(yaml.safe_dump(data))
+    mine = _run(path, fake, run_id="night")
+    assert isinstance(mine, RunSummary) and mine.exit_code == 0
+    assert fake.stats()["batches_created"] == 2
+    ledger = _ledger(tmp_path, "night")
+    assert theirs not in ledger["batch_id"].to_list()
+    state = tmp_path / "out" / "cache" / "tickets" / "runs" / "night" / "state.sqlite"
+    assert theirs not in _recorded_batch_ids(state)

@@ -284,6 +284,7 @@ class BatchExecutor:
     async def _submit(self, requests: list[Request]) -> bool:
         """Create batches for `requests`; whether the provider refused any create outright."""
         rejected = False
+        self.state.state_id()  # made before this state's first submission (see state_id)
         round_ = self.state.next_round()
         chunks = split_for_limits(
             requests, self.provider.batch_limits, self.provider.batch_line_bytes
@@ -351,7 +352,9 @@ class BatchExecutor:
     # ---- helpers ----------------------------------------------------------------------------
 
     def _tag(self, tag: str) -> dict[str, str]:
-        return {"batchopt_run": self.settings.run_id, "batchopt_tag": tag}
+        mine = self.state.state_id()
+        return {"batchopt_run": self.settings.run_id, "batchopt_tag": tag,
+                **({"batchopt_state": mine} if mine else {})}
 
     def _stand_in(self, key: str) -> Request:
         """A request this plan no longer has (the input changed since it was sent): enough to

@@ -25,6 +25,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,6 +233,20 @@ class RunState:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
+
+    def state_id(self) -> str:
+        """This state's own id, made once: batch tags carry it, so a batch found by its tag is
+        one this state created, not one another run with the same run id made (another cache
+        folder, a deleted state). "" for a state that submitted batches before it had one:
+        their tags have no id, and a batch out must still be found."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()
+            if row is not None:
+                return str(json.loads(row[0]))
+            legacy = db.execute("SELECT 1 FROM submissions LIMIT 1").fetchone() is not None
+            made = "" if legacy else uuid.uuid4().hex
+            db.execute("INSERT INTO meta(key, value) VALUES ('state_id', ?)", (json.dumps(made),))
+            return made
 
     # ---- submissions ------------------------------------------------------------------------
 
