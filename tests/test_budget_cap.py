@@ -185,13 +185,14 @@ def test_a_judge_call_the_budget_cannot_pay_for_leaves_the_answer_unverified(fak
     routing = {"strategy": "cascade", "tiers": ["cheap", "strong"],
                "validators": [{"type": "refusal"}, {"type": "judge", "tier": "strong"}],
                "assume_escalation": 0.0}
-    cap = _first_round(6, 4) + 0.0001  # the cheap round fits, no judge call (gpt-4o) does
+    cap = 0.00005  # not one judge call (gpt-4o, 100+ prompt tokens and max_tokens)
     # The pre-send check counts the judge calls (as `plan` does) and would refuse the run; the
-    # in-flight stop is reached when the cheap round was paid by an earlier invocation without
-    # the judge (test_plan_judge holds the refusal), so the pre-send check has nothing to price.
-    path = _pipeline(tmp_path, cap, routing={**routing, "validators": [{"type": "refusal"}]})
-    first = _run(path, fake, "judge")
-    assert isinstance(first, RunSummary)
+    # in-flight stop is reached when the cheap answers are in the response cache (paid by an
+    # earlier run without the judge; test_plan_judge holds the refusal), so the pre-send check
+    # has nothing to price.
+    path = _pipeline(tmp_path, 1.0, routing={**routing, "validators": [{"type": "refusal"}]})
+    first = _run(path, fake, "cheap")
+    assert isinstance(first, RunSummary) and first.exit_code == 0
     path = _pipeline(tmp_path, cap, routing=routing)
     summary = _run(path, fake, "judge")
     assert isinstance(summary, RunSummary) and summary.exit_code == EXIT_BUDGET
