@@ -92,7 +92,8 @@ def print_pending(pending: RunPending) -> None:
     console.print(f"[bold]run {pending.run_id}[/bold] · pipeline {pending.pipeline}: "
                   f"{len(pending.batches)} batch(es) pending (exit 75)")
     for sub in pending.batches:
-        console.print(f"  round {sub.round} · {sub.provider}/{sub.model}: "
+        console.print(f"  round {sub.round} · {pending.tiers.get(sub.tag, '?')} "
+                      f"({sub.provider}/{sub.model}): "
                       f"{sub.batch_id or '(being created) ' + sub.tag}  {sub.requests:,} "
                       f"requests · {sub.raw_status or sub.state}")
     for other, count in pending.waiting.items():
@@ -116,7 +117,8 @@ def print_status(report: StatusReport) -> None:
     for sub in report.batches:
         status = report.statuses.get(sub.batch_id or "")
         line = _batch_line(sub, status)
-        console.print(f"  round {sub.round} · {sub.provider}/{sub.model}: {line} · "
+        console.print(f"  round {sub.round} · {report.tiers.get(sub.tag, '?')} "
+                      f"({sub.provider}/{sub.model}): {line} · "
                       f"{sub.requests:,} requests · {sub.state}"
                       + (f" · {sub.error}" if sub.error else ""))
     if report.finished:

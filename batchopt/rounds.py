@@ -42,6 +42,7 @@ class RunPending:
     state_path: Path | None
     exit_code: int = EXIT_PENDING
     waiting: dict[str, int] = field(default_factory=dict)  # other run -> its batched requests
+    tiers: dict[str, str] = field(default_factory=dict)  # batch tag -> the tier it serves
 
 
 @dataclass
@@ -176,8 +177,11 @@ def execute(
         # one batch once: a cascade step's judge calls and escalations may go to one tier, and
         # each sending reports that tier's open batches
         pending = list({sub.tag: sub for sub in pending}.values())
+        makers = {(t.settings.provider, t.settings.model): name
+                  for name, t in reversed(plan.tiers.items())}  # the cheapest tier of a model
         return RunPending(plan.run_id, plan.pipeline.config.name, pending,
-                          state.path if state else None, waiting=dict(waiting))
+                          state.path if state else None, waiting=dict(waiting),
+                          tiers={s.tag: makers.get((s.provider, s.model), "?") for s in pending})
     answers.calls = calls.rows()
     return answers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ class StatusReport:
     spent_usd: float = 0.0  # what the run id's confirmed calls cost (`batchopt.calls`)
     unconfirmed_usd: float = 0.0  # estimated: sent, never answered (maybe billed)
     identity: dict[str, object] | None = None  # `batchopt.run_identity`
+    tiers: dict[str, str] = field(default_factory=dict)  # batch tag -> the tier (profile) it serves
 
     def to_json(self) -> dict[str, object]:
         """For a scheduler's sensor or a dashboard: `status --json`."""
@@ -42,7 +43,8 @@ class StatusReport:
         for sub in self.batches:
             polled = self.statuses.get(sub.batch_id or "")
             batches.append({
-                "round": sub.round, "provider": sub.provider, "model": sub.model,
+                "round": sub.round, "tier": self.tiers.get(sub.tag), "provider": sub.provider,
+                "model": sub.model,
                 "batch_id": sub.batch_id, "tag": sub.tag, "state": sub.state,
                 "requests": sub.requests, "error": sub.error,
                 "provider_status": polled.raw_status if polled else sub.raw_status,
@@ -110,6 +112,8 @@ def run_status(
         unconfirmed_usd=sum(c["estimated_usd"] or 0.0 for c in calls
                             if c["status"] == UNCONFIRMED),
         identity=identity,
+        tiers={b.tag: _tier_of(loaded, b.provider, b.model, started.get("profile"))
+               for b in batches},
     )
 
 
@@ -122,15 +126,25 @@ def _by_maker(batches: list[Submission]) -> dict[tuple[str, str], list[Submissio
     return grouped
 
 
+def _tier_of(loaded: LoadedPipeline, provider: str, model: str, chosen: str | None) -> str:
+    """The routing tier (or profile) that sends to `provider`'s `model`; "?" if none does now."""
+    cfg = loaded.config
+    tiers = list(cfg.routing.tiers) if cfg.routing is not None else []
+    names = ([chosen] if chosen else []) + tiers + sorted(cfg.profiles)
+    for name in names:
+        profile = cfg.profiles.get(name)
+        if profile is not None and profile.provider == provider and profile.model == model:
+            return name
+    return "?"
+
+
 def _profile_of(loaded: LoadedPipeline, provider: str, model: str, chosen: str | None
                 ) -> tuple[str, ModelConfig]:
     """The pipeline's profile that sends to `provider`'s `model`: the run's own profile if it
     does, else the first that does."""
-    profiles = loaded.config.profiles
-    names = ([chosen] if chosen in profiles else []) + sorted(profiles)
-    for name in names:
-        if profiles[name].provider == provider and profiles[name].model == model:
-            return name, profiles[name]
+    name = _tier_of(loaded, provider, model, chosen)
+    if name != "?":
+        return name, loaded.config.profiles[name]
     raise ConfigError(
         f"{loaded.source}: the run has a batch at {provider} ({model}) but no profile sends "
         "there any more; restore that profile to collect it"

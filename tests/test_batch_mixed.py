@@ -59,6 +59,9 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
         if result.exit_code != EXIT_PENDING:
             answered = result
             break
+        tier = ("cheap (openai/gpt-4o-mini)", "mid (anthropic/claude-3-5-haiku-20241022)",
+                "strong (openai/gpt-4o)")[len(codes) - 1]
+        assert f"  round {len(codes)} · {tier}: " in result.output, result.output
         while (polled := cli.invoke(main, status)).exit_code == EXIT_PENDING:
             assert "error" not in polled.output.lower(), polled.output
             time.sleep(0.1)
@@ -72,8 +75,9 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
     assert codes.count(EXIT_PENDING) == 3  # one invocation per tier's batch, then the collect
     lines = [line for line in cli.invoke(main, status).output.splitlines() if "round" in line]
     assert [line.split(":")[0].strip() for line in lines] == [
-        "round 1 · openai/gpt-4o-mini", "round 2 · anthropic/claude-3-5-haiku-20241022",
-        "round 3 · openai/gpt-4o"]
+        "round 1 · cheap (openai/gpt-4o-mini)",
+        "round 2 · mid (anthropic/claude-3-5-haiku-20241022)",
+        "round 3 · strong (openai/gpt-4o)"]
 
     stats = fake.stats()
     assert stats["batches_created"] == 3
@@ -91,10 +95,10 @@ def test_a_cascade_across_providers_is_submitted_waited_on_and_collected(fake, t
     assert ledger["cost_usd"].sum() == pytest.approx(bill["batch_usd"], rel=1e-12, abs=1e-15)
     sensor = json.loads(cli.invoke(main, [*status, "--json"]).output)
     assert sensor["state"] == "finished" and sensor["exit_code"] == 0
-    assert [(b["provider"], b["model"], b["state"]) for b in sensor["batches"]] == [
-        ("openai", "gpt-4o-mini", "collected"),
-        ("anthropic", "claude-3-5-haiku-20241022", "collected"),
-        ("openai", "gpt-4o", "collected")]
+    assert [(b["tier"], b["provider"], b["model"], b["state"]) for b in sensor["batches"]] == [
+        ("cheap", "openai", "gpt-4o-mini", "collected"),
+        ("mid", "anthropic", "claude-3-5-haiku-20241022", "collected"),
+        ("strong", "openai", "gpt-4o", "collected")]
     assert sensor["spent_usd"] == pytest.approx(bill["batch_usd"], rel=1e-12, abs=1e-15)
     assert sensor["unconfirmed_usd"] == 0
     calls = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets" / "run_id=night"
