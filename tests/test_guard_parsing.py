@@ -1,7 +1,9 @@
 """The fact guards read times, amounts and dates as values, not as text (issue 20, point 15:
 "treating 3pm as 3am, or "$2k" as $200, fails no test"). Two texts that state one value in two
 notations may merge; two that state different values may not, and the guard named is the one
-for that kind of fact. Held through `veto`, so the facts' inner spelling is free to change."""
+for that kind of fact; likewise for the words that are facts or names (months, "one", greetings,
+possessives, capitals) and for what the `swaps` guard counts as a swapped word. Held through
+`veto`, so the facts' inner spelling is free to change."""
 
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ SAME_VALUE = [
     ("Send the e_mail again", "Send the e mail again"),
     ("May I return it", "Can I return it"),
     ("I want this one", "I want this lamp"),
+    ("The shelf is 10.0 m long", "The shelf is 10 m long"),
+    ("I ordered one lamp", "I ordered 1 lamp"),
 ]
 
 OTHER_VALUE = [
@@ -84,3 +88,49 @@ def test_one_value_in_two_notations_may_merge(a: str, b: str) -> None:
 def test_another_value_is_vetoed_by_its_guard(a: str, b: str, guard: str) -> None:
     assert _veto(a, b) == guard
     assert _veto(b, a) == guard
+
+
+# How words become facts and names (the guard parsing beyond values): "May" is the month only
+# capitalised inside a sentence, "one" is the number 1 unless a pronoun, greetings and
+# capitalised function words name nothing, a possessive is its name, a capitalised word inside a
+# sentence (CamelCase or an ACRONYM even first) is a name, a hyphenated word is its parts. The
+# `swaps` guard counts ordinary words only: one fact in digits or in words, a sign-off, a hyphen
+# or a name's capital changes no count of what the two texts share.
+SAME_WORDS = [
+    ("The lamp may be broken", "The lamp might be broken"),  # "may", the verb
+    ("Sorry, Our lamp is broken", "Sorry, my lamp is broken"),  # "Our" names nothing
+    ("Is O'Brien's pharmacy open on Sunday?", "is o'brien's pharmacy open on sunday?"),
+]
+
+OTHER_WORDS = [
+    ("Can you deliver it in May?", "Can you deliver it soon?", "dates"),
+    ("My Xbox controller is broken", "My Xperia controller is broken", "entities"),
+    ("Do you have Plain yogurt in stock?", "Do you have greek yogurt in stock?", "entities"),
+    ("TV arrived broken", "Laptop arrived broken", "entities"),  # an ACRONYM opening
+    ("I bought the new Lumen lamp", "I bought the new Nomad lamp", "entities"),  # after "new"
+    ("I need the x-large shirt", "I need the x-small shirt", "opposites"),
+    ("Re-ship order 5 please", "Cancel order 5 please", "actions"),  # the part after "Re-"
+    ("Hello, Parcel arrived damaged", "Hello, Box arrived damaged", "swaps"),  # no names
+    ("I need 2 chairs and a desk", "I need two chairs and a lamp", "swaps"),
+    ("The strap you sent is broken", "The filter you sent is broken, thanks", "swaps"),
+    ("Do you have an e-bike strap?", "do you have an e bike filter?", "swaps"),
+    ("The strap for the Lumen broke", "the filter for the lumen broke", "swaps"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME_WORDS)
+def test_the_same_words_may_merge(a: str, b: str) -> None:
+    assert _veto(a, b) is None
+    assert _veto(b, a) is None
+
+
+@pytest.mark.parametrize(("a", "b", "guard"), OTHER_WORDS)
+def test_other_words_are_vetoed_by_their_guard(a: str, b: str, guard: str) -> None:
+    assert _veto(a, b) == guard
+    assert _veto(b, a) == guard
+
+
+def test_greetings_and_function_words_name_nothing_acronyms_do() -> None:
+    assert extract("Hello, Parcel arrived damaged").entities == frozenset()
+    assert extract("Sorry, Our lamp is broken").entities == frozenset()
+    assert extract("TV stopped working").entities  # an ACRONYM is a name, even first
