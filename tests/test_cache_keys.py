@@ -11,6 +11,7 @@ import pytest
 
 from batchopt.hashing import keyed_by_last_field, stable_hash
 from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.providers.anthropic import schema_instruction
 from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
 from batchopt.token_counters import TokenCounter
 
@@ -65,3 +66,14 @@ def test_prompt_tokens_are_counted_by_the_counter_given() -> None:
     framing = 2 * MESSAGE_TOKENS + REPLY_TOKENS
     assert request.estimated_input_tokens == len("Summarise.") + len("refund #1") + framing
     assert request.token_counter == "chars"
+
+
+def test_an_anthropic_schema_instruction_is_counted_as_system_text() -> None:
+    """batchopt asks Anthropic for JSON through the system prompt: its tokens are billed."""
+    chars = TokenCounter(name="chars", exact=False, factor=1.0, tokens=len)
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}}
+    spec = _spec(provider="anthropic", json_schema=schema)
+    request = build_requests(_rows(), spec, counter=chars)["g1"]
+    sent = f"Summarise.\n\n{schema_instruction(schema)}"  # the system text the payload carries
+    framing = 2 * MESSAGE_TOKENS + REPLY_TOKENS
+    assert request.estimated_input_tokens == len(sent) + len("refund #1") + framing
