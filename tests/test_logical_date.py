@@ -103,3 +103,17 @@ def test_a_dated_run_id_is_its_night(fake, tmp_path, monkeypatch):
     ledger = pl.read_parquet(tmp_path / "out" / "ledger" / "pipeline=tickets"
                              / f"run_id={NIGHTS[1]}" / "part.parquet")
     assert ledger.height == 3 and ledger["logical_date"].to_list() == [dt.date(2026, 11, 29)] * 3
+
+
+def test_the_plans_last_run_is_the_newest_night_not_the_newest_backfill(fake, tmp_path,
+                                                                       monkeypatch):
+    from batchopt.ledger.history import read_history
+
+    for name, value in fake_env(fake).items():
+        monkeypatch.setenv(name, value)
+    path = _backfill_pipeline(tmp_path)
+    for night in (NIGHTS[2], NIGHTS[0]):  # the latest night first, then a backfill of an older
+        done = CliRunner().invoke(main, ["run", str(path), "--quiet", "--run-id", night])
+        assert done.exit_code == 0, done.output
+    history = read_history(tmp_path / "out" / "ledger", "tickets")
+    assert history.last_run is not None and history.last_run.run_id == NIGHTS[2]

@@ -32,6 +32,7 @@ _SCHEMA = {
     "cost_usd": pl.Float64,
     "earlier_attempts_usd": pl.Float64,
     "config_hash": pl.String,
+    "logical_date": pl.Date,
 }
 
 
@@ -122,15 +123,19 @@ def _answer_lengths(paid: pl.DataFrame, files: list[Path]
 
 
 def _last_run(frame: pl.DataFrame) -> LastRun | None:
+    """The run of the newest logical date (`--date`), else the newest run_at, that spent."""
     runs = (
         frame.group_by("run_id")
-        .agg(pl.col("run_at").max(), pl.col("estimated_cost_usd").fill_null(0).sum(),
+        .agg(pl.col("logical_date").max(), pl.col("run_at").max(),
+             pl.col("estimated_cost_usd").fill_null(0).sum(),
              # cost_usd already holds each row's earlier attempts and judge calls
              pl.col("cost_usd").fill_null(0).sum().alias("spent"))
         .filter(pl.col("spent") > 0)
-        .sort("run_at", "run_id", nulls_last=False)
+        # the newest night (a backfill of an earlier one run later is not the last run), then
+        # the newest run of it
+        .sort("logical_date", "run_at", "run_id", nulls_last=False)
     )
     if not runs.height:
         return None
-    run_id, _, estimated, spent = runs.row(-1)
+    run_id, _, _, estimated, spent = runs.row(-1)
     return LastRun(str(run_id), float(estimated), float(spent))
