@@ -168,7 +168,8 @@ def print_summary(summary: RunSummary) -> None:
                       "no request was sent")
     if len(summary.tiers) > 1 or summary.escalated:
         shown = " · ".join(f"{name} {n:,}" for name, n in sorted(summary.tiers.items()))
-        console.print(f"tiers              {shown} (requests) · escalated {summary.escalated:,}")
+        console.print(f"tiers              {shown} (distinct requests, by the tier that "
+                      f"answered) · escalated {summary.escalated:,}")
     console.print(f"outputs            {summary.output_path}")
     console.print(f"ledger             {summary.ledger_path}")
     for note in summary.notes:
