@@ -296,3 +296,28 @@ def test_a_batch_found_by_its_tag_is_adopted_only_if_this_run_state_made_it(fake
     assert theirs not in ledger["batch_id"].to_list()
     state = tmp_path / "out" / "cache" / "tickets" / "runs" / "night" / "state.sqlite"
     assert theirs not in _recorded_batch_ids(state)
+
+
+def test_another_runs_batch_under_this_run_ids_tag_is_named_not_adopted(fake, tmp_path):
+    """This run's upload breaks off (no batch was made); another run with the same run id (its
+    own cache and ledger folders) has a batch out under the same tag: the lost submission names
+    it, and its rows go out again in a batch of this run's own."""
+    fake.batch_seconds = 2.0
+    path = _pipeline(tmp_path, n=8)
+    other = _run(path, fake, run_id="night", wait=False, cache_dir=tmp_path / "other-cache",
+                 ledger=tmp_path / "other-ledger")
+    assert isinstance(other, RunPending)
+    (theirs,) = [s.batch_id for s in other.batches]
+    fake.batch_seconds = 0.3
+    fake.set_faults([{"batch": "upload_delay", "delay_ms": 3000}])
+    data = yaml.safe_load(path.read_text())
+    data["profiles"]["openai"]["timeout_s"] = 1
+    path.write_text(yaml.safe_dump(data))
+    mine = _run(path, fake, run_id="night")
+    assert isinstance(mine, RunSummary) and mine.exit_code == 0
+    state = tmp_path / "out" / "cache" / "tickets" / "runs" / "night" / "state.sqlite"
+    with sqlite3.connect(state) as db:
+        rows = db.execute("SELECT state, batch_id, error FROM submissions").fetchall()
+    lost = [error for kind, _, error in rows if kind == "lost"]
+    assert len(lost) == 1 and theirs in lost[0] and "not adopted" in lost[0], rows
+    assert theirs not in _ledger(tmp_path, "night")["batch_id"].to_list()

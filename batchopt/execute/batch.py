@@ -169,8 +169,29 @@ class BatchExecutor:
                 self.state.mark_lost(
                     sub.tag,
                     "the create call did not finish and the provider has no batch created then "
-                    "with this tag or these requests",
+                    "with this tag or these requests"
+                    + await self._foreign(sub, exclude=taken | set(found)),
                 )
+
+    async def _foreign(self, sub: Submission, exclude: set[str | None]) -> str:
+        """Batches that carry this submission's run id and tag but another run state's id (a
+        run with the same run id elsewhere): named, never adopted."""
+        tag = self._tag(sub.tag)
+        if "batchopt_state" not in tag:
+            return ""
+        tag.pop("batchopt_state")
+        try:
+            found = await self.provider.find_batches(tag, keys=self.state.keys_of(sub.tag),
+                                                     since=sub.created_at)
+        except (BatchesUnverified, TransientProviderError):
+            return ""
+        found = [batch_id for batch_id in found if batch_id not in exclude]
+        if not found:
+            return ""
+        log.warning("batch(es) %s carry run %s's tag %s but another run state made them: "
+                    "not adopted", ", ".join(found), self.settings.run_id, sub.tag)
+        return (f" (not adopted: {', '.join(found)}, with this run id's tag but made by another "
+                "run's state, e.g. the same run id with another cache folder)")
 
     async def _collect(
         self, known: dict[str, Request], outcome: BatchOutcome
