@@ -187,8 +187,9 @@ def status(
     A scheduler's sensor waits while it says 75, then calls `run` once more.
 
     Exit codes: 0 finished, or nothing left to wait for (run it again to collect and finish);
-    1 finished with too many failed rows; 2 no such run, bad config or usage; 75 batches still
-    running at the provider, or another process is advancing the run."""
+    1 finished with too many failed rows; 2 no such run, bad config or usage, or the last
+    invocation stopped on what a person must mend (an endpoint without a batch API); 75
+    batches still running at the provider, or another process is advancing the run."""
     from batchopt.config import load_pipeline
     from batchopt.progress import print_status
     from batchopt.runner import RunOptions

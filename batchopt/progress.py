@@ -109,6 +109,7 @@ def print_status(report: StatusReport) -> None:
     meaning = {
         "finished": "finished",
         "running": "another batchopt process is advancing it",
+        "blocked": "stopped: " + str((report.blocked or {}).get("error", "")),
         "pending": "batches still running at the provider",
         "ready": "nothing to wait for: run it again with this --run-id to collect and finish",
     }[report.state]

@@ -44,6 +44,7 @@ from batchopt.errors import (
     EXIT_FAILED_ROWS,
     EXIT_OK,
     ConfigError,
+    NoBatchAPIError,
 )
 from batchopt.estimate import request_cost
 from batchopt.execute.cache import ResponseCache
@@ -686,9 +687,13 @@ def run_pipeline(
             state.set("finished", None)  # another job on this run id: not finished until it is
             state.set("started", {"profile": plan.profile_name, "mode": plan.mode,
                                   "row_limit": plan.row_limit, "job": job})
+            state.set("blocked", None)  # what stopped an earlier invocation may be mended now
             cache = ResponseCache(plan.paths["cache"] / cfg.name, enabled=cfg.cache.enabled)
             try:
                 answers = execute(plan, cache, observer, state)
+            except NoBatchAPIError as exc:  # `status` says so too: a person must act
+                state.set("blocked", {"error": str(exc), "exit_code": exc.exit_code})
+                raise
             finally:
                 cache.close()
             if isinstance(answers, RunPending):

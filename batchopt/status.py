@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from batchopt.calls import CONFIRMED, UNCONFIRMED
 from batchopt.config import LoadedPipeline, ModelConfig
-from batchopt.errors import EXIT_OK, EXIT_PENDING, ConfigError
+from batchopt.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, ConfigError
 from batchopt.execute.state import OPEN_STATES, RunLock, RunState, Submission, run_dir
 from batchopt.providers.base import ProviderSettings
 from batchopt.runner import RunOptions, provider_settings
@@ -26,7 +26,9 @@ class StatusReport:
 
     run_id: str
     pipeline: str
-    state: str  # finished | running (another process has it) | pending (batches out) | ready
+    # finished | running (another process has it) | blocked (the last invocation stopped on
+    # what a person must mend) | pending (batches out) | ready
+    state: str
     exit_code: int
     batches: list[Submission]
     statuses: dict[str, BatchStatus]
@@ -36,6 +38,7 @@ class StatusReport:
     unconfirmed_usd: float = 0.0  # estimated: sent, never answered (maybe billed)
     identity: dict[str, object] | None = None  # `batchopt.run_identity`
     tiers: dict[str, str] = field(default_factory=dict)  # batch tag -> the tier (profile) it serves
+    blocked: dict[str, object] | None = None  # why the last invocation stopped (state blocked)
 
     def to_json(self) -> dict[str, object]:
         """For a scheduler's sensor or a dashboard: `status --json`."""
@@ -57,7 +60,8 @@ class StatusReport:
             "exit_code": self.exit_code, "identity": self.identity,
             "pending_batches": sum(1 for b in batches if not b["done"]),
             "spent_usd": self.spent_usd, "unconfirmed_usd": self.unconfirmed_usd,
-            "batches": batches, "finished": self.finished, "state_path": str(self.state_path),
+            "batches": batches, "finished": self.finished, "blocked": self.blocked,
+            "state_path": str(self.state_path),
         }
 
 
@@ -81,6 +85,7 @@ def run_status(
     state = RunState.open(directory)
     try:
         finished = state.get("finished")
+        blocked = state.get("blocked")
         started = state.get("started") or {}
         identity = state.get("identity")
         batches = state.submissions()
@@ -101,6 +106,8 @@ def run_status(
         kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
     elif RunLock.held(directory):
         kind, code = "running", EXIT_PENDING
+    elif blocked:  # the last invocation stopped on what only a person can mend
+        kind, code = "blocked", int(blocked.get("exit_code", EXIT_USAGE))
     elif creating or any(not s.done for s in statuses.values()):
         kind, code = "pending", EXIT_PENDING
     else:  # nothing left to wait for: the next `run` collects what ended and finishes
@@ -111,7 +118,7 @@ def run_status(
         spent_usd=sum(c["cost_usd"] or 0.0 for c in calls if c["status"] == CONFIRMED),
         unconfirmed_usd=sum(c["estimated_usd"] or 0.0 for c in calls
                             if c["status"] == UNCONFIRMED),
-        identity=identity,
+        identity=identity, blocked=blocked,
         tiers={b.tag: _tier_of(loaded, b.provider, b.model, started.get("profile"))
                for b in batches},
     )

@@ -26,5 +26,13 @@ def test_a_batch_run_against_an_endpoint_without_a_batch_api_stops_at_once(fake,
     assert "--mode online" in done.output
     assert fake.stats()["requests"] == 0 and fake.stats()["batches_created"] == 0
     assert not (tmp_path / "out" / "outputs.parquet").exists()
+    # a sensor sees it too: exit 2 (a person must act), not "ready" (which re-runs the 2)
     status = CliRunner().invoke(main, ["status", str(path), "--run-id", "x"])
-    assert status.exit_code == 0 and "rejected" in status.output, status.output
+    assert status.exit_code == 2 and "stopped:" in status.output, status.output
+    assert "has no batch API" in status.output and "rejected" in status.output
+    # the next invocation clears it: sent online (this endpoint serves no chat either, so its
+    # rows fail), the run finishes and the sensor sees that run's own exit code
+    online = CliRunner().invoke(main, [*args, "--mode", "online"])
+    assert online.exit_code == 1, online.output
+    after = CliRunner().invoke(main, ["status", str(path), "--run-id", "x"])
+    assert after.exit_code == 1 and "finished" in after.output, after.output
