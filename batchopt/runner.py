@@ -722,10 +722,11 @@ def _check_identity(plan: Plan, state: RunState, *, started: bool, date_given: b
     current = run_identity.identity(cfg.name, plan.run_id, plan.logical_date, plan.config_hash,
                                     plan.paths["cache"])
     folder = part_path(plan.paths["ledger"], cfg.name, plan.run_id).parent
-    ident = run_identity.check(current, state.get("identity"), started, folder, date_given)
+    recorded = state.get("identity")
+    ident = run_identity.check(current, recorded, started, folder, date_given)
     if ident["logical_date"]:
         plan.logical_date = date.fromisoformat(ident["logical_date"])
-    if state.get("identity") != ident:
+    if recorded != ident:
         state.set("identity", ident)
     if run_identity.read_ledger_side(folder) != ident:
         run_identity.write_ledger_side(folder, ident)

@@ -274,10 +274,10 @@ def test_status_command_exit_codes(fake, tmp_path, monkeypatch):
     assert done.exit_code == 0 and "finished" in done.output and "round 1" in done.output
 
 
-def test_a_batch_found_by_its_tag_is_adopted_only_if_this_run_state_made_it(fake, tmp_path):
-    """Another run with the same run id (its own cache and ledger folders) has a batch out
-    under the same tag; this run's create call times out: it must find its own batch, not take
-    the other's (which it would mark collected with answers it never asked for)."""
+def _another_runs_batch_under_this_run_id(fake, tmp_path: Path, fault: str) -> str:
+    """Another run with the run id "night" (its own cache and ledger folders) leaves a batch out
+    at the provider; this run's next create call meets `fault` (delayed 3 s, its timeout 1 s).
+    Returns the other run's batch id."""
     fake.batch_seconds = 2.0
     path = _pipeline(tmp_path, n=8)
     other = _run(path, fake, run_id="night", wait=False, cache_dir=tmp_path / "other-cache",
@@ -285,11 +285,20 @@ def test_a_batch_found_by_its_tag_is_adopted_only_if_this_run_state_made_it(fake
     assert isinstance(other, RunPending)
     (theirs,) = [s.batch_id for s in other.batches]
     fake.batch_seconds = 0.3
-    fake.set_faults([{"batch": "ack_delay", "delay_ms": 3000}])
+    fake.set_faults([{"batch": fault, "delay_ms": 3000}])
     data = yaml.safe_load(path.read_text())
     data["profiles"]["openai"]["timeout_s"] = 1
     path.write_text(yaml.safe_dump(data))
-    mine = _run(path, fake, run_id="night")
+    assert theirs is not None
+    return theirs
+
+
+def test_a_batch_found_by_its_tag_is_adopted_only_if_this_run_state_made_it(fake, tmp_path):
+    """Another run with the same run id (its own cache and ledger folders) has a batch out
+    under the same tag; this run's create call times out: it must find its own batch, not take
+    the other's (which it would mark collected with answers it never asked for)."""
+    theirs = _another_runs_batch_under_this_run_id(fake, tmp_path, "ack_delay")
+    mine = _run(tmp_path / "pipeline.yaml", fake, run_id="night")
     assert isinstance(mine, RunSummary) and mine.exit_code == 0
     assert fake.stats()["batches_created"] == 2
     ledger = _ledger(tmp_path, "night")
@@ -302,18 +311,8 @@ def test_another_runs_batch_under_this_run_ids_tag_is_named_not_adopted(fake, tm
     """This run's upload breaks off (no batch was made); another run with the same run id (its
     own cache and ledger folders) has a batch out under the same tag: the lost submission names
     it, and its rows go out again in a batch of this run's own."""
-    fake.batch_seconds = 2.0
-    path = _pipeline(tmp_path, n=8)
-    other = _run(path, fake, run_id="night", wait=False, cache_dir=tmp_path / "other-cache",
-                 ledger=tmp_path / "other-ledger")
-    assert isinstance(other, RunPending)
-    (theirs,) = [s.batch_id for s in other.batches]
-    fake.batch_seconds = 0.3
-    fake.set_faults([{"batch": "upload_delay", "delay_ms": 3000}])
-    data = yaml.safe_load(path.read_text())
-    data["profiles"]["openai"]["timeout_s"] = 1
-    path.write_text(yaml.safe_dump(data))
-    mine = _run(path, fake, run_id="night")
+    theirs = _another_runs_batch_under_this_run_id(fake, tmp_path, "upload_delay")
+    mine = _run(tmp_path / "pipeline.yaml", fake, run_id="night")
     assert isinstance(mine, RunSummary) and mine.exit_code == 0
     state = tmp_path / "out" / "cache" / "tickets" / "runs" / "night" / "state.sqlite"
     with sqlite3.connect(state) as db:

@@ -166,6 +166,7 @@ class RunState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._state_id: str | None = None  # `state_id`, once read or made
         path.parent.mkdir(parents=True, exist_ok=True)
         problem = sqlite_problem(path) if path.exists() and path.stat().st_size else None
         salvaged = {t: readable_rows(path, f"SELECT * FROM {t}") for t in _TABLES} if problem \
@@ -239,14 +240,18 @@ class RunState:
         one this state created, not one another run with the same run id made (another cache
         folder, a deleted state). "" for a state that submitted batches before it had one:
         their tags have no id, and a batch out must still be found."""
+        if self._state_id is not None:  # made once and never changed: read once per process
+            return self._state_id
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'state_id'").fetchone()
             if row is not None:
-                return str(json.loads(row[0]))
+                self._state_id = str(json.loads(row[0]))
+                return self._state_id
             legacy = db.execute("SELECT 1 FROM submissions LIMIT 1").fetchone() is not None
             made = "" if legacy else uuid.uuid4().hex
             db.execute("INSERT INTO meta(key, value) VALUES ('state_id', ?)", (json.dumps(made),))
-            return made
+        self._state_id = made
+        return made
 
     # ---- submissions ------------------------------------------------------------------------
 
