@@ -22,15 +22,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from batchopt.config import load_pipeline
+    from batchopt.config.pipeline import load_pipeline
     from batchopt.errors import BatchoptError, ConfigError, InputError, ProviderError
-    from batchopt.runner import RunOptions, RunSummary, run_pipeline
+    from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 _HOMES = {
-    "load_pipeline": "batchopt.config",
-    "RunOptions": "batchopt.runner",
-    "RunSummary": "batchopt.runner",
-    "run_pipeline": "batchopt.runner",
+    "load_pipeline": "batchopt.config.pipeline",
+    "RunOptions": "batchopt.run.runner",
+    "RunSummary": "batchopt.run.runner",
+    "run_pipeline": "batchopt.run.runner",
     "BatchoptError": "batchopt.errors",
     "ConfigError": "batchopt.errors",
     "InputError": "batchopt.errors",

@@ -4,7 +4,7 @@ OpenAI's encodings come from the `bpe-openai` package, which ships the o200k_bas
 cl100k_base files (tiktoken itself downloads them at first use, which fails offline). Other
 models get the closest available encoding and are reported as an estimate.
 
-`count_tokens` is for callers that just need a count; `batchopt.token_counters` has counters
+`count_tokens` is for callers that just need a count; `services.token_counters` has counters
 that say what they are (provider-exact or a calibrated estimate), for requests and the ledger.
 """
 

@@ -69,8 +69,8 @@ if str(REPO) not in sys.path:
 
 import make_tickets  # noqa: E402
 
-from batchopt.config import LoadedPipeline, load_pipeline  # noqa: E402
-from batchopt.config_compress import BoilerplateStep, CompressConfig, parse_compress  # noqa: E402
+from batchopt.config.compress import BoilerplateStep, CompressConfig, parse_compress  # noqa: E402
+from batchopt.config.pipeline import LoadedPipeline, load_pipeline  # noqa: E402
 from batchopt.ledger.ledger import PAID_MODES  # noqa: E402
 from batchopt.ledger.pricing import TOKENS_PER_UNIT, PriceTable  # noqa: E402
 from batchopt.prompts.compress import (  # noqa: E402
@@ -465,7 +465,7 @@ def run_profile(
 ) -> ProfileRun:
     """Run `pipeline` with `profile` on its own input, everything written under `folder`;
     `short_prompt`: without the pipeline's context and examples."""
-    from batchopt.runner import Plan, RunOptions, RunSummary, run_pipeline
+    from batchopt.run.runner import Plan, RunOptions, RunSummary, run_pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
     env = fake_env(fake, folder)
@@ -743,7 +743,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         out(f"total {time.perf_counter() - total_started:.1f} s")
         return 0
 
-    from batchopt.providers.fake import FakeServer
+    from batchopt.fakeapi import FakeServer
 
     out("")
     out("== 2. prompt cache hit share (the sample, one run per profile, fake server) ==")

@@ -101,11 +101,11 @@ def naive_groups(vectors, threshold: float, block: int = 2048) -> int:  # type: 
 def one(size: int, backend: str, threshold: float, naive: bool) -> dict[str, object]:
     import polars as pl
 
-    from batchopt.dedup.embed import default_model2vec_path, distill_model2vec, load_embedder
     from batchopt.dedup.exact import exact_groups
     from batchopt.dedup.guards import GuardConfig
     from batchopt.dedup.index import index_kind
     from batchopt.dedup.semantic import semantic_groups
+    from batchopt.services.embed import default_model2vec_path, distill_model2vec, load_embedder
 
     if backend == "model2vec" and not default_model2vec_path().exists():
         distill_model2vec()

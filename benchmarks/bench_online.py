@@ -29,8 +29,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from batchopt.config import load_pipeline
-from batchopt.runner import RunOptions, run_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, run_pipeline
 
 SYSTEM = "Summarise the ticket in one sentence."
 TEMPLATE = "Ticket {{ ticket_id }}: {{ body }}"
@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m batchopt.providers.fake` in a child process."""
+    """`python -m batchopt.fakeapi` in a child process."""
 
     def __init__(self, latency_ms: float) -> None:
         self.port = free_port()
@@ -51,7 +51,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "batchopt.providers.fake",
+                "batchopt.fakeapi",
                 "--port",
                 str(self.port),
                 "--latency-ms",

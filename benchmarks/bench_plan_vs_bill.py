@@ -34,8 +34,8 @@ from typing import Any
 
 import polars as pl
 
+from batchopt.fakeapi import FakeServer
 from batchopt.ledger.pricing import PriceTable
-from batchopt.providers.fake import FakeServer
 from batchopt.records import Usage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 from bench_online import ServerProcess, make_rows, write_pipeline
 
-from batchopt.config import load_pipeline
-from batchopt.runner import RunOptions, run_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, run_pipeline
 
 
 def one(engine: str, rpm: int, requests: int, concurrency: int, latency_ms: float

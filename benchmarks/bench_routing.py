@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routing_set import CATEGORIES, Task, make_splits, normalise_answer, oracle_items  # noqa: E402
 
-from batchopt.config import load_pipeline  # noqa: E402
-from batchopt.providers.fake import FakeServer  # noqa: E402
-from batchopt.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
+from batchopt.config.pipeline import load_pipeline  # noqa: E402
+from batchopt.fakeapi import FakeServer  # noqa: E402
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
 
 CHEAP_MODEL, STRONG_MODEL = "gpt-4o-mini", "gpt-4o"
 STRATEGIES = ("single-strong", "single-cheap", "rules", "classifier", "cascade")
@@ -242,8 +242,8 @@ def train_router(
     train: list[Task], backend: str, labels: str, fake: FakeServer, path: Path
 ) -> dict[str, Any]:
     """Train on the training split and save to `path`; returns the router's metrics."""
-    from batchopt.dedup.embed import load_embedder
     from batchopt.routing import train_router_from_texts
+    from batchopt.services.embed import load_embedder
 
     texts = [t.text for t in train]
     if labels == "difficulty":
@@ -257,7 +257,7 @@ def train_router(
 
 def default_backend() -> str:
     """model2vec when its distilled model is on disk (fast), else the packaged MiniLM."""
-    from batchopt.dedup.embed import default_model2vec_path
+    from batchopt.services.embed import default_model2vec_path
 
     found = (default_model2vec_path() / "config.json").is_file()
     return "model2vec" if found else "sentence-transformers"
@@ -488,7 +488,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         f"{accuracy[CHEAP_MODEL]['easy']} hard {accuracy[CHEAP_MODEL]['hard']}; {STRONG_MODEL} "
         f"easy {accuracy[STRONG_MODEL]['easy']} hard {accuracy[STRONG_MODEL]['hard']}; wrong "
         'answers are another category or "I don\'t know."; logprobs as in '
-        "batchopt/providers/fake/logprobs.py (95% of right answers confident, 90% of wrong ones "
+        "batchopt/fakeapi/logprobs.py (95% of right answers confident, 90% of wrong ones "
         "unsure)"
     )
     measured = f"measured: {STRONG_MODEL} {measured_accuracy(reference, evaluation)}"

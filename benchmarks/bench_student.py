@@ -14,7 +14,7 @@ exported as an example). Then `distill export` (the same function the command ca
 run's ledger and response cache into the fine-tuning set, split by request key (80/20).
 
 The student is a multinomial logistic regression (scikit-learn, C fixed in advance, not tuned on
-the validation split) over the project's embeddings (batchopt.dedup.embed: model2vec when its
+the validation split) over the project's embeddings (batchopt.services.embed: model2vec when its
 distilled model is on disk, else the packaged MiniLM) of the exported user prompts, predicting the
 teacher's answer. On the export's validation split it reports agreement with the teacher and with
 the ground-truth labels (the teacher's own for comparison, and a most-common-label baseline), by
@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routing_set import CATEGORIES, REFUSAL, Task, make_tasks, normalise_answer  # noqa: E402
 
-from batchopt.config import load_pipeline  # noqa: E402
-from batchopt.providers.fake import FakeServer  # noqa: E402
-from batchopt.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
+from batchopt.config.pipeline import load_pipeline  # noqa: E402
+from batchopt.fakeapi import FakeServer  # noqa: E402
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
 
 TEACHER_MODEL = "gpt-4o"
 TEACHER_ACCURACY = {"easy": 0.995, "hard": 0.95}  # as bench_routing's strong tier
@@ -239,7 +239,7 @@ def run_bench(rows: int, seed: int, backend: str, *, concurrency: int = 32,
               cpu_usd_per_hour: float = CPU_USD_PER_HOUR,
               accuracy: dict[str, float] | None = None) -> Figures:
     """The whole benchmark (module docstring); nothing printed."""
-    from batchopt.dedup.embed import load_embedder
+    from batchopt.services.embed import load_embedder
 
     tasks = make_tasks(rows, seed)
     by_id = {t.ticket_id: t for t in tasks}
@@ -346,7 +346,7 @@ def report(f: Figures, accuracy: dict[str, float]) -> list[str]:
 
 def default_backend() -> str:
     """model2vec when its distilled model is on disk (fast), else the packaged MiniLM."""
-    from batchopt.dedup.embed import default_model2vec_path
+    from batchopt.services.embed import default_model2vec_path
 
     found = (default_model2vec_path() / "config.json").is_file()
     return "model2vec" if found else "sentence-transformers"

@@ -278,7 +278,7 @@ def make_splits(
 
 
 def oracle_items(tasks: list[Task]) -> list[dict[str, Any]]:
-    """The fake server's oracle items for `tasks` (see batchopt.providers.fake.oracle)."""
+    """The fake server's oracle items for `tasks` (see batchopt.fakeapi.oracle)."""
     return [
         {"match": t.match, "answer": t.answer, "wrong": list(t.wrong), "difficulty": t.difficulty}
         for t in tasks

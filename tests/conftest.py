@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from batchopt.providers.fake import FakeServer
+from batchopt.fakeapi import FakeServer
 
 # The same examples every run, so CI's verdict does not depend on the draw; widen locally with
 # HYPOTHESIS_PROFILE=explore.

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-# a progress line a run writes on stderr when stderr is not a terminal (batchopt.progress_log)
+# a progress line a run writes on stderr when stderr is not a terminal (batchopt.cli.progress_log)
 PROGRESS_LINE = re.compile(r"^\[ *\d+(s|m\d\ds|h\d\dm)\] ")
 
 

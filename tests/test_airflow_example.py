@@ -238,7 +238,7 @@ def test_a_failing_poll_fails_the_sensor_at_once(airflow, monkeypatch, tmp_path)
 
 def _batch_cli_available() -> bool:
     try:
-        from batchopt.cli import main
+        from batchopt.cli.main import main
     except ImportError:
         return False
     run = main.commands.get("run")
@@ -251,7 +251,8 @@ def _batch_cli_available() -> bool:
 
 REAL_BATCHOPT = """#!/usr/bin/env bash
 # The real batchopt CLI (this interpreter's), logging each call and its exit code.
-"__PYTHON__" -c 'import sys; sys.argv[0] = "batchopt"; from batchopt.cli import main; main()' "$@"
+"__PYTHON__" -c 'import sys; sys.argv[0]="batchopt"; from batchopt.cli.main import main; main()' \\
+    "$@"
 rc=$?
 { printf '%s\\t' "$rc"; printf '%q ' "$@"; printf '\\n'; } >> "$(dirname "$0")/calls.log"
 exit "$rc"

@@ -11,7 +11,7 @@ import polars as pl
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.ledger.pricing import PriceTable
 from batchopt.tokens import count_tokens
 

@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_PENDING, TransientProviderError
 from batchopt.execute import batch as batch_module
 from batchopt.execute.batch import ADOPT_PATIENCE_SECONDS, BatchExecutor, BatchSettings
 from batchopt.execute.state import RunState
+from batchopt.fakeapi import FakeServer
 from batchopt.hashing import stable_hash
 from batchopt.providers.anthropic import AnthropicProvider
 from batchopt.providers.base import ProviderSettings
@@ -35,9 +36,8 @@ from batchopt.providers.batching import (
     BatchRow,
     BatchStatus,
 )
-from batchopt.providers.fake import FakeServer
 from batchopt.records import Request, Result
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 MODEL = "claude-3-5-haiku-latest"
 RUN_ID = "ad"

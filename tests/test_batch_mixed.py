@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.errors import EXIT_PENDING
 
 LONG = ("My parcel arrived damaged, the box was crushed, two items are missing, the invoice shows "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def test_a_batch_run_against_an_endpoint_without_a_batch_api_stops_at_once(fake, tmp_path,

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_PENDING, ConfigError
 from batchopt.execute.state import RunLock
-from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
-from batchopt.status import run_status
+from batchopt.run.runner import RunOptions, RunPending, RunSummary, run_pipeline
+from batchopt.run.status import run_status
 
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 
@@ -261,7 +261,7 @@ def test_requests_beyond_one_batch_are_split_to_the_providers_limits(fake, tmp_p
 def test_status_command_exit_codes(fake, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from batchopt.cli import main
+    from batchopt.cli.main import main
 
     fake.batch_seconds = 0.2
     path = _pipeline(tmp_path)

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchopt.errors import TerminalProviderError, TransientProviderError
+from batchopt.fakeapi import FakeServer
 from batchopt.hashing import stable_hash
 from batchopt.providers.anthropic import AnthropicProvider
 from batchopt.providers.base import ProviderSettings
@@ -30,7 +31,6 @@ from batchopt.providers.batching import (
     split_for_limits,
     supports_batch,
 )
-from batchopt.providers.fake import FakeServer
 from batchopt.providers.local import LocalProvider
 from batchopt.providers.openai import OpenAIProvider
 from batchopt.providers.sdk_batch import SDKBatchProvider
@@ -539,8 +539,8 @@ def test_batch_faults_are_validated(fake: FakeServer) -> None:
 
 
 def test_batch_seconds_command_line_flag(monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchopt.providers.fake import __main__ as cli
-    from batchopt.providers.fake.quality import Quality
+    from batchopt.fakeapi import __main__ as cli
+    from batchopt.fakeapi.quality import Quality
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(cli, "serve", lambda **kwargs: seen.update(kwargs))

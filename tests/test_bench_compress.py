@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from batchopt.config_compress import parse_compress
+from batchopt.config.compress import parse_compress
 from batchopt.ledger.pricing import PriceTable
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_compress.py"

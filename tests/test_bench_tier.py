@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
+from batchopt.plan.bench_tier import percentile, sample_requests
 from batchopt.providers.local import default_model_path
-from batchopt.selfhost.bench import percentile, sample_requests
 
 NO_MODEL = importlib.util.find_spec("llama_cpp") is None or default_model_path() is None
 needs_model = pytest.mark.skipif(

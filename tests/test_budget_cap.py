@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
 from batchopt.ledger.pricing import PriceTable
 from batchopt.records import Usage
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 from batchopt.tokens import count_tokens
 
 SHORT = "Where is my order?"

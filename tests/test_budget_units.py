@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import BudgetExceededError
-from batchopt.estimate import max_request_cost
-from batchopt.providers.fake.prices import FakePrices
+from batchopt.fakeapi.prices import FakePrices
+from batchopt.plan.estimate import max_request_cost
 from batchopt.records import Result, Usage
-from batchopt.rounds import _Budget, result_cost
-from batchopt.runner import Plan, RunOptions, prepare
+from batchopt.run.rounds import _Budget, result_cost
+from batchopt.run.runner import Plan, RunOptions, prepare
 
 PUBLISHED = FakePrices()
 LONG_SYSTEM = "You summarise support tickets for the billing team. " * 400  # > 2,048 tokens
@@ -133,7 +133,7 @@ def test_a_batch_run_reserves_at_the_batch_price_unless_told_otherwise(tmp_path)
 def test_an_openai_request_reads_its_cached_prefix_unless_it_is_the_first(tmp_path):
     """A long static prefix is read from the provider's cache on every request but the first
     (OpenAI: in steps of 128 tokens from 1,024), and the expected usage says so."""
-    from batchopt.estimate import expected_usage
+    from batchopt.plan.estimate import expected_usage
 
     plan = _plan(tmp_path, system=LONG_SYSTEM)
     request = _first(plan)
@@ -171,7 +171,7 @@ def _prefix_tokens(request) -> int:
 def test_the_first_anthropic_request_writes_the_prefix_and_the_others_read_it(tmp_path):
     """Anthropic: the first request of a tier writes the cacheable prefix (billed at the
     cache-write rate), every later one reads it (the cache-read rate); both price it so."""
-    from batchopt.estimate import expected_usage, request_cost
+    from batchopt.plan.estimate import expected_usage, request_cost
 
     plan = _plan(tmp_path, "anthropic", system=LONG_SYSTEM)
     request = _first(plan)
@@ -201,7 +201,7 @@ def test_the_first_anthropic_request_writes_the_prefix_and_the_others_read_it(tm
 
 def test_a_known_answer_length_overrides_the_expected_output(tmp_path):
     """`output`: the answer's tokens where they are known otherwise (a judge's verdict)."""
-    from batchopt.estimate import expected_usage
+    from batchopt.plan.estimate import expected_usage
 
     plan = _plan(tmp_path)
     request = _first(plan)
@@ -213,7 +213,7 @@ def test_a_known_answer_length_overrides_the_expected_output(tmp_path):
 def test_an_openai_request_is_priced_with_its_cached_prefix_unless_it_is_the_first(tmp_path):
     """OpenAI bills cached prompt tokens at half the input rate and no cache write: the first
     request pays the full prompt, the later ones the cached prefix at the cached rate."""
-    from batchopt.estimate import request_cost
+    from batchopt.plan.estimate import request_cost
 
     plan = _plan(tmp_path, system=LONG_SYSTEM)
     request = _first(plan)
@@ -248,7 +248,7 @@ def _self_hosted_plan(tmp_path: Path) -> Plan:
 def test_a_self_hosted_tier_is_priced_by_the_time_its_tokens_take(tmp_path):
     """A time-priced tier costs its $/hour for the time the prompt and max_tokens take at its
     stated throughput (`self_hosted.throughput`); tokens and the batch flag change nothing else."""
-    from batchopt.estimate import request_cost
+    from batchopt.plan.estimate import request_cost
 
     plan = _self_hosted_plan(tmp_path)
     request = _first(plan)

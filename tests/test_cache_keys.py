@@ -13,7 +13,7 @@ from batchopt.hashing import keyed_by_last_field, stable_hash
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.anthropic import schema_instruction
 from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
-from batchopt.token_counters import TokenCounter
+from batchopt.services.token_counters import TokenCounter
 
 
 def test_equal_mappings_hash_equally_in_any_order() -> None:

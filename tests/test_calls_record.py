@@ -13,9 +13,9 @@ from faults.provider_helpers import billed_cost, make_pipeline
 from faults.provider_helpers import run as run_tickets
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.ledger.store import connect
-from batchopt.runner import RunObserver, RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunObserver, RunOptions, RunSummary, run_pipeline
 
 SHORT = "Where is my order?"
 LONG = "My order arrived damaged, the invoice is wrong and tracking says in transit, what now?"
@@ -154,9 +154,9 @@ def test_an_online_call_cut_mid_flight_is_sent_unconfirmed_with_its_estimate(fak
     # the budget counts the unconfirmed call (maybe billed) on top of what was confirmed
     from types import SimpleNamespace
 
-    from batchopt.calls import CallsRecord
     from batchopt.execute.state import RunState, run_dir
-    from batchopt.rounds import _Budget
+    from batchopt.run.calls import CallsRecord
+    from batchopt.run.rounds import _Budget
 
     state = RunState.open(run_dir(tmp_path / "out" / "cache", "tickets", "u1"))
     try:
@@ -181,7 +181,7 @@ def test_an_online_call_cut_mid_flight_is_sent_unconfirmed_with_its_estimate(fak
 
 def test_a_batch_still_out_is_sent_unconfirmed_until_collected(fake, tmp_path):
     from batchopt.execute.state import RunState, run_dir
-    from batchopt.runner import RunPending
+    from batchopt.run.runner import RunPending
 
     fake.batch_seconds = 2.0
     path = make_pipeline(tmp_path, "openai", n=4, duplicates=1, mode="batch")

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def _input(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import message_lines, pipeline_dict, write_pipeline, write_tickets
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def _invoke(args: list[str], env: dict[str, str | None]):

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batchopt.config_compress import parse_compress
+from batchopt.config.compress import parse_compress
 from batchopt.errors import ConfigError, InputError
 from batchopt.prompts.compress import (
     SAVED_COLUMN,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from batchopt.config_compress import parse_compress
+from batchopt.config.compress import parse_compress
 from batchopt.prompts.compress import compress_rows
 from batchopt.tokens import count_tokens
 

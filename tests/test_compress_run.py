@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.ledger.pricing import PriceTable
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 from batchopt.tokens import count_tokens
 
 QUOTED = ("Where is order #4411?\n\nOn Mon, Nov 2, 2026 at 9:00 AM Support <help@shop.example> "

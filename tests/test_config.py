@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config import interpolate, json_schema, load_pipeline
+from batchopt.config.pipeline import interpolate, json_schema, load_pipeline
 from batchopt.errors import ConfigError
 
 

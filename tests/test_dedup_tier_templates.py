@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.semantic import TIER_GUARD, semantic_groups
-from batchopt.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
 
 BODY = "Please refund order #10233, it arrived broken."
 DEFAULT = "Subject: {{ subject }}\n\n{{ body }}"  # does not read `customer`

@@ -24,12 +24,12 @@ from test_distill_export import (
     tickets,
 )
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.distill.agreement import json_agreement, label_agreement, text_agreement
 from batchopt.distill.evaluate import evaluate
 from batchopt.errors import EXIT_PENDING, EXIT_USAGE
 from batchopt.routing import load_training_table
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 MODEL = re.compile(r"fine-tuned model: (ft:\S+) \(job (ftjob-\S+?)[,)]")
 
@@ -178,7 +178,7 @@ def test_a_text_pipeline_is_compared_by_embedding_similarity(fake, tmp_path):
 
 
 def test_agreement_measures():
-    from batchopt.dedup.embed import load_embedder
+    from batchopt.services.embed import load_embedder
 
     assert label_agreement(["Refund", "login."], ["refund", None]).agreed == 1
     measured = json_agreement(['{"label": "refund", "urgent": true}', '{"label": "login"}'],

@@ -19,9 +19,9 @@ import polars as pl
 import pytest
 from helpers import fake_env, file_contents, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_USAGE
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 KEY = "sk-distill-SECRET-4f9a8b7c6d5e4f3a"  # recognisable in any file it leaked into

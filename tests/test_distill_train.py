@@ -14,7 +14,7 @@ import pytest
 import yaml
 from test_distill_export import KEY, cli, env_for, run_twice
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.distill.export import export
 from batchopt.distill.train import TrainOptions, train
 from batchopt.errors import EXIT_FAILED_ROWS, EXIT_PENDING, EXIT_USAGE, TransientProviderError

@@ -42,8 +42,8 @@ from doc_blocks import (
 from helpers import pipeline_dict
 from pydantic import BaseModel
 
-from batchopt.cli import main
-from batchopt.config import PipelineConfig, interpolate
+from batchopt.cli.main import main
+from batchopt.config.pipeline import PipelineConfig, interpolate
 
 BLOCKS = all_blocks()
 

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 from doc_blocks import DOCS, ROOT, Block, ledger_sql_commands, sql_blocks
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
+from batchopt.fakeapi import FakeServer
 from batchopt.ledger.ledger import LEDGER_COLUMNS
-from batchopt.providers.fake import FakeServer
-from batchopt.runner import RunOptions, run_pipeline
+from batchopt.run.runner import RunOptions, run_pipeline
 
 LEDGER_PAGE = DOCS / "ledger.md"
 VIEWS_SQL = ROOT / "batchopt" / "ledger" / "views.sql"

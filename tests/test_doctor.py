@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.doctor import basics, llama
 from batchopt.doctor.basics import check_cache_dir, check_sdk, read_pins
 from batchopt.doctor.llama import REBUILD, check_llama, describe_build, lacking_features

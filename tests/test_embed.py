@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from batchopt.dedup import embed, embed_cache
-from batchopt.dedup.embed import (
+from batchopt.errors import ConfigError
+from batchopt.services.embed import (
     EmbeddingCache,
     default_minilm_path,
     default_model2vec_path,
@@ -26,7 +27,6 @@ from batchopt.dedup.embed import (
     load_embedder,
     write_folder_atomically,
 )
-from batchopt.errors import ConfigError
 
 PARAPHRASE = ("How do I reset my password?", "I forgot my password, how can I change it?")
 UNRELATED = "The jacket I ordered arrived with a broken zip."
@@ -68,7 +68,7 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_import_pulls_in_no_heavy_module() -> None:
     code = (
-        "import sys, batchopt.dedup.embed; "
+        "import sys, batchopt.services.embed; "
         "heavy = [m for m in ('torch', 'sentence_transformers', 'model2vec', 'faiss', "
         "'transformers', 'scipy') if m in sys.modules]; print(heavy)"
     )

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline, write_tickets
 
-from batchopt.cli import main
-from batchopt.empty_inputs import EMPTY_REASON
+from batchopt.cli.main import main
+from batchopt.run.empty_inputs import EMPTY_REASON
 
 ROWS = [
     {"ticket_id": "T1", "subject": "Refund", "body": "Please refund order #10233."},
@@ -76,8 +76,8 @@ def test_null_and_blank_rows_are_skipped_not_sent_and_not_paid(fake, tmp_path, o
 
 
 def test_a_null_field_among_others_is_sent_without_the_word_none(fake, tmp_path):
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, prepare
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, prepare
 
     path = _pipeline(tmp_path)
     plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})

@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
-from batchopt.config_routing import DEFAULT_JUDGE_PROMPT
-from batchopt.providers.fake import FakeServer
-from batchopt.providers.fake.answers import json_answer
-from batchopt.providers.fake.quality import INVALID, WRONG, Quality, parse_quality
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.config.routing import DEFAULT_JUDGE_PROMPT
+from batchopt.fakeapi import FakeServer
+from batchopt.fakeapi.answers import json_answer
+from batchopt.fakeapi.quality import INVALID, WRONG, Quality, parse_quality
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 SCHEMA = {
     "type": "object",

@@ -18,15 +18,15 @@ import bpe_openai
 import openai
 import pytest
 
-from batchopt.providers.fake import FakeServer
-from batchopt.providers.fake.state import ServerState
+from batchopt.fakeapi import FakeServer
+from batchopt.fakeapi.state import ServerState
 
 FAKE_DIR = Path(__file__).parent.parent / "batchopt" / "providers" / "fake"
-OWN = "batchopt.providers.fake"
+OWN = "batchopt.fakeapi"
 
 
 def _outside_imports(path: Path) -> list[str]:
-    """The batchopt modules `path` imports from outside batchopt.providers.fake."""
+    """The batchopt modules `path` imports from outside batchopt.fakeapi."""
     package = OWN.split(".")
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):

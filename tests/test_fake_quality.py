@@ -14,13 +14,13 @@ import openai
 import pytest
 
 from batchopt.errors import TransientProviderError
+from batchopt.fakeapi import FakeServer
+from batchopt.fakeapi.logprobs import token_bytes, token_logprobs
+from batchopt.fakeapi.oracle import OracleItem, _MatchIndex, parse_oracle
 from batchopt.hashing import stable_hash
 from batchopt.providers.anthropic import AnthropicProvider
 from batchopt.providers.base import ProviderSettings
 from batchopt.providers.batching import BatchProvider
-from batchopt.providers.fake import FakeServer
-from batchopt.providers.fake.logprobs import token_bytes, token_logprobs
-from batchopt.providers.fake.oracle import OracleItem, _MatchIndex, parse_oracle
 from batchopt.providers.openai import OpenAIProvider
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.records import Request, Result

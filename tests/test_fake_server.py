@@ -18,7 +18,7 @@ import jsonschema
 import openai
 import pytest
 
-from batchopt.providers.fake import FakeServer
+from batchopt.fakeapi import FakeServer
 
 MODEL = "gpt-4o-mini"
 CLAUDE = "claude-3-5-haiku-latest"
@@ -439,7 +439,7 @@ async def test_502_and_529_bursts_on_both_wires(fake: FakeServer, status: int) -
 
 
 def test_kind_faults_are_checked() -> None:
-    from batchopt.providers.fake.state import parse_faults
+    from batchopt.fakeapi.state import parse_faults
 
     assert parse_faults([{"kind": "reset", "count": 2}])[1].kind == "reset"
     for bad in ({"kind": "nope"}, {"kind": "timeout"}, {"kind": "reset", "status": 500}):
@@ -472,7 +472,7 @@ def _free_port() -> int:
 def test_runs_as_a_separate_process() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchopt.providers.fake", "--port", str(port), "--latency-ms", "1"],
+        [sys.executable, "-m", "batchopt.fakeapi", "--port", str(port), "--latency-ms", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-import batchopt.fanout as fanout
-from batchopt.config import load_pipeline
+import batchopt.run.fanout as fanout
+from batchopt.config.pipeline import load_pipeline
 from batchopt.io.writer import ParquetParts
-from batchopt.runner import RunOptions, run_pipeline
+from batchopt.run.runner import RunOptions, run_pipeline
 
 # what differs between two runs of the same job: when, and how long each call took
 _TIMING = ["run_at", "latency_ms", "baseline_latency_ms", "request_id"]

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from batchopt.dedup.crossrun import PastAnswer
-from batchopt.fanout import LedgerTotals, group_results, ledger_facts, output_table
 from batchopt.records import Request, Result, Usage
+from batchopt.run.fanout import LedgerTotals, group_results, ledger_facts, output_table
 
 TOKENS = ["input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens"]
 OTHER = [f"other_{c}" for c in TOKENS]

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline, write_tickets
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.io.reader import FILE_COLUMN, ROW_COLUMN, read_rows
 from batchopt.ledger.store import query
 

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
 from batchopt.dates import date_of_run_id, logical_date
 from batchopt.ledger.store import connect
 from batchopt.report import data as report_data

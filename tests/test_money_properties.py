@@ -50,12 +50,12 @@ from helpers import fake_env, pipeline_dict
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
-from batchopt.estimate import JobEstimate
 from batchopt.execute.state import RunState
-from batchopt.providers.fake import FakeServer
-from batchopt.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
+from batchopt.fakeapi import FakeServer
+from batchopt.plan.estimate import JobEstimate
+from batchopt.run.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
 
 CHEAP, MID, STRONG = "gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"
 MODEL_OF = {"cheap": CHEAP, "mid": MID, "strong": STRONG}

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.ledger.selfhost import SelfHosted, compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_self_hosted_comparison_by_hand():
 
 
 def test_local_time_comes_from_past_calls_when_the_ledger_has_them():
-    from batchopt.estimate import LOCAL_GEN_TOK_S, LOCAL_PROMPT_TOK_S, expected_latency_ms
     from batchopt.ledger.history import History
+    from batchopt.plan.estimate import LOCAL_GEN_TOK_S, LOCAL_PROMPT_TOK_S, expected_latency_ms
     from batchopt.records import Request, Usage
 
     request = Request(key="k", provider="local", model="m", system="", user="u", max_tokens=10)

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.errors import EXIT_BUDGET
 
 ENV = {"HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": None, "ANTHROPIC_API_KEY": None}

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
-from batchopt.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
 
 CHEAP_MAX = 16  # the fake's answers are longer: finish_reason escalates every cheap answer
 

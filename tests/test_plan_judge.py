@@ -11,10 +11,10 @@ import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 from pydantic import ValidationError
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import BudgetExceededError, ConfigError
-from batchopt.plan_report import over_budget, print_estimate
-from batchopt.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.plan.report import over_budget, print_estimate
+from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
 
 SHORT = "Where is my order?"
 LONG = ("My order arrived with the wrong colour, the box was damaged, the invoice shows the "

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from batchopt.estimate import expected_output, schema_answer_tokens
 from batchopt.ledger.history import History
+from batchopt.plan.estimate import expected_output, schema_answer_tokens
 from batchopt.records import Request
 from batchopt.tokens import count_tokens
 

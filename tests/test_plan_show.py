@@ -8,7 +8,7 @@ import polars as pl
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def test_plan_show_prints_the_requests_the_run_sends(tmp_path, fake):

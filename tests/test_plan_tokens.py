@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
-from batchopt.runner import RunOptions, plan_run, run_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, plan_run, run_pipeline
 
 SCHEMA = {"type": "object", "properties": {"topic": {"type": "string", "enum": ["a", "b"]}},
           "required": ["topic"]}

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from helpers import PROGRESS_LINE, fake_env, pipeline_dict, write_pipeline, write_tickets
 
-from batchopt.cli import main
+from batchopt.cli.main import main
+from batchopt.cli.progress import RichObserver
+from batchopt.cli.progress_log import LogProgress, clock_time, progress_seconds, usd
 from batchopt.errors import ConfigError
 from batchopt.execute.state import Submission
-from batchopt.progress import RichObserver
-from batchopt.progress_log import LogProgress, clock_time, progress_seconds, usd
 from batchopt.providers.batching import BatchStatus
 
 SEND = re.compile(r"send: (\d+)/(\d+) requests \([\d.,]+/s\) · spent (\$[\d.,]+)$")
@@ -130,7 +130,7 @@ def test_a_run_logged_to_a_file_shows_its_progress(fake, tmp_path):
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:  # a file, as under cron
         done = subprocess.run(
-            [sys.executable, "-m", "batchopt.cli", "run", str(path), "--run-id", "logged"],
+            [sys.executable, "-m", "batchopt.cli.main", "run", str(path), "--run-id", "logged"],
             env=fake_env(fake, BATCHOPT_PROGRESS_SECONDS="0.2"), stdout=subprocess.PIPE,
             stderr=stderr, text=True, timeout=300)
     text = log.read_text()

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from batchopt.fakeapi import FakeServer, wire
+from batchopt.fakeapi.answers import MESSAGE_OVERHEAD
+from batchopt.fakeapi.prompt_cache import PromptCache
 from batchopt.hashing import stable_hash
 from batchopt.ledger.pricing import PriceTable
 from batchopt.providers.anthropic import AnthropicProvider, cache_min_tokens
 from batchopt.providers.base import ProviderSettings
-from batchopt.providers.fake import FakeServer, wire
-from batchopt.providers.fake.answers import MESSAGE_OVERHEAD
-from batchopt.providers.fake.prompt_cache import PromptCache
 from batchopt.providers.openai import OpenAIProvider
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.records import Request, Result, Usage

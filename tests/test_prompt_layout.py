@@ -6,7 +6,7 @@ import pytest
 import yaml
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config import ExampleConfig, load_pipeline
+from batchopt.config.pipeline import ExampleConfig, load_pipeline
 from batchopt.errors import ConfigError
 from batchopt.prompts.layout import static_system
 
@@ -44,7 +44,7 @@ def test_context_problems_name_the_key(tmp_path) -> None:
 def test_a_tier_can_leave_the_context_out(tmp_path) -> None:
     from batchopt.ledger.pricing import PriceTable
     from batchopt.providers.base import ProviderSettings
-    from batchopt.tiers import make_tier
+    from batchopt.run.tiers import make_tier
 
     data = pipeline_dict(prompt={**pipeline_dict()["prompt"], "context": "Long glossary."})
     data["profiles"]["anthropic"]["context"] = ""
@@ -63,7 +63,7 @@ def test_validate_says_which_profiles_get_the_prompt_cache() -> None:
 
     from click.testing import CliRunner
 
-    from batchopt.cli import main
+    from batchopt.cli.main import main
 
     pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "summarize.yaml"
     # validate checks the keys a run needs
@@ -79,7 +79,7 @@ def test_validate_says_which_profiles_get_the_prompt_cache() -> None:
 def test_a_short_prefix_is_reported_too_short(tmp_path) -> None:
     from click.testing import CliRunner
 
-    from batchopt.cli import main
+    from batchopt.cli.main import main
 
     # validate checks the keys a run needs
     keys = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002"}

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from batchopt.errors import ConfigError, TerminalProviderError, TransientProviderError
+from batchopt.fakeapi import FakeServer
 from batchopt.providers.anthropic import AnthropicProvider, parse_json_object, schema_instruction
 from batchopt.providers.base import ProviderSettings
-from batchopt.providers.fake import FakeServer
 from batchopt.records import Request, Usage
 from batchopt.tokens import count_tokens
 

@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 
 from batchopt.errors import ConfigError, TerminalProviderError, TransientProviderError
+from batchopt.fakeapi import FakeServer
 from batchopt.providers.base import ProviderSettings
-from batchopt.providers.fake import FakeServer
 from batchopt.providers.openai import OpenAIProvider
 from batchopt.providers.registry import create_provider
 from batchopt.providers.sdk_common import retry_after_seconds, scrub
@@ -290,7 +290,7 @@ def test_registry_builds_the_local_provider() -> None:
 
 def test_registry_import_is_cheap_and_sdks_stay_in_their_modules() -> None:
     code = (
-        "import sys, batchopt.providers.registry, batchopt.providers.fake;"
+        "import sys, batchopt.providers.registry, batchopt.fakeapi;"
         "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,16 +20,16 @@ from polars.testing import assert_frame_equal
 
 pytest.importorskip("ray")
 
-from batchopt.cli import main  # noqa: E402
-from batchopt.config import load_pipeline  # noqa: E402
-from batchopt.config_compress import CompressConfig  # noqa: E402
+from batchopt.cli.main import main  # noqa: E402
+from batchopt.config.compress import CompressConfig  # noqa: E402
+from batchopt.config.pipeline import load_pipeline  # noqa: E402
 from batchopt.engines import get_engine  # noqa: E402
 from batchopt.engines.local import LocalEngine  # noqa: E402
 from batchopt.engines.ray_engine import RayEngine  # noqa: E402
 from batchopt.engines.ray_runtime import ensure_ray  # noqa: E402
 from batchopt.errors import ConfigError, InputError  # noqa: E402
-from batchopt.row_stages import RenderStep  # noqa: E402
-from batchopt.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
+from batchopt.run.row_stages import RenderStep  # noqa: E402
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -212,7 +212,7 @@ def test_the_same_run_on_either_engine(fake, tmp_path, mode):
 def test_semantic_dedup_embeds_on_ray_and_groups_as_local(tmp_path, monkeypatch):
     """With engine ray the embedding runs in Ray's actor pool (engine.embed); the groups it
     gives are the local engine's, on the labelled paraphrase set."""
-    from batchopt.runner import prepare
+    from batchopt.run.runner import prepare
 
     rows = pl.read_parquet(Path(__file__).parent / "data" / "dedup_labelled.parquet")
     rows = rows.select(pl.col("id").alias("ticket_id"), pl.lit("Ticket").alias("subject"),

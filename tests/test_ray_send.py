@@ -57,8 +57,8 @@ def _job(folder: Path, rows: list[dict[str, str]], engine: str, **profile: Any) 
 
 
 def _run(path: Path, fake: Any, run_id: str) -> Any:
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, run_pipeline
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, run_pipeline
 
     return run_pipeline(load_pipeline(path), RunOptions(run_id=run_id), env=fake_env(fake))
 
@@ -154,8 +154,8 @@ def test_killed_while_ray_workers_send_resumes_without_paying_again(ray_cluster,
 def test_the_key_never_reaches_the_ray_session_files(ray_cluster, fake, tmp_path):
     """Secrets never reach logs: the Ray session's files (worker logs, spilled objects, events)
     are grepped for the key an engine-ray run was given, as test_security does a run's files."""
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, run_pipeline
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, run_pipeline
 
     key = "sk-live-RAYSECRET-5150"
     path = _job(tmp_path, _tickets(12), "ray", concurrency=2)

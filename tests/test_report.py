@@ -26,15 +26,15 @@ import pytest
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import InputError
 from batchopt.ledger import LEVER_COLUMNS
 from batchopt.report import load, render_report, write_report
 from batchopt.report.charts import usd
 from batchopt.report.data import LEVERS
 from batchopt.report.page import script_json
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 EVIL = "</script><script>window.__pwned = 1</script><!--"
 TICKETS = [

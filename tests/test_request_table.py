@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.prompts.request_table import (
     KeyTiers,
     Representatives,
@@ -21,7 +21,7 @@ from batchopt.prompts.request_table import (
 )
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.records import Request
-from batchopt.runner import RunOptions, prepare
+from batchopt.run.runner import RunOptions, prepare
 
 
 def _rows() -> pl.DataFrame:

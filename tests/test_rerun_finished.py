@@ -10,10 +10,10 @@ import polars as pl
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
-from batchopt.progress import print_summary
-from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
+from batchopt.cli.main import main
+from batchopt.cli.progress import print_summary
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, RunPending, RunSummary, run_pipeline
 
 PART = Path("out") / "ledger" / "pipeline=tickets"
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from batchopt.config_routing import (
+from batchopt.config.routing import (
     DEFAULT_JUDGE_PROMPT,
     BudgetConfig,
     JudgeValidatorConfig,

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
 from batchopt.ledger.pricing import PriceTable
 from batchopt.records import Usage
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 SHORT = "Where is my order?"
 LONG = ("My order arrived with the wrong colour, the box was damaged, the invoice shows the "
@@ -146,7 +146,7 @@ def test_a_cascade_through_batch_apis_takes_two_rounds_with_only_escalated_rows_
 def test_a_cascade_in_no_wait_batch_mode_moves_on_across_invocations(fake, tmp_path):
     import time
 
-    from batchopt.runner import RunPending
+    from batchopt.run.runner import RunPending
 
     fake.batch_seconds = 0.5
     path = _pipeline(tmp_path, CASCADE, execution={"mode": "batch", "poll_seconds": 0.1})
@@ -194,7 +194,7 @@ def test_the_budget_guard_stops_sending_when_spend_reaches_it(fake, tmp_path):
 def test_a_router_trained_by_the_cli_sends_hard_rows_to_the_strong_tier(fake, tmp_path):
     from click.testing import CliRunner
 
-    from batchopt.cli import main
+    from batchopt.cli.main import main
 
     easy = [f"Subject: Order\n\n{SHORT} #{i}" for i in range(40)]
     hard = [f"Subject: Order\n\n{LONG} #{i}" for i in range(40)]

@@ -15,10 +15,10 @@ import yaml
 from click.testing import CliRunner
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import ConfigError
-from batchopt.runner import RunOptions, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 
 def _run(path, fake, **options):

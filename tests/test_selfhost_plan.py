@@ -14,16 +14,16 @@ import yaml
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.cli import main
-from batchopt.config import load_pipeline
-from batchopt.config_selfhost import PRECISIONS
+from batchopt.cli.main import main
+from batchopt.config.pipeline import load_pipeline
+from batchopt.config.selfhost import PRECISIONS
 from batchopt.errors import ConfigError
-from batchopt.estimate import expected_latency_ms
 from batchopt.ledger.history import History
 from batchopt.ledger.quantise import REFERENCE_FILE
+from batchopt.plan.bench_record import BenchRecord
+from batchopt.plan.estimate import expected_latency_ms
+from batchopt.plan.throughput import resolve_throughput
 from batchopt.records import Request, Usage
-from batchopt.selfhost.record import BenchRecord
-from batchopt.selfhost.throughput import resolve_throughput
 
 # The seed's "Memory Savings" table: a 7B model at FP16 / INT8 / INT4.
 SEED_7B_GB = {"fp16": 14.0, "int8": 7.0, "int4": 3.5}
@@ -227,7 +227,7 @@ def _record(**kw: Any) -> BenchRecord:
 
 
 def test_throughput_precedence_bench_then_stated_then_past_then_constants():
-    from batchopt.config_selfhost import ThroughputConfig
+    from batchopt.config.selfhost import ThroughputConfig
 
     stated = ThroughputConfig(prompt_tokens_per_s=1000, generated_tokens_per_s=100)
     past, constants = (5150.0, 40), (295.0, 100.0)
@@ -260,7 +260,7 @@ def test_a_bench_record_prices_tokens_at_its_rates():
 
 
 def test_a_record_keeps_no_credentials_of_its_endpoint():
-    from batchopt.selfhost.record import public_endpoint
+    from batchopt.plan.bench_record import public_endpoint
 
     assert public_endpoint("http://user:s3cret@gpu-box:8000/v1") == "http://gpu-box:8000/v1"
     assert public_endpoint("http://gpu-box:8000/v1") == "http://gpu-box:8000/v1"

@@ -139,7 +139,7 @@ def labelled_vectors() -> tuple[pl.DataFrame, np.ndarray]:
     pytest.importorskip("sentence_transformers")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        from batchopt.dedup.embed import load_embedder
+        from batchopt.services.embed import load_embedder
 
         labelled = pl.read_parquet(LABELLED)
         return labelled, load_embedder("sentence-transformers").embed(labelled["text"].to_list())
@@ -154,7 +154,7 @@ def labelled_static_vectors(
     pytest.importorskip("model2vec")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        from batchopt.dedup.embed import default_model2vec_path, distill_model2vec, load_embedder
+        from batchopt.services.embed import default_model2vec_path, distill_model2vec, load_embedder
 
         folder = default_model2vec_path()
         if not (folder / "config.json").is_file():

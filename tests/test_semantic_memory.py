@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 
 from batchopt.dedup import embed_cache, index, semantic, step
-from batchopt.dedup.embed import EmbeddingCache, embedder_name, engine_embedder
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.guards import GuardConfig, extract_many
 from batchopt.dedup.step import SemanticSettings, semantic_dedup
 from batchopt.errors import ConfigError
+from batchopt.services.embed import EmbeddingCache, embedder_name, engine_embedder
 
 
 def _vector(text: str, dim: int = 16) -> np.ndarray:
@@ -239,7 +239,7 @@ def _status_kb(field: str) -> int:
 
 
 def test_gather_rows_equals_fancy_indexing_and_keeps_the_file_unmapped(tmp_path: Path) -> None:
-    from batchopt.dedup.mapped import gather_rows
+    from batchopt.services.mapped import gather_rows
 
     rng = np.random.default_rng(3)
     blocks = [rng.standard_normal((65_536, 256)).astype(np.float32) for _ in range(4)]

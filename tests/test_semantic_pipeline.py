@@ -114,8 +114,8 @@ def test_the_sample_pipelines_merges_against_the_samples_labels(tmp_path):
     holds tickets of two sources is a wrong merge (the answer of one would be fanned out to
     the other). Two remain with today's guards (11 before the negation count and the swaps
     guard); recall of the near and paraphrase tickets is the price (36 of 75, was 52)."""
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, prepare
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, prepare
 
     plan = prepare(load_pipeline(PIPELINE), RunOptions(cache_dir=tmp_path / "cache"),
                    require_keys=False)

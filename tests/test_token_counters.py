@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.ledger import FACT_SCHEMA, PriceTable, price_ledger
 from batchopt.ledger.store import connect, write_ledger
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.records import Request
-from batchopt.runner import Plan, RunOptions, RunSummary, run_pipeline
-from batchopt.token_counters import _gguf_vocab, calibrate, counter_for
+from batchopt.run.runner import Plan, RunOptions, RunSummary, run_pipeline
+from batchopt.services.token_counters import _gguf_vocab, calibrate, counter_for
 
 TEXT = "Straße naïve 東京 🙂: please refund order #10233, ünïcödé 1234567 — thanks!!"
 CLAUDE = "claude-3-5-haiku-20241022"
@@ -96,7 +96,7 @@ def test_build_requests_counts_with_the_given_counter_and_names_it():
     o200k = bpe_openai.get_encoding("o200k_base")
     assert plain["g1"].estimated_input_tokens == (  # + the chat framing of two messages
         len(o200k.encode("Be brief.")) + len(o200k.encode(TEXT)) + 9)
-    from batchopt.token_counters import Calibration
+    from batchopt.services.token_counters import Calibration
 
     calibration = {("anthropic", CLAUDE): Calibration(2.0, 10, 200, 100.0)}
     counter = counter_for("anthropic", CLAUDE, calibration=calibration)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 KEYS = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002",
         "HF_HUB_OFFLINE": "1"}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from batchopt.dedup.index import _above, _concat, _one_blas_thread, _parallel, _top, kmeans
-from batchopt.dedup.mapped import drop_pages
+from batchopt.services.mapped import drop_pages
 
 IVF_MIN_ROWS = 100_000  # a shard this large is stored list by list and searched by IVF
 ROWS_PER_LIST = 256  # mean rows per list in the shard the quantizer is trained on

@@ -27,8 +27,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from batchopt.dedup.mapped import drop_pages
 from batchopt.io.writer import write_atomic
+from batchopt.services.mapped import drop_pages
 
 MAGIC = b"BOXRUN\x00\x01"
 _PREFIX = struct.Struct("<8sQ")  # magic, header length

@@ -35,7 +35,7 @@ from batchopt.dedup.guards import (
     veto_many,
 )
 from batchopt.dedup.index import SEED, kmeans, neighbours
-from batchopt.dedup.mapped import drop_pages, gather_rows
+from batchopt.services.mapped import drop_pages, gather_rows
 
 DEFAULT_GUARDS = GuardConfig()
 TIER_GUARD = "tier_template"  # the refusal of a pair that differs in a tier template's column

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from batchopt.dedup.guards import GuardConfig
-from batchopt.dedup.mapped import gather_rows
+from batchopt.services.mapped import gather_rows
 
 log = logging.getLogger(__name__)
 EMBED_CHUNK = 262_144  # texts embedded (and their vectors written to disk) at a time
@@ -34,7 +34,7 @@ class SemanticSettings:
     neighbours: int = 10
     guards: GuardConfig = field(default_factory=GuardConfig)
     # columns two rows must agree on to merge: those a tier's own template reads and the
-    # embedded text does not show (batchopt.tiers.tier_extra_columns)
+    # embedded text does not show (batchopt.run.tiers.tier_extra_columns)
     same_columns: tuple[str, ...] = ()
 
 
@@ -157,8 +157,8 @@ def semantic_dedup(
     as `embed(texts, settings.backend, settings.model)`: `Engine.embed` fits (pass
     `engine.embed`). With `cache_dir`, only texts missing from the embedding cache reach it.
     """
-    from batchopt.dedup.embed import EmbeddingCache, engine_embedder, load_embedder
     from batchopt.dedup.semantic import semantic_groups
+    from batchopt.services.embed import EmbeddingCache, engine_embedder, load_embedder
 
     if embed is None:
         embedder = load_embedder(settings.backend, settings.model)

@@ -32,10 +32,10 @@ from batchopt.hashing import stable_hash
 from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
-    from batchopt.config import LoadedPipeline
+    from batchopt.config.pipeline import LoadedPipeline
     from batchopt.ledger.pricing import PriceTable
-    from batchopt.runner import Plan, RunOptions
-    from batchopt.tiers import Tier
+    from batchopt.run.runner import Plan, RunOptions
+    from batchopt.run.tiers import Tier
 
 PAID = ("online", "batch")
 _LEDGER_COLUMNS = {
@@ -100,7 +100,7 @@ def split_unit(key: str) -> float:
 def teacher_tier(loaded: LoadedPipeline, asked: str | None) -> str:
     """The tier whose answers teach: `asked`, else the strongest (last) routing tier, else the
     default profile."""
-    from batchopt.tiers import tier_names
+    from batchopt.run.tiers import tier_names
 
     if asked:
         loaded.profile(asked)
@@ -139,7 +139,7 @@ def collect(
     `inputs` are the inputs the runs read (default: the pipeline's `input.path`); each is read
     and rendered as a run would. Reads the ledger and the response cache; sends nothing."""
     from batchopt.execute.cache import ResponseCache
-    from batchopt.runner import RunOptions, prepare
+    from batchopt.run.runner import RunOptions, prepare
 
     cfg = loaded.config
     env = dict(os.environ) if env is None else env
@@ -205,8 +205,8 @@ def build_tier(loaded: LoadedPipeline, name: str, prices: PriceTable, env: dict[
                *, require_key: bool = False) -> Tier:
     """Profile `name` as a tier (for a profile the routing does not list), priced by `prices`;
     `require_key`: ConfigError when its API key is not set (it is about to be sent to)."""
-    from batchopt.runner import provider_settings
-    from batchopt.tiers import make_tier
+    from batchopt.run.runner import provider_settings
+    from batchopt.run.tiers import make_tier
 
     loaded.profile(name)
     profile = loaded.config.profiles[name]
@@ -219,7 +219,7 @@ def build_tier(loaded: LoadedPipeline, name: str, prices: PriceTable, env: dict[
 def rebuild(plan: Plan, tier: Tier, row_ids: list[str]) -> dict[str, tuple[str, Request]]:
     """row_id -> (group, the request `tier` is sent for it) for the representatives among
     `row_ids` in `plan`'s rows (a row id that several inputs hold: the last one read)."""
-    from batchopt.tiers import escalated_requests
+    from batchopt.run.tiers import escalated_requests
 
     id_column = plan.pipeline.config.input.id_column
     reps = plan.rows.filter(pl.col("dedup") == "none").select(

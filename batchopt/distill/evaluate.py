@@ -46,11 +46,11 @@ from batchopt.io.writer import write_atomic, write_parquet_atomic
 from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
-    from batchopt.config import LoadedPipeline
+    from batchopt.config.pipeline import LoadedPipeline
     from batchopt.distill.collect import Collection, TeacherExample
     from batchopt.execute.cache import ResponseCache
     from batchopt.ledger.pricing import PriceTable
-    from batchopt.tiers import Tier
+    from batchopt.run.tiers import Tier
 
 EVAL_RUN_ID = "distill-eval"
 DEFAULT_SAMPLE = 200
@@ -293,7 +293,7 @@ def _agreement(loaded: LoadedPipeline, kind: str, teacher: list[str],
     if chosen == "label":
         return label_agreement(teacher, student)
     if embedder is None:
-        from batchopt.dedup.embed import load_embedder
+        from batchopt.services.embed import load_embedder
 
         sem = loaded.config.dedup.semantic
         embedder = load_embedder(sem.backend, str(loaded.resolve(sem.model)) if sem.model
@@ -304,7 +304,7 @@ def _agreement(loaded: LoadedPipeline, kind: str, teacher: list[str],
 def _what_if(collection: Collection, tier: Tier, prices: PriceTable,
              requests: dict[str, Request], results: dict[str, Result], passed: int,
              sampled: int) -> CostWhatIf:
-    from batchopt.estimate import expected_usage
+    from batchopt.plan.estimate import expected_usage
 
     frame = collection.ledger
     paid = frame.filter((pl.col("dedup") == "none") & pl.col("mode").is_in(PAID))

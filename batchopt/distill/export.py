@@ -31,7 +31,7 @@ from batchopt.errors import InputError
 from batchopt.io.writer import write_parquet_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from batchopt.config import LoadedPipeline
+    from batchopt.config.pipeline import LoadedPipeline
 
 MIN_EXAMPLES = 10  # OpenAI's minimum for a fine-tuning job
 VALIDATION_SHARE = 0.2

@@ -37,7 +37,7 @@ from batchopt.execute.state import RunLock, RunState
 from batchopt.hashing import stable_hash
 
 if TYPE_CHECKING:
-    from batchopt.config import LoadedPipeline
+    from batchopt.config.pipeline import LoadedPipeline
     from batchopt.providers.base import ProviderSettings
     from batchopt.providers.finetune import JobStatus, OpenAIFineTuner
 
@@ -82,7 +82,7 @@ def train(loaded: LoadedPipeline, options: TrainOptions, env: dict[str, str] | N
     """Move the fine-tuning job of `options.data` on (see the module docstring)."""
     import os
 
-    from batchopt.runner import provider_settings
+    from batchopt.run.runner import provider_settings
 
     env = dict(os.environ) if env is None else env
     name, profile = loaded.profile(options.tier)

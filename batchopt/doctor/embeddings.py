@@ -2,7 +2,7 @@
 embed one text. In this process: torch and model2vec fail with exceptions, not signals.
 
 A missing default model2vec model is a warning, not a failure: the first run that needs it
-builds it (`batchopt.dedup.embed.ensure_model2vec`); `--build` builds it now instead.
+builds it (`batchopt.services.embed.ensure_model2vec`); `--build` builds it now instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def check_sentence_transformers(model: Path | None, key: str) -> Check:
 
 def check_model2vec(model: Path | None, key: str, build: bool) -> Check:
     """The model2vec model: a given folder must be one; the default one may still be unbuilt."""
-    from batchopt.dedup.embed import default_model2vec_path, ensure_model2vec, find_model2vec
+    from batchopt.services.embed import default_model2vec_path, ensure_model2vec, find_model2vec
 
     if model is not None:
         if not (model / "config.json").is_file():
@@ -52,7 +52,7 @@ def check_model2vec(model: Path | None, key: str, build: bool) -> Check:
 
 
 def _embed_one(name: str, backend: str, model: Path | None, key: str, built: str) -> Check:
-    from batchopt.dedup.embed import default_model2vec_path, load_embedder
+    from batchopt.services.embed import default_model2vec_path, load_embedder
 
     start = time.perf_counter()
     try:

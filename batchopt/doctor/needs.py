@@ -56,7 +56,7 @@ def everything() -> Needs:
 def pipeline_needs(path: Path, profile: str | None) -> tuple[Check, Needs]:
     """Validate the pipeline and say what it needs; a pipeline that does not validate fails its
     check, and the other checks then require everything."""
-    from batchopt.config import load_pipeline
+    from batchopt.config.pipeline import load_pipeline
 
     try:
         loaded = load_pipeline(path)

@@ -1,7 +1,7 @@
 """Where a run's row-local stages run: in this process (`local`), or over a Ray cluster (`ray`).
 
 An engine maps a row-local step (a picklable callable from a chunk of rows to the same rows
-with columns added, see `batchopt.row_stages`) over the input; the global steps (grouping, batch
+with columns added, see `batchopt.run.row_stages`) over the input; the global steps (grouping, batch
 submission and polling, the run state) stay in the driver whatever the engine. The same step
 functions run in both, so the local path is never a toy the distributed one replaces.
 """
@@ -33,7 +33,7 @@ class Engine(Protocol):
     def embed(self, texts: list[str], backend: str = "sentence-transformers",
               model: str | Path | None = None) -> np.ndarray:
         """`texts` embedded with the `dedup.semantic` backend and model (as
-        `batchopt.dedup.embed.load_embedder` loads them): float32, shape (len(texts), dim), unit
+        `batchopt.services.embed.load_embedder` loads them): float32, shape (len(texts), dim), unit
         rows in the order of `texts`; the same vectors (np.allclose) whatever the engine."""
         ...
 

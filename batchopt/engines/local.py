@@ -29,11 +29,11 @@ class LocalEngine:
     def embed(self, texts: list[str], backend: str = "sentence-transformers",
               model: str | Path | None = None) -> np.ndarray:
         """Embed `texts` in this process with the `dedup.semantic` `backend` and `model` (see
-        `batchopt.dedup.embed.load_embedder`; the model is loaded once per engine): a float32
+        `batchopt.services.embed.load_embedder`; the model is loaded once per engine): a float32
         array of shape (len(texts), dim), unit rows, row i the vector of texts[i]."""
         key = (backend, None if model is None else str(model))
         if key not in self._embedders:
-            from batchopt.dedup.embed import load_embedder
+            from batchopt.services.embed import load_embedder
 
             self._embedders[key] = load_embedder(backend, model)
         return self._embedders[key].embed(list(texts))

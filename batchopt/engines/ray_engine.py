@@ -79,14 +79,14 @@ class RayEngine:
     def embed(self, texts: list[str], backend: str = "sentence-transformers",
               model: str | Path | None = None) -> np.ndarray:
         """Embed `texts` with the `dedup.semantic` `backend` and `model` (see
-        `batchopt.dedup.embed.load_embedder`): a float32 array of shape (len(texts), dim), unit
+        `batchopt.services.embed.load_embedder`): a float32 array of shape (len(texts), dim), unit
         rows, row i the vector of texts[i] (allclose to `LocalEngine.embed`'s).
 
         The texts are cut into blocks that an actor pool of `workers()` actors embeds; each
         actor loads the model once. A model that does not load, or a backend that does not
         exist, raises the `ConfigError` the local engine raises."""
         if not texts:
-            from batchopt.dedup.embed import load_embedder
+            from batchopt.services.embed import load_embedder
 
             return load_embedder(backend, model).embed([])
         ray = self._ray()
@@ -166,7 +166,7 @@ class _EmbedWorker:
         self.error: BaseException | None = None
         self.embedder: Any = None
         try:
-            from batchopt.dedup.embed import load_embedder
+            from batchopt.services.embed import load_embedder
 
             self.embedder = load_embedder(backend, model)
         except Exception as exc:  # noqa: BLE001 - raised with the first block instead

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from batchopt.errors import NoBatchAPIError, TerminalProviderError, TransientProviderError
 from batchopt.execute.claims import Holder, SharedCache
 from batchopt.execute.state import OPEN_STATES, RunState, Submission
-from batchopt.execute.structured import check_structured
 from batchopt.providers.batching import (
     BatchesUnverified,
     BatchProvider,
@@ -43,6 +42,7 @@ from batchopt.providers.batching import (
     split_for_limits,
 )
 from batchopt.records import Request, Result
+from batchopt.services.structured import check_structured
 
 _PERSIST_EVERY = 500  # rows read from a batch's results per transaction
 # Results downloads of one batch that may break off in a row before a waiting run stops

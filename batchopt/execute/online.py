@@ -21,9 +21,9 @@ from batchopt.errors import ProviderError, TerminalProviderError, TransientProvi
 from batchopt.execute.claims import ClaimGate
 from batchopt.execute.ratelimit import RateLimiter
 from batchopt.execute.retry import first_wait, is_transient, retry_after_hook, wait_for
-from batchopt.execute.structured import check_structured
 from batchopt.providers.base import Provider
 from batchopt.records import Request, Result
+from batchopt.services.structured import check_structured
 
 _AUTH_STATUSES = (401, 403)
 

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (tag, key)
 );
 CREATE INDEX IF NOT EXISTS items_key ON items(key);
-CREATE TABLE IF NOT EXISTS calls (  -- every call this run id sent: see batchopt.calls
+CREATE TABLE IF NOT EXISTS calls (  -- every call this run id sent: see batchopt.run.calls
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
     tier TEXT,
@@ -327,7 +327,7 @@ class RunState:
             db.execute("UPDATE calls SET status = 'not_billed' WHERE tag = ? AND status = "
                        "'sent_unconfirmed'" + rows, (tag,))
 
-    # ---- calls (see batchopt.calls) ------------------------------------------------------------
+    # ---- calls (see batchopt.run.calls) ------------------------------------------------
 
     def calls_sent(self, rows: list[dict[str, Any]]) -> None:
         """Journal online calls about to be sent: `sent_unconfirmed` until answered."""

@@ -1,5 +1,5 @@
 """The `calls` table beside each run's ledger part: one row per call the run id sent (see
-`batchopt.calls`), `<root>/pipeline=<p>/run_id=<id>/calls.parquet`, and its DuckDB view."""
+`batchopt.run.calls`), `<root>/pipeline=<p>/run_id=<id>/calls.parquet`, and its DuckDB view."""
 
 from __future__ import annotations
 

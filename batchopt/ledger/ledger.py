@@ -7,7 +7,7 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
 - the baseline is profile-independent: `baseline_input_tokens` are the row's own prompt as
   `prompt.system` and `prompt.template` render it before compression, and
   `baseline_output_tokens` its answer's text (0 without one), both counted with the baseline
-  model's counter (`batchopt.token_counters.counter_for`, uncalibrated; no chat framing);
+  model's counter (`batchopt.services.token_counters.counter_for`, uncalibrated; no chat framing);
 - a paid row (online, batch, or failed but billed) saved, step by step from the baseline:
   routing       baseline - actual model at full online price on the uncompressed call
                 (its billed tokens plus `compression_tokens_saved`)
@@ -17,7 +17,7 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
 - a failed row that was not billed has neither cost nor baseline: no answer was bought; nor
   has a skipped one (status and mode `skipped`: an empty input never sent, `input.on_empty`);
 - a cascade row also paid for the cheaper tiers it tried first and its judge calls
-  (`earlier_attempts_usd`, from the run's calls record, `batchopt.calls`): that is in its cost
+  (`earlier_attempts_usd`, from the run's calls record, `batchopt.run.calls`): that is in its cost
   and taken from its routing saving. The facts' tokens are the final answer's (what is priced
   here); the runner then adds the other calls' tokens (`fanout.with_other_calls`).
 
@@ -70,7 +70,7 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "baseline_latency_ms": pl.Float64(),
     "estimated_cost_usd": pl.Float64(),
     # the prompt's (system + user) tokens counted offline before sending, and by which counter
-    # (`batchopt.token_counters`: "exact:..." or "estimate:..."); a follower or cache hit has its
+    # (`services.token_counters`: "exact:..." or "estimate:..."); a follower or cache hit has its
     # representative's
     "estimated_input_tokens": pl.Int64(),
     "token_counter": pl.String(),
@@ -85,11 +85,11 @@ OPTIONAL_FACTS: dict[str, pl.DataType] = {
     "overflow": pl.String(),
     # `--limit N`: the run read only the input's first N rows; null when it read all of them
     "row_limit": pl.Int64(),
-    # the run's configuration fingerprint (`batchopt.fingerprint`): estimates learn only from
+    # the run's configuration fingerprint (`batchopt.run.fingerprint`): estimates learn only from
     # past runs that share it
     "config_hash": pl.String(),
     # the estimated cost of this row's calls sent but never confirmed (a kill, a cut
-    # connection): maybe billed, not in cost_usd (`batchopt.calls`); null in older ledgers
+    # connection): maybe billed, not in cost_usd (`batchopt.run.calls`); null in older ledgers
     "unconfirmed_usd": pl.Float64(),
     # the night the run is for (`--date`, else the run id's date, else the day it ran): what
     # the views and the report group days by; null in older ledgers (their run_at day counts)

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from batchopt.config_compress import (
+from batchopt.config.compress import (
     DEFAULT_CUT_MARKER,
     BoilerplateStep,
     CompressConfig,

@@ -36,7 +36,7 @@ import polars as pl
 from batchopt.hashing import canonical_json
 from batchopt.prompts.requests import CallSpec, request_keyer, resolve_counter
 from batchopt.records import Request
-from batchopt.token_counters import TokenCounter, static_prompt_tokens
+from batchopt.services.token_counters import TokenCounter, static_prompt_tokens
 
 CHUNK = 100_000  # texts hashed and counted at once (Python strings only for one chunk)
 _ITER_CHUNK = 10_000  # rows read from the frame at once when Requests are made

@@ -10,7 +10,12 @@ import polars as pl
 
 from batchopt.hashing import keyed_by_last_field
 from batchopt.records import Request
-from batchopt.token_counters import Calibration, TokenCounter, counter_for, static_prompt_tokens
+from batchopt.services.token_counters import (
+    Calibration,
+    TokenCounter,
+    counter_for,
+    static_prompt_tokens,
+)
 
 
 @dataclass(frozen=True)

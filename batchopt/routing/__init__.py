@@ -1,6 +1,6 @@
 """Tiering: which model set-up (tier) answers each row; pure functions the runner wires in.
 
-The settings live in batchopt.config_routing (RoutingConfig, under `routing:` in a pipeline).
+The settings live in batchopt.config.routing (RoutingConfig, under `routing:` in a pipeline).
 
 - rules.py: the `rules` strategy (and `single`): the first matching rule names the tier.
 - classifier.py: the `classifier` strategy: train, save, load and apply a router on prompt

@@ -1,6 +1,6 @@
 """The `classifier` strategy: a router trained on labelled history sends likely-hard rows up.
 
-A router is a logistic regression over prompt embeddings (batchopt.dedup.embed), trained with
+A router is a logistic regression over prompt embeddings (batchopt.services.embed), trained with
 balanced class weights on rows labelled easy (the cheap tier answered well) or hard. Training
 holds out a stratified quarter of the rows to measure the router: ROC AUC, and for thresholds
 0.1 ... 0.9 the share of rows it would send to the strong tier and the share of hard rows among
@@ -29,7 +29,7 @@ import polars as pl
 from batchopt.routing.errors import RoutingError, check_free_columns
 
 if TYPE_CHECKING:
-    from batchopt.dedup.embed import Embedder
+    from batchopt.services.embed import Embedder
 
 __all__ = [
     "FORMAT_VERSION",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from batchopt.config_routing import (
+from batchopt.config.routing import (
     ConfidenceValidatorConfig,
     FinishReasonValidatorConfig,
     JsonSchemaValidatorConfig,
@@ -31,9 +31,9 @@ from batchopt.config_routing import (
     RegexValidatorConfig,
     ValidatorConfig,
 )
-from batchopt.execute.structured import check_structured
 from batchopt.records import Request, Result
 from batchopt.routing.errors import RoutingError
+from batchopt.services.structured import check_structured
 
 __all__ = [
     "REFUSAL_PATTERNS",

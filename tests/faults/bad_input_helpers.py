@@ -8,7 +8,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 
 
 def cli_env(fake: Any, openai_key: str = "sk-test", anthropic_key: str = "sk-ant-test",

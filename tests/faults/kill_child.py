@@ -16,7 +16,7 @@ Two ways to start a child:
 A fresh interpreter spends about two seconds importing the SDKs and loading the tokenizers
 before it reads a row, so the many kill points of the default suite go through the fork
 server instead: one process imports that once, then forks a child per run. The child calls the
-same `batchopt.cli.main(["run", ...])` the console script calls, in its own process (own pid,
+same `batchopt.cli.main.main(["run", ...])` the console script calls, in its own process (own pid,
 own file locks, killed by the kernel like any other); polars and pyarrow, which start threads
 when imported, are imported only in the child, after the fork.
 """
@@ -46,7 +46,7 @@ class KillAt:
 
     `target` is "stage:<name>" (the n-th `RunObserver.stage(name)` call: before the stage
     starts) or "<module>:<attribute path>" of a function, method, coroutine function or async
-    generator function, looked up where the caller looks it up (e.g. `batchopt.runner:finish`,
+    generator function, looked up where the caller looks it up (e.g. `batchopt.run.runner:finish`,
     `batchopt.execute.state:RunState.record_batch_id`). `when` is before or after the n-th
     call (an async generator: after its n-th item was consumed, before the next one is handed
     over). `arg`, if set, counts only calls that have this string among their arguments.
@@ -82,7 +82,7 @@ def install(kill: KillAt) -> None:
         setattr(importlib.import_module(module), attr, value)
     if kill.target.startswith("stage:"):
         stage = kill.target.split(":", 1)[1]
-        runner = importlib.import_module("batchopt.runner")
+        runner = importlib.import_module("batchopt.run.runner")
         _wrap(runner.RunObserver, "stage", kill, lambda args: len(args) > 1 and args[1] == stage)
         return
     module_name, path = kill.target.split(":")
@@ -151,7 +151,7 @@ def run_cli(argv: list[str], kill: KillAt | None) -> int:
     """`batchopt <argv>` in this process, with the kill point in place; its exit code."""
     if kill is not None:
         install(kill)
-    from batchopt.cli import main
+    from batchopt.cli.main import main
 
     try:
         main(argv, prog_name="batchopt")

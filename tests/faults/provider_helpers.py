@@ -20,10 +20,10 @@ import polars as pl
 from faults.tally import add
 from helpers import fake_env, pipeline_dict, write_pipeline  # tests/ (its conftest's folder)
 
-from batchopt.config import load_pipeline
-from batchopt.providers.fake import FakeServer
+from batchopt.config.pipeline import load_pipeline
+from batchopt.fakeapi import FakeServer
 from batchopt.providers.sdk_common import USAGE_MISSING
-from batchopt.runner import RunOptions, RunPending, RunSummary, run_pipeline
+from batchopt.run.runner import RunOptions, RunPending, RunSummary, run_pipeline
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-20241022"}
 STRONG = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}

@@ -216,8 +216,8 @@ def test_binary_column_of_utf8_text_is_read_as_text(fake, env, tmp_path):
     result = _run(path, env)
     assert result.exit_code == 0, result.output
     assert fake.stats()["requests"] == 1
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, prepare
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, prepare
 
     plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})
     assert [r.user for r in plan.requests.values()] == ["Subject: a\n\ncafé au lait"]
@@ -374,8 +374,8 @@ def test_truncate_cuts_the_middle_to_fit_and_marks_the_row(fake, env, tmp_path):
 
 
 def test_truncate_keeps_the_head_and_the_tail(tmp_path):
-    from batchopt.config import load_pipeline
-    from batchopt.runner import RunOptions, prepare
+    from batchopt.config.pipeline import load_pipeline
+    from batchopt.run.runner import RunOptions, prepare
 
     path = _overflow_pipeline(tmp_path, "truncate")
     plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})

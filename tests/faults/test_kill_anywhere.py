@@ -43,7 +43,7 @@ _rng = random.Random(SEED)
 STATE = "batchopt.execute.state"
 CACHE = "batchopt.execute.cache:ResponseCache.put_many"
 JOURNAL = "batchopt.execute.cache:ResponseCache._append"  # the journal line, before cache.db
-RUNNER = "batchopt.runner"
+RUNNER = "batchopt.run.runner"
 # outputs are committed first (call 1), then the ledger (call 2)
 COMMIT = "batchopt.io.writer:ParquetParts.commit"
 OPENAI = "batchopt.providers.openai:OpenAIProvider"
@@ -69,7 +69,7 @@ ONLINE_POINTS = {
     **{f"answers {k} received, not saved": KillAt(CACHE, "before", k) for k in _FLUSHES},
     **{f"answers {k} saved, workers not told": KillAt(CACHE, "after", k) for k in _FLUSHES[:2]},
     **{f"answers {k} journaled, not in cache.db": KillAt(JOURNAL, "after", k) for k in (1, 3)},
-    "answer 30 reported": KillAt("batchopt.progress:RichObserver.answered", "after", 30),
+    "answer 30 reported": KillAt("batchopt.cli.progress:RichObserver.answered", "after", 30),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),
     "outputs written, no ledger": KillAt(COMMIT, "after", 1),
     "ledger written, no views": KillAt(COMMIT, "after", 2),
@@ -299,7 +299,7 @@ SUMMARIZE_POINTS = {
     "stage render": KillAt("stage:render"),
     "stage dedup": KillAt("stage:dedup"),
     "stage semantic dedup": KillAt("stage:semantic dedup"),
-    "embeddings written": KillAt("batchopt.dedup.embed_cache:EmbeddingCache._write", "after"),
+    "embeddings written": KillAt("batchopt.services.embed_cache:EmbeddingCache._write", "after"),
     "stage send": KillAt("stage:send"),
     "answers 5 received, not saved": KillAt(CACHE, "before", 5),
     "all answered, before finish": KillAt(f"{RUNNER}:finish"),

@@ -20,7 +20,7 @@ from helpers import pipeline_dict
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from batchopt.config import load_pipeline
+from batchopt.config.pipeline import load_pipeline
 from batchopt.dedup.exact import exact_groups, normalise
 from batchopt.errors import ConfigError, InputError
 from batchopt.prompts.compress import (
@@ -255,7 +255,7 @@ def test_compression_never_reports_a_negative_saving():
     stage keeps the cheaper text, so no row is reported as having saved -1 tokens."""
     import polars as pl
 
-    from batchopt.config_compress import parse_compress
+    from batchopt.config.compress import parse_compress
     from batchopt.prompts.compress import SAVED_COLUMN, compress_rows
 
     assert count_tokens(normalise_whitespace(" LJ"), MODEL) > count_tokens(" LJ", MODEL)

@@ -8,7 +8,7 @@ Each run is held by `provider_helpers.check` to the guarantees: the expected exi
 row once in the outputs and the ledger with its own answer or a failure naming the fault,
 attempts counted, nothing paid twice but the answers the server billed and batchopt never
 received (asserted exactly, from the billing log), and the ledger's cost equal to the billing
-log priced. What a fault bills is documented in `batchopt.providers.fake.app` (online) and
+log priced. What a fault bills is documented in `batchopt.fakeapi.app` (online) and
 `batch_routes` (batches).
 """
 
@@ -25,10 +25,10 @@ from click.testing import CliRunner
 from faults.provider_helpers import MODELS, billed_cost, check, make_pipeline, run
 from helpers import fake_env
 
-from batchopt.cli import main
+from batchopt.cli.main import main
 from batchopt.errors import EXIT_FAILED_ROWS
 from batchopt.providers.sdk_common import USAGE_MISSING
-from batchopt.rounds import RunPending
+from batchopt.run.rounds import RunPending
 
 PROVIDERS = ["openai", "anthropic"]
 

@@ -14,8 +14,8 @@ from faults import tally
 from faults.bad_input_helpers import assert_refused, cli_env, invoke
 from helpers import fake_env, file_contents, pipeline_dict, write_pipeline, write_tickets
 
-from batchopt.config import load_pipeline
-from batchopt.runner import RunOptions, prepare
+from batchopt.config.pipeline import load_pipeline
+from batchopt.run.runner import RunOptions, prepare
 
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 

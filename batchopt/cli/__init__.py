@@ -1,0 +1,1 @@
+"""Every command, progress and printing. Nothing imports this package."""

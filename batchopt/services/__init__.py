@@ -1,0 +1,2 @@
+"""Services the stages share: embeddings (dedup and routing), token counting (prompts, run),
+structured-output checks (execute, routing)."""
