@@ -81,11 +81,11 @@ $(AIRFLOW_VENV)/.installed: pyproject.toml $(AIRFLOW_CONSTRAINTS)
 	touch $@
 
 test: setup test-deps
-	$(BIN)/python -m pytest -q -rs --ignore=tests/test_airflow_example.py
+	$(BIN)/python -m pytest -q -rs --ignore=tests/integration/test_airflow_example.py
 	# the long kill-anywhere sweeps (about 8 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -rs -m slow_faults tests/faults
 	# the example DAG, with Airflow from its own venv
-	$(AIRFLOW_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_airflow_example.py
+	$(AIRFLOW_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider tests/integration/test_airflow_example.py
 
 lint: setup
 	$(BIN)/ruff check batchopt tests benchmarks

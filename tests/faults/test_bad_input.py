@@ -1,7 +1,7 @@
 """Hostile and broken input through `batchopt run`: one line naming the file, row, column or key,
 exit 2, no output, ledger or cache file, and not one request at the fake server.
 
-`tests/test_cli_errors.py` already covers plain invalid YAML, a misspelt profile key, a missing
+`tests/cli/test_cli_errors.py` already covers plain invalid YAML, a misspelt profile key, a missing
 `${VAR}`, a missing API key, a missing column, null ids, an unknown profile and an unpriced
 model; this module covers the rest of the issue's list, and what a prompt too long for the
 model's context does under each `on_context_overflow`.

@@ -6,7 +6,7 @@ its own (.venv-airflow, as Airflow advises) and runs this file with; elsewhere t
 contract and logs its calls) and against the real CLI and the fake provider server:
 
     make .venv-airflow/.installed && \
-        .venv-airflow/bin/python -m pytest tests/test_airflow_example.py
+        .venv-airflow/bin/python -m pytest tests/integration/test_airflow_example.py
 
 AIRFLOW_HOME defaults to a temporary folder here; its SQLite database is migrated once.
 """
@@ -31,7 +31,7 @@ import pytest
 
 pytestmark = pytest.mark.airflow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAG_DIR = ROOT / "examples" / "airflow"
 DAG_FILE = DAG_DIR / "batchopt_nightly.py"
 

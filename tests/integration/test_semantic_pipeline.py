@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "summarize.yaml"
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from helpers import fake_env, file_contents, pipeline_dict, write_pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 
 

@@ -21,7 +21,7 @@ import pytest
 from batchopt.fakeapi import FakeServer
 from batchopt.fakeapi.state import ServerState
 
-FAKE_DIR = Path(__file__).parent.parent / "batchopt" / "providers" / "fake"
+FAKE_DIR = Path(__file__).parents[2] / "batchopt" / "fakeapi"
 OWN = "batchopt.fakeapi"
 
 

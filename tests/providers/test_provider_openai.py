@@ -295,7 +295,7 @@ def test_registry_import_is_cheap_and_sdks_stay_in_their_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    root = Path(__file__).resolve().parents[1] / "batchopt"
+    root = Path(__file__).resolve().parents[2] / "batchopt"
     pattern = re.compile(r"^\s*(?:import|from)\s+(openai|anthropic)\b", re.MULTILINE)
     for path in root.rglob("*.py"):
         for sdk in pattern.findall(path.read_text(encoding="utf-8")):

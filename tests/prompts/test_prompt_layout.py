@@ -65,7 +65,7 @@ def test_validate_says_which_profiles_get_the_prompt_cache() -> None:
 
     from batchopt.cli.main import main
 
-    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "summarize.yaml"
+    pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "summarize.yaml"
     # validate checks the keys a run needs
     keys = {"OPENAI_API_KEY": "sk-test-0001", "ANTHROPIC_API_KEY": "sk-ant-test-0002"}
     out = CliRunner(env=keys).invoke(main, ["validate", str(pipeline)])

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from batchopt.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "summarize.yaml"
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 

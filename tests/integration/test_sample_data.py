@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SHARES = {"exact": 0.15, "near": 0.10, "paraphrase": 0.15, "hard_negative": 0.10}
 
 

@@ -4,7 +4,7 @@ fine-tuning set of the strong tier's good answers, and nothing else.
 The fake server's oracle makes the cheap tier refuse every ticket (so the cascade sends each one
 up) and the strong tier refuse about a fifth of them: those strong answers fail the refusal
 validator but stay the rows' answers (a cascade has no tier above its last), and must not be
-exported. Other helpers here are shared by the other tests/test_distill_*.py files.
+exported. Other helpers here are shared by the other tests/distill/ files.
 """
 
 from __future__ import annotations

@@ -208,7 +208,7 @@ def _load_bench_student() -> Any:
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_student.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_student.py"
     spec = importlib.util.spec_from_file_location("bench_student", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

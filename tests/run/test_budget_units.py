@@ -1,5 +1,5 @@
 """The budget's arithmetic held to the providers' published prices (the fake server's own list,
-`providers.fake.prices`, not batchopt's price table): what a send reserves, what a batch answer
+`fakeapi.prices`, not batchopt's price table): what a send reserves, what a batch answer
 costs, a reservation given back, and the pre-send check's boundary. Found by the mutation script
 (docs/mutation.md): each of these could be broken without a run-level test noticing."""
 

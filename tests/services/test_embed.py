@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchopt.dedup import embed, embed_cache
 from batchopt.errors import ConfigError
+from batchopt.services import embed, embed_cache
 from batchopt.services.embed import (
     EmbeddingCache,
     default_minilm_path,

@@ -214,7 +214,7 @@ def test_semantic_dedup_embeds_on_ray_and_groups_as_local(tmp_path, monkeypatch)
     gives are the local engine's, on the labelled paraphrase set."""
     from batchopt.run.runner import prepare
 
-    rows = pl.read_parquet(Path(__file__).parent / "data" / "dedup_labelled.parquet")
+    rows = pl.read_parquet(Path(__file__).parents[1] / "data" / "dedup_labelled.parquet")
     rows = rows.select(pl.col("id").alias("ticket_id"), pl.lit("Ticket").alias("subject"),
                        pl.col("text").alias("body")).head(200)
     data = pipeline_dict(dedup={"semantic": {"enabled": True}})

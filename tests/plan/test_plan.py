@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from batchopt.cli.main import main
 from batchopt.ledger.selfhost import SelfHosted, compare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "summarize.yaml"
 
 

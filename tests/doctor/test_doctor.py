@@ -303,7 +303,7 @@ def test_plan_builds_the_model2vec_model_on_first_use(
     """`validate` passes, then `plan` finds no model2vec model: it builds it, says so on stderr,
     and plans. The distillation itself is the one the fixture ran (copied, not redone); the
     staging, renaming and messages around it are the real ones."""
-    from batchopt.dedup import embed
+    from batchopt.services import embed
 
     _, built = built_with_doctor
     calls: list[Path] = []

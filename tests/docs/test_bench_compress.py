@@ -15,7 +15,7 @@ import pytest
 from batchopt.config.compress import parse_compress
 from batchopt.ledger.pricing import PriceTable
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_compress.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_compress.py"
 MODEL = "claude-3-5-haiku-20241022"
 
 

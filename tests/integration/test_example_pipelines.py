@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 BATCHOPT = Path(sys.executable).parent / "batchopt"
 TOKENS = ("input_tokens", "output_tokens")

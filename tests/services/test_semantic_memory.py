@@ -12,11 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from batchopt.dedup import embed_cache, index, semantic, step
+from batchopt.dedup import index, semantic, step
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.guards import GuardConfig, extract_many
 from batchopt.dedup.step import SemanticSettings, semantic_dedup
 from batchopt.errors import ConfigError
+from batchopt.services import embed_cache
 from batchopt.services.embed import EmbeddingCache, embedder_name, engine_embedder
 
 

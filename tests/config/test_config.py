@@ -102,7 +102,7 @@ def test_json_schema_validates_the_shipped_pipeline() -> None:
 
     schema = json_schema()
     json.dumps(schema)
-    shipped = Path(__file__).resolve().parents[1] / "pipelines" / "summarize.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "pipelines" / "summarize.yaml"
     jsonschema.validate(yaml.safe_load(shipped.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "bogus": 1}, schema)

@@ -266,8 +266,8 @@ def test_a_tier_may_ask_in_its_own_prompt_variant(fake, tmp_path):
 
 
 def test_the_classifier_reuses_the_semantic_steps_vectors(fake, tmp_path, monkeypatch):
-    from batchopt.dedup import embed
     from batchopt.routing import train_router_from_texts
+    from batchopt.services import embed
 
     embedder = embed.load_embedder("model2vec")
     texts = [f"Subject: Order\n\n{SHORT} #{i}" for i in range(30)]
