@@ -81,6 +81,8 @@ $(AIRFLOW_VENV)/.installed: pyproject.toml $(AIRFLOW_CONSTRAINTS)
 	touch $@
 
 test: setup test-deps
+	# the layers: each folder imports only the layers below it, no cycles (.importlinter)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rs --ignore=tests/integration/test_airflow_example.py
 	# the long kill-anywhere sweeps (about 8 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -rs -m slow_faults tests/faults

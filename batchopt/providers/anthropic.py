@@ -41,7 +41,12 @@ from types import ModuleType
 from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError
-from batchopt.providers.base import Capabilities, ProviderSettings
+from batchopt.providers.base import (
+    Capabilities,
+    PromptCacheRules,
+    ProviderSettings,
+    ProviderTraits,
+)
 from batchopt.providers.batching import (
     ANTHROPIC_LIMITS,
     BatchesUnverified,
@@ -144,6 +149,17 @@ class AnthropicProvider(SDKBatchProvider):
 
     name = "anthropic"
     capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+
+    @classmethod
+    def traits(cls, model: str) -> ProviderTraits:
+        return ProviderTraits(
+            capabilities=cls.capabilities,
+            api_key_env="ANTHROPIC_API_KEY",
+            base_url_env="ANTHROPIC_BASE_URL",
+            default_base_url="https://api.anthropic.com",
+            # Anthropic bills the request that writes the cache at the cache-write price.
+            prompt_cache=PromptCacheRules(min_tokens=cache_min_tokens(model), writes_billed=True),
+        )
     batch_limits = ANTHROPIC_LIMITS
     api_key_env = "ANTHROPIC_API_KEY"
     _path = "/v1/messages"

@@ -28,11 +28,49 @@ class Capabilities:
     priced_by_time: bool = False
 
 
+@dataclass(frozen=True)
+class PromptCacheRules:
+    """How a provider's prompt cache treats a repeated prompt prefix, for pricing and planning."""
+
+    # The shortest prefix the provider caches.
+    min_tokens: int
+    # The cached length is reported in whole steps of this many tokens (OpenAI: 128).
+    step_tokens: int = 1
+    # Writing the cache is billed (at its own price) to the request that writes it (Anthropic).
+    writes_billed: bool = False
+
+    def cached_tokens(self, prefix_tokens: int) -> int:
+        """How many of a `prefix_tokens`-long shared prefix a cache hit reports as cached."""
+        if prefix_tokens < self.min_tokens:
+            return 0
+        return prefix_tokens - prefix_tokens % self.step_tokens
+
+
+@dataclass(frozen=True)
+class ProviderTraits:
+    """What the rest of batchopt may ask about a provider and model without building a client:
+    the answers to every question that would otherwise compare provider names."""
+
+    capabilities: Capabilities
+    # The environment variables a key and an endpoint are read from (None: needs no key).
+    api_key_env: str | None = None
+    base_url_env: str | None = None
+    default_base_url: str | None = None
+    prompt_cache: PromptCacheRules | None = None
+    # The model is a file loaded in this process (its `model_path` or `endpoint` names it).
+    model_file: bool = False
+
+
 class Provider(ABC):
     """A model provider: one attempt per `complete` call."""
 
     name: str = "provider"
     capabilities: Capabilities = Capabilities()
+
+    @classmethod
+    def traits(cls, model: str) -> ProviderTraits:
+        """What this provider declares for `model` (see `ProviderTraits`)."""
+        return ProviderTraits(capabilities=cls.capabilities)
 
     @abstractmethod
     def to_payload(self, request: Request) -> dict[str, Any]:

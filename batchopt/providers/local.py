@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError
-from batchopt.providers.base import Capabilities, Provider, ProviderSettings
+from batchopt.providers.base import Capabilities, Provider, ProviderSettings, ProviderTraits
 from batchopt.records import Request, Result, Usage
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,6 +49,10 @@ class LocalProvider(Provider):
 
     name = "local"
     capabilities = Capabilities(json_schema=True, priced_by_time=True)
+
+    @classmethod
+    def traits(cls, model: str) -> ProviderTraits:
+        return ProviderTraits(capabilities=cls.capabilities, model_file=True)
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings

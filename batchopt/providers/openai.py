@@ -21,7 +21,12 @@ from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError
 from batchopt.hashing import stable_hash
-from batchopt.providers.base import Capabilities, ProviderSettings
+from batchopt.providers.base import (
+    Capabilities,
+    PromptCacheRules,
+    ProviderSettings,
+    ProviderTraits,
+)
 from batchopt.providers.batching import (
     OPENAI_LIMITS,
     BatchRow,
@@ -70,6 +75,17 @@ class OpenAIProvider(SDKBatchProvider):
 
     name = "openai"
     capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+
+    @classmethod
+    def traits(cls, model: str) -> ProviderTraits:
+        return ProviderTraits(
+            capabilities=cls.capabilities,
+            api_key_env="OPENAI_API_KEY",
+            base_url_env="OPENAI_BASE_URL",
+            default_base_url="https://api.openai.com/v1",
+            # OpenAI caches a prefix from 1024 tokens on and reports it in steps of 128.
+            prompt_cache=PromptCacheRules(min_tokens=OPENAI_CACHE_MIN_TOKENS, step_tokens=128),
+        )
     batch_limits = OPENAI_LIMITS
     api_key_env = "OPENAI_API_KEY"
     _path = "/chat/completions"
