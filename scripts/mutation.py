@@ -62,9 +62,10 @@ TARGETS: dict[str, list[str]] = {
         "batchopt.prompts.requests.x_build_requests__mutmut_*",
     ],
     "guards": [
-        f"batchopt.dedup.guards.x_{name}__mutmut_*"
-        for name in ("_decimal", "_plain", "_amount", "_date", "extract", "_facts", "_token",
-                     "_word", "_classify", "_fact", "veto")
+        *(f"batchopt.dedup.facts.x_{name}__mutmut_*"
+          for name in ("_decimal", "_plain", "_amount", "_date", "extract", "_facts", "_kept",
+                       "_token", "_word", "_classify", "_fact")),
+        "batchopt.dedup.guards.x_veto__mutmut_*",
     ],
 }
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from batchopt.dedup import crossrun_ivf as ivf
 from batchopt.dedup.crossrun_store import SUFFIX, UNREADABLE, Shard, list_shards, write_shard
-from batchopt.dedup.guards import Facts, GuardConfig, extract, veto
+from batchopt.dedup.facts import Facts, GuardConfig, extract
+from batchopt.dedup.guards import veto
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Word lists and token patterns for the fact guards (`guards.py`): months, weekdays, number
-words, negations, opposite pairs, request actions, words that name nothing, currencies; lower
-case."""
+"""Word lists and token patterns for the fact guards (`facts.py`, `swaps.py`): months, weekdays,
+number words, negations, opposite pairs, request actions, words that name nothing, currencies;
+lower case."""
 
 from __future__ import annotations
 

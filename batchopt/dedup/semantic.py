@@ -25,15 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from batchopt.dedup.guards import (
-    GUARD_ORDER,
-    Facts,
-    GuardConfig,
-    extract_many,
-    gc_paused,
-    opposed,
-    veto_many,
-)
+from batchopt.dedup.facts import Facts, GuardConfig, extract_many, gc_paused
+from batchopt.dedup.guards import GUARD_ORDER, opposed, veto_many
 from batchopt.dedup.index import SEED, kmeans, neighbours
 from batchopt.services.mapped import drop_pages, gather_rows
 

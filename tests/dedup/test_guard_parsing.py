@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from batchopt.dedup import guards
+from batchopt.dedup import facts
 from batchopt.dedup.guards import extract, veto
 
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache() -> None:
     """Each test reads its words afresh: a token met in an earlier test is otherwise answered
-    from `guards._TOKENS`, and the mutation run (which gives a function only the tests that
+    from `facts._TOKENS`, and the mutation run (which gives a function only the tests that
     reached it) would not give that test the tokenizer's mutants."""
-    guards._TOKENS.clear()
+    facts._TOKENS.clear()
 
 
 def _veto(a: str, b: str) -> str | None:
