@@ -7,7 +7,7 @@ of approved neighbours (ties in input order) and each joins the most similar rep
 already chosen, else becomes one. So every member is within the threshold of its group's
 REPRESENTATIVE, whose answer it receives, and passed the guards against it: no chaining (A~B and
 B~C put C with A only when both sit next to one representative, never through a member).
-Names and opposite words are also checked against the whole group (see `_Group`).
+Names and opposite words are also checked against the whole group (see `group.Group`).
 With `same_columns` (columns a tier's own prompt variant reads and the embedded default
 rendering does not), two rows with different values there are never merged: the group's
 representative's variant is what every member would be answered from, and the guards cannot
@@ -26,7 +26,8 @@ import numpy as np
 import polars as pl
 
 from batchopt.dedup.facts import Facts, GuardConfig, extract_many, gc_paused
-from batchopt.dedup.guards import GUARD_ORDER, opposed, veto_many
+from batchopt.dedup.group import Group
+from batchopt.dedup.guards import GUARD_ORDER, veto_many
 from batchopt.dedup.index import SEED, kmeans, neighbours
 from batchopt.services.mapped import drop_pages, gather_rows
 
@@ -83,9 +84,27 @@ def semantic_groups(
     if same_columns:  # one code per distinct tuple of values, for the rows with a vector
         partition = (frame.select(pl.struct(list(same_columns)).rank("dense")).to_series()
                      .to_numpy().astype(np.int64)[positions])
-    leader, sims, vetoed_by, vetoed_guard = _cluster_in_buckets(
-        _unit(vectors), frame[text_column], positions, threshold, guards, k, partition
+    # the clustering's arrays are handed on, not kept here: `_regrouped` frees them as it goes
+    return _regrouped(
+        frame,
+        id_column,
+        positions,
+        *_cluster_in_buckets(
+            _unit(vectors), frame[text_column], positions, threshold, guards, k, partition
+        ),
     )
+
+
+def _regrouped(
+    frame: pl.DataFrame,
+    id_column: str,
+    positions: np.ndarray,
+    leader: np.ndarray,
+    sims: np.ndarray,
+    vetoed_by: np.ndarray,
+    vetoed_guard: list[str | None],
+) -> pl.DataFrame:
+    """`frame` with the clustering of its rows at `positions` applied (see `semantic_groups`)."""
     # integer positions throughout: gathers of string columns copy 16-byte views, not texts
     height = frame.height
     exact_rep = (  # each row's group's first row: its exact representative
@@ -101,13 +120,7 @@ def semantic_groups(
     merged[positions[follower]] = True
     similarity = np.zeros(height)
     similarity[positions[follower]] = sims[follower]
-    veto_at = np.full(height, -1, np.int64)
-    veto_code = np.full(height, -1, np.int16)
-    refused = np.flatnonzero(vetoed_by >= 0)
-    names = sorted({vetoed_guard[i] for i in refused.tolist()} - {None})
-    code_of = {name: code for code, name in enumerate(names)}
-    veto_at[positions[refused]] = positions[vetoed_by[refused]]
-    veto_code[positions[refused]] = [code_of[vetoed_guard[i]] for i in refused.tolist()]
+    veto_at, veto_code, names = _veto_columns(height, positions, vetoed_by, vetoed_guard)
     del home, exact_rep, leader, sims, vetoed_by, vetoed_guard
     has_veto = pl.Series(veto_at >= 0)
     take = pl.Series(target)
@@ -127,6 +140,21 @@ def semantic_groups(
             pl.Series(np.maximum(veto_at, 0))))
         .otherwise(pl.lit(None, dtype=pl.String)).alias("veto_id"),
     )  # fmt: skip
+
+
+def _veto_columns(
+    height: int, positions: np.ndarray, vetoed_by: np.ndarray, vetoed_guard: list[str | None]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per frame row, the row of its refused neighbour (-1 if none) and the refusing guard's
+    code in the sorted list of the guards that refused any row."""
+    veto_at = np.full(height, -1, np.int64)
+    veto_code = np.full(height, -1, np.int16)
+    refused = np.flatnonzero(vetoed_by >= 0)
+    names = sorted({vetoed_guard[i] for i in refused.tolist()} - {None})
+    code_of = {name: code for code, name in enumerate(names)}
+    veto_at[positions[refused]] = positions[vetoed_by[refused]]
+    veto_code[positions[refused]] = [code_of[vetoed_guard[i]] for i in refused.tolist()]
+    return veto_at, veto_code, names
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -199,6 +227,25 @@ def _cluster(
     refused = veto_many(facts, local[row], local[other], guards)
     if partition is not None:  # another value in a column only a tier's template reads
         refused = np.where(partition[row] != partition[other], len(GUARD_ORDER), refused)
+    approved = _approved(nbr_ids.shape, row, slot, other, refused, vetoed_by, vetoed_guard)
+    del row, slot, other, refused, nbr_ids
+    fact_of = local.tolist()
+    del local
+    _join(approved, nbr_sims, facts, fact_of, guards, leader, sims, vetoed_by, vetoed_guard)
+    return leader, sims, vetoed_by, vetoed_guard
+
+
+def _approved(
+    shape: tuple[int, ...],
+    row: np.ndarray,
+    slot: np.ndarray,
+    other: np.ndarray,
+    refused: np.ndarray,
+    vetoed_by: np.ndarray,
+    vetoed_guard: list[str | None],
+) -> np.ndarray:
+    """The neighbour lists with the refused pairs struck (-1); each row's first refused
+    neighbour and its guard are written to `vetoed_by` and `vetoed_guard`."""
     # the first refused neighbour of each row is its most similar one: lists are best first
     vetoed = refused >= 0
     first = np.unique(row[vetoed], return_index=True)[1]
@@ -206,17 +253,30 @@ def _cluster(
     vetoed_by[vetoed_rows] = other[vetoed][first]
     for i, code in zip(vetoed_rows.tolist(), refused[vetoed][first].tolist(), strict=True):
         vetoed_guard[i] = REFUSALS[code]
-    approved = np.full(nbr_ids.shape, -1, np.int32)
+    approved = np.full(shape, -1, np.int32)
     approved[row[~vetoed], slot[~vetoed]] = other[~vetoed]
-    del row, slot, other, refused, vetoed, nbr_ids
+    return approved
+
+
+def _join(
+    approved: np.ndarray,
+    nbr_sims: np.ndarray,
+    facts: list[Facts],
+    fact_of: list[int],
+    guards: GuardConfig,
+    leader: np.ndarray,
+    sims: np.ndarray,
+    vetoed_by: np.ndarray,
+    vetoed_guard: list[str | None],
+) -> None:
+    """The leader loop of `_cluster`, writing into `leader`, `sims`, `vetoed_by` and
+    `vetoed_guard`: each row joins its most similar representative whose group takes it."""
     degree = (approved >= 0).sum(axis=1)
     order = np.argsort(-degree, kind="stable")
     order = order[degree[order] > 0]  # rows without an approved neighbour stay alone
     del degree
-    is_leader = bytearray(n)  # set once a row has been visited as a representative
-    fact_of = local.tolist()
-    del local
-    groups: dict[int, _Group] = {}
+    is_leader = bytearray(len(approved))  # set once a row has been visited as a representative
+    groups: dict[int, Group] = {}
     with gc_paused():
         for start in range(0, len(order), LOOP_CHUNK):
             part = order[start : start + LOOP_CHUNK]
@@ -229,7 +289,7 @@ def _cluster(
                     mine = facts[fact_of[i]]
                     group = groups.get(j)
                     if group is None:
-                        group = groups[j] = _Group(facts[fact_of[j]])
+                        group = groups[j] = Group(facts[fact_of[j]])
                     refused = group.refuses(mine, guards)
                     if refused is None:
                         group.add(mine)
@@ -239,7 +299,6 @@ def _cluster(
                         vetoed_by[i], vetoed_guard[i] = j, refused
                 else:
                     is_leader[i] = 1
-    return leader, sims, vetoed_by, vetoed_guard
 
 
 def _cluster_in_buckets(
@@ -325,43 +384,3 @@ def _facts_of(texts: pl.Series | list[str], rows: np.ndarray, guards: GuardConfi
         out.extend(chunk)
         del chunk
     return out
-
-
-class _Group:
-    """What a group's members say, for the guards that are not transitive.
-
-    Equal numbers, amounts, codes, dates and negation with the representative mean equal with
-    every member. Names, opposites and actions are not ("Nomad" must appear in the other text;
-    "large" against "small"; A asks to cancel, B to refund, the representative for both), so
-    A~rep and B~rep can still clash: a joining row is checked against the names all members
-    share and every member's opposites and actions.
-    """
-
-    def __init__(self, representative: Facts) -> None:
-        self.size = 1
-        self.names = set(representative.entities)
-        self.common_words = set(representative.words.split())
-        self.opposites = {representative.opposites}
-        self.actions = {representative.actions}
-
-    def refuses(self, row: Facts, guards: GuardConfig) -> str | None:
-        if self.size == 1:
-            return None  # the pair with the representative has passed `veto` already
-        if guards.opposites and any(opposed(row.opposites, o) for o in self.opposites):
-            return "opposites"
-        if guards.actions and any((row.actions - a) and (a - row.actions) for a in self.actions):
-            return "actions"
-        if guards.entities:
-            row_words = set(row.words.split())
-            own = {part for name in row.entities for part in name.split()}
-            others = {part for name in self.names for part in name.split()}
-            if not own <= self.common_words or not others <= row_words:
-                return "entities"
-        return None
-
-    def add(self, row: Facts) -> None:
-        self.size += 1
-        self.names |= row.entities
-        self.common_words &= set(row.words.split())
-        self.opposites.add(row.opposites)
-        self.actions.add(row.actions)
