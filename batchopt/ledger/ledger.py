@@ -250,6 +250,25 @@ def price_ledger(
 
     priced = paid & pl.col("_in").is_not_null()  # followers share the model but paid nothing
     timed = pl.col("_hour").is_not_null()
+    batched = (mode == "batch") & ~timed
+    discount = pl.when(batched).then(pl.col("_discount")).otherwise(0.0)
+    billed = priced & ((tokens > 0) | (timed & (pl.col("latency_ms") > 0)))
+    counts = ~(status.is_in(["failed", "skipped"]) & ~billed.fill_null(False))
+
+    baseline = (
+        pl.when(counts)
+        .then(_baseline_expr(prices.price(baseline_provider, baseline_model)))
+        .otherwise(0.0)
+    )
+    df = df.with_columns(_base=baseline, **_call_costs(timed), _discount_used=discount)
+    df = _with_savings(df, priced, counts, price_version or prices.version)
+    return df.select(list(LEDGER_COLUMNS)).cast(LEDGER_SCHEMA)
+
+
+def _call_costs(timed: pl.Expr) -> dict[str, pl.Expr]:
+    """A priced row's call at list price, three ways: `_full_b` uncompressed, `_full_a` as sent,
+    `_cached_cost` as sent with its prompt-cache reads and writes at their rates. A row priced by
+    time (`timed`) costs its latency at the hourly rate in all three."""
     time_cost = pl.col("latency_ms") / MS_PER_HOUR * pl.col("_hour")
     r_in, r_out = pl.col("_in"), pl.col("_out")
     n_in, n_out = pl.col("input_tokens"), pl.col("output_tokens")
@@ -284,43 +303,33 @@ def price_ledger(
             )
         )
     )
-    batched = (mode == "batch") & ~timed
-    discount = pl.when(batched).then(pl.col("_discount")).otherwise(0.0)
-    billed = priced & ((tokens > 0) | (timed & (pl.col("latency_ms") > 0)))
-    counts = ~(status.is_in(["failed", "skipped"]) & ~billed.fill_null(False))
+    return {"_full_b": full_on_baseline, "_full_a": full_on_actual, "_cached_cost": cache_rated}
+
+
+def _lever(condition: pl.Expr, value: pl.Expr) -> pl.Expr:
+    return pl.when(condition).then(value).otherwise(0.0)
+
+
+def _with_savings(
+    df: pl.DataFrame, priced: pl.Expr, counts: pl.Expr, price_version: str
+) -> pl.DataFrame:
+    """`df` with the cost, the baseline cost and the savings by lever (`LEDGER_COLUMNS`)."""
+    mode, base = pl.col("mode"), pl.col("_base")
     on_paid = priced & counts
-
-    baseline = (
-        pl.when(counts)
-        .then(_baseline_expr(prices.price(baseline_provider, baseline_model)))
-        .otherwise(0.0)
-    )
-    df = df.with_columns(
-        _base=baseline,
-        _full_b=full_on_baseline,
-        _full_a=full_on_actual,
-        _cached_cost=cache_rated,
-        _discount_used=discount,
-    )
-    base = pl.col("_base")
-
-    def lever(condition: pl.Expr, value: pl.Expr) -> pl.Expr:
-        return pl.when(condition).then(value).otherwise(0.0)
-
-    df = df.with_columns(
-        cost_usd=lever(priced, pl.col("_cached_cost") * (1.0 - pl.col("_discount_used")))
+    return df.with_columns(
+        cost_usd=_lever(priced, pl.col("_cached_cost") * (1.0 - pl.col("_discount_used")))
         + pl.col("earlier_attempts_usd"),
         baseline_cost_usd=base,
-        saved_exact_usd=lever(counts & (mode == "dedup") & (pl.col("dedup") == "exact"), base),
-        saved_semantic_usd=lever(
+        saved_exact_usd=_lever(counts & (mode == "dedup") & (pl.col("dedup") == "exact"), base),
+        saved_semantic_usd=_lever(
             counts & (mode == "dedup") & (pl.col("dedup") == "semantic"), base
         ),
-        saved_cache_usd=lever(counts & (mode == "cache"), base),
-        saved_compression_usd=lever(on_paid, pl.col("_full_b") - pl.col("_full_a")),
-        saved_prompt_cache_usd=lever(on_paid, pl.col("_full_a") - pl.col("_cached_cost")),
+        saved_cache_usd=_lever(counts & (mode == "cache"), base),
+        saved_compression_usd=_lever(on_paid, pl.col("_full_b") - pl.col("_full_a")),
+        saved_prompt_cache_usd=_lever(on_paid, pl.col("_full_a") - pl.col("_cached_cost")),
         # a cascade's cheaper attempts are what routing cost on this row
-        saved_routing_usd=lever(on_paid, base - pl.col("_full_b")) - pl.col("earlier_attempts_usd"),
-        saved_batch_usd=lever(on_paid, pl.col("_cached_cost") * pl.col("_discount_used")),
-        price_version=pl.lit(price_version or prices.version, dtype=pl.String()),
+        saved_routing_usd=_lever(on_paid, base - pl.col("_full_b"))
+        - pl.col("earlier_attempts_usd"),
+        saved_batch_usd=_lever(on_paid, pl.col("_cached_cost") * pl.col("_discount_used")),
+        price_version=pl.lit(price_version, dtype=pl.String()),
     )
-    return df.select(list(LEDGER_COLUMNS)).cast(LEDGER_SCHEMA)
