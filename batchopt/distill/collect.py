@@ -33,6 +33,7 @@ from batchopt.records import Request, Result
 
 if TYPE_CHECKING:
     from batchopt.config.pipeline import LoadedPipeline
+    from batchopt.execute.cache import ResponseCache
     from batchopt.ledger.pricing import PriceTable
     from batchopt.run.runner import Plan, RunOptions
     from batchopt.run.tiers import Tier
@@ -146,7 +147,30 @@ def collect(
     name = teacher_tier(loaded, teacher)
     ledger_root = ledger or loaded.resolve(cfg.ledger.path)
     frame = read_ledger(ledger_root, cfg.name, since)
-    rows = frame.filter(pl.col("tier") == name)
+    paid, counts = _paid_rows(frame, name)
+    options = RunOptions(ledger=ledger, cache_dir=cache_dir)
+    plans = [prepare(loaded, _with_input(options, path), env, require_keys=False)
+             for path in (inputs or [None])]
+    tier = plans[0].tiers.get(name) or build_tier(loaded, name, plans[0].prices, env)
+    requests: dict[str, tuple[str, Request]] = {}  # row_id -> (group, request)
+    for each in plans:
+        requests.update(rebuild(each, tier, paid["row_id"].unique().to_list()))
+    folder = (cache_dir or loaded.resolve(cfg.cache.path)) / cfg.name
+    cache = ResponseCache(folder) if (folder / "cache.db").exists() else None
+    validators, notes = validators_for(loaded)
+    try:
+        examples = _examples(paid, requests, cache, validators, counts)
+    finally:
+        if cache is not None:
+            cache.close()
+    runs = frame["run_id"].unique(maintain_order=True).to_list()
+    return Collection(cfg.name, name, examples, counts, runs, plans, frame, notes)
+
+
+def _paid_rows(frame: pl.DataFrame, tier: str) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The ledger rows `tier` answered itself and successfully, and the counts of the rows it
+    had (all, followers, cache copies, failed, paid)."""
+    rows = frame.filter(pl.col("tier") == tier)
     counts = {
         "ledger_rows": frame.height, "teacher_rows": rows.height,
         "followers": rows.filter(pl.col("dedup") != "none").height,
@@ -158,43 +182,40 @@ def collect(
     counts["failed"] = paid.filter(pl.col("status") != "ok").height
     paid = paid.filter(pl.col("status") == "ok")
     counts["paid"] = paid.height
-    options = RunOptions(ledger=ledger, cache_dir=cache_dir)
-    plans = [prepare(loaded, _with_input(options, path), env, require_keys=False)
-             for path in (inputs or [None])]
-    tier = plans[0].tiers.get(name) or build_tier(loaded, name, plans[0].prices, env)
-    requests: dict[str, tuple[str, Request]] = {}  # row_id -> (group, request)
-    for each in plans:
-        requests.update(rebuild(each, tier, paid["row_id"].unique().to_list()))
-    folder = (cache_dir or loaded.resolve(cfg.cache.path)) / cfg.name
-    cache = ResponseCache(folder) if (folder / "cache.db").exists() else None
-    validators, notes = validators_for(loaded)
+    return paid, counts
+
+
+def _examples(
+    paid: pl.DataFrame,
+    requests: dict[str, tuple[str, Request]],
+    cache: ResponseCache | None,
+    validators: list[Any],
+    counts: dict[str, int],
+) -> list[TeacherExample]:
+    """One example per distinct request among the `paid` rows whose cached answer is the one
+    the run got and passes the validators; `counts` gets why the others were left out."""
     examples: list[TeacherExample] = []
     seen: set[str] = set()
     for key in ("not_rebuilt", "not_cached", "failed_validation", "repeats"):
         counts[key] = 0
-    try:
-        for run_id, row_id, request_id in paid.select("run_id", "row_id", "request_id").iter_rows():
-            if row_id not in requests:
-                counts["not_rebuilt"] += 1
-                continue
-            group, request = requests[row_id]
-            cached = cache.get(request.key) if cache is not None else None
-            if cached is None or not _same_answer(cached, run_id, request_id):
-                counts["not_cached"] += 1
-                continue
-            if not passes(validators, request, cached):
-                counts["failed_validation"] += 1
-                continue
-            if request.key in seen:
-                counts["repeats"] += 1
-                continue
-            seen.add(request.key)
-            examples.append(TeacherExample(run_id, row_id, group, request, cached))
-    finally:
-        if cache is not None:
-            cache.close()
-    runs = frame["run_id"].unique(maintain_order=True).to_list()
-    return Collection(cfg.name, name, examples, counts, runs, plans, frame, notes)
+    for run_id, row_id, request_id in paid.select("run_id", "row_id", "request_id").iter_rows():
+        if row_id not in requests:
+            counts["not_rebuilt"] += 1
+            continue
+        group, request = requests[row_id]
+        cached = cache.get(request.key) if cache is not None else None
+        if cached is None or not _same_answer(cached, run_id, request_id):
+            counts["not_cached"] += 1
+            continue
+        if not passes(validators, request, cached):
+            counts["failed_validation"] += 1
+            continue
+        if request.key in seen:
+            counts["repeats"] += 1
+            continue
+        seen.add(request.key)
+        examples.append(TeacherExample(run_id, row_id, group, request, cached))
+    return examples
 
 
 def _with_input(options: RunOptions, path: Path | None) -> RunOptions:

@@ -159,7 +159,6 @@ def evaluate(
     """Run `student` on a sample of the teacher's past rows and compare (module docstring).
     `embedder` (anything with `embed(texts)`) replaces the pipeline's for text answers."""
     from batchopt.distill.ftprice import with_fine_tuned
-    from batchopt.execute.cache import ResponseCache
 
     env = dict(os.environ) if env is None else env
     cfg = loaded.config
@@ -175,12 +174,7 @@ def evaluate(
                                    profile.model)
     tier = build_tier(loaded, student, prices, env, require_key=True)
     requests = _student_requests(collection, tier, chosen)
-    folder = (cache_dir or loaded.resolve(cfg.cache.path)) / cfg.name
-    cache = ResponseCache(folder, enabled=True)
-    try:
-        results, sent = _answer(cache, tier, list(requests.values()))
-    finally:
-        cache.close()
+    results, sent = _answered(loaded, cache_dir, tier, list(requests.values()))
     validators, notes = validators_for(loaded)
     notes += [note] if note else []
     rejected = _rejected(validators, requests, results)
@@ -202,6 +196,21 @@ def evaluate(
         passed=passed, rejections=rejections, agreement=measured, cost=cost, notes=notes,
         rows=verdicts,
     )
+
+
+def _answered(
+    loaded: LoadedPipeline, cache_dir: Path | None, tier: Tier, requests: list[Request]
+) -> tuple[dict[str, Result], list[str]]:
+    """`_answer` through the pipeline's response cache (`cache_dir` or its `cache.path`)."""
+    from batchopt.execute.cache import ResponseCache
+
+    cfg = loaded.config
+    folder = (cache_dir or loaded.resolve(cfg.cache.path)) / cfg.name
+    cache = ResponseCache(folder, enabled=True)
+    try:
+        return _answer(cache, tier, requests)
+    finally:
+        cache.close()
 
 
 def _student_requests(collection: Collection, tier: Tier, chosen: list[TeacherExample]
