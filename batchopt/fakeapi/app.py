@@ -5,6 +5,7 @@ Endpoints:
     POST /v1/messages           Anthropic messages wire format
     OpenAI files and batches, Anthropic message batches: see `batch_routes`
     OpenAI fine-tuning jobs (and the `ft:` models they make): see `finetune_routes`
+    (the /_fake/... endpoints are served by `control_routes`)
     GET  /_fake/stats           paid calls and tokens, in total, `by_wire` and `by_model`;
                                 `batches_created`, `batch_requests`, pending faults,
                                 `fine_tuning_jobs_created`, `fine_tuned_models`; the
@@ -73,7 +74,6 @@ import itertools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -81,12 +81,13 @@ from aiohttp import web
 from batchopt.fakeapi import wire
 from batchopt.fakeapi.batch_routes import BatchRoutes
 from batchopt.fakeapi.batches import BatchStore
+from batchopt.fakeapi.control_routes import ControlRoutes
+from batchopt.fakeapi.faults import UNBILLED_KINDS, Fault
 from batchopt.fakeapi.finetune_routes import FineTuneRoutes
-from batchopt.fakeapi.oracle import Oracle, parse_oracle
-from batchopt.fakeapi.prices import FakePrices
+from batchopt.fakeapi.oracle import Oracle
 from batchopt.fakeapi.prompt_cache import PromptCache
-from batchopt.fakeapi.quality import FlawLog, Quality, parse_quality
-from batchopt.fakeapi.state import UNBILLED_KINDS, Fault, ServerState, parse_faults
+from batchopt.fakeapi.quality import FlawLog, Quality
+from batchopt.fakeapi.state import ServerState
 from batchopt.fakeapi.wire import json_response
 
 HOST = "127.0.0.1"
@@ -118,6 +119,7 @@ class FakeProviderApp:
         self._prefix = os.urandom(3).hex()
         self.batches = BatchStore(state, self._next_id, batch_seconds)
         self.finetunes = FineTuneRoutes(self.batches, self._next_id)
+        self.control = ControlRoutes(state, self.batches, self.finetunes)
 
     @property
     def batch_seconds(self) -> float:
@@ -135,46 +137,25 @@ class FakeProviderApp:
         app.router.add_post("/v1/messages", self.anthropic)
         BatchRoutes(self.state, self.batches, self._next_id).register(app.router)
         self.finetunes.register(app.router)
-        app.router.add_get("/_fake/stats", self.get_stats)
-        app.router.add_get("/_fake/log", self.get_log)
-        app.router.add_post("/_fake/reset", self.post_reset)
-        app.router.add_post("/_fake/faults", self.post_faults)
-        app.router.add_get("/_fake/faults", self.get_faults)
-        app.router.add_delete("/_fake/faults", self.delete_faults)
-        app.router.add_post("/_fake/oracle", self.post_oracle)
-        app.router.add_get("/_fake/oracle", self.get_oracle)
-        app.router.add_delete("/_fake/oracle", self.delete_oracle)
-        app.router.add_post("/_fake/quality", self.post_quality)
-        app.router.add_get("/_fake/quality", self.get_quality)
-        app.router.add_delete("/_fake/quality", self.delete_quality)
-        app.router.add_get("/_fake/bill", self.get_bill)
-        app.router.add_delete("/_fake/bill", self.delete_bill)
-        app.router.add_post("/_fake/prices", self.post_prices)
-        app.router.add_get("/_fake/prices", self.get_prices)
-        app.router.add_delete("/_fake/prices", self.delete_prices)
+        self.control.register(app.router)
         return app
 
     def stats(self) -> dict[str, Any]:
         """The stats, after settling every batch that has ended."""
-        self.batches.settle_due()
-        return {**self.state.stats(), **self.finetunes.stats()}
+        return self.control.stats()
 
     def log(self) -> list[dict[str, Any]]:
         """The paid-call log, after settling every batch that has ended."""
-        self.batches.settle_due()
-        return self.state.log()
+        return self.control.log()
 
     def bill(self) -> dict[str, Any]:
         """The fake's own bill, after settling every batch that has ended."""
-        self.batches.settle_due()
-        return self.state.bill()
+        return self.control.bill()
 
     def reset(self) -> None:
         """Zero the stats, empty the log, drop pending faults and every file, batch and
         fine-tuning job."""
-        self.batches.clear()
-        self.finetunes.clear()
-        self.state.reset()
+        self.control.reset()
 
     def _next_id(self) -> str:
         return f"{self._prefix}{next(self._ids):010d}"
@@ -291,114 +272,6 @@ class FakeProviderApp:
         ident = self._next_id()
         body = wire.anthropic_error_body(status, message, ident)
         return json_response(body, status, _error_headers(fault, "request-id", ident))
-
-    # ---- control ------------------------------------------------------------------------------
-
-    async def get_stats(self, request: web.Request) -> web.Response:
-        """GET /_fake/stats."""
-        return json_response(self.stats())
-
-    async def get_log(self, request: web.Request) -> web.Response:
-        """GET /_fake/log."""
-        return json_response(self.log())
-
-    async def post_reset(self, request: web.Request) -> web.Response:
-        """POST /_fake/reset."""
-        self.reset()
-        return json_response({"ok": True})
-
-    async def post_faults(self, request: web.Request) -> web.Response:
-        """POST /_fake/faults: replace the pending faults."""
-        try:
-            faults = parse_faults(json.loads(await request.read()))
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        self.state.set_faults(faults)
-        return self._pending()
-
-    async def get_faults(self, request: web.Request) -> web.Response:
-        """GET /_fake/faults."""
-        return self._pending()
-
-    def _pending(self) -> web.Response:
-        return json_response(
-            {
-                "ok": True,
-                "pending": self.state.pending_faults(),
-                "pending_batch": self.state.pending_batch_faults(),
-            }
-        )
-
-    async def delete_faults(self, request: web.Request) -> web.Response:
-        """DELETE /_fake/faults."""
-        self.state.set_faults([])
-        return json_response({"ok": True})
-
-    async def post_oracle(self, request: web.Request) -> web.Response:
-        """POST /_fake/oracle: replace the oracle."""
-        try:
-            oracle = parse_oracle(json.loads(await request.read()))
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        self.state.set_oracle(oracle)
-        return json_response({"ok": True, **oracle.describe()})
-
-    async def get_oracle(self, request: web.Request) -> web.Response:
-        """GET /_fake/oracle."""
-        oracle = self.state.oracle
-        return json_response({"set": False} if oracle is None else oracle.describe())
-
-    async def delete_oracle(self, request: web.Request) -> web.Response:
-        """DELETE /_fake/oracle."""
-        self.state.set_oracle(None)
-        return json_response({"ok": True})
-
-    async def post_quality(self, request: web.Request) -> web.Response:
-        """POST /_fake/quality: replace the answers' flaw settings."""
-        try:
-            quality = parse_quality(json.loads(await request.read()))
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        self.state.set_quality(quality)
-        return json_response({"ok": True, **quality.describe()})
-
-    async def get_quality(self, request: web.Request) -> web.Response:
-        """GET /_fake/quality."""
-        return json_response(self.state.quality.describe())
-
-    async def delete_quality(self, request: web.Request) -> web.Response:
-        """DELETE /_fake/quality: back to the server's own settings."""
-        self.state.set_quality(None)
-        return json_response({"ok": True})
-
-    async def get_bill(self, request: web.Request) -> web.Response:
-        """GET /_fake/bill."""
-        return json_response(self.bill())
-
-    async def delete_bill(self, request: web.Request) -> web.Response:
-        """DELETE /_fake/bill: start a new bill."""
-        self.batches.settle_due()  # what ended before the reset belongs to the old bill
-        self.state.reset_bill()
-        return json_response({"ok": True})
-
-    async def post_prices(self, request: web.Request) -> web.Response:
-        """POST /_fake/prices: rates laid over the published list."""
-        try:
-            prices = FakePrices().with_overrides(json.loads(await request.read()))
-        except ValueError as exc:
-            return json_response({"error": str(exc)}, 400)
-        self.state.set_prices(prices)
-        return json_response({"ok": True})
-
-    async def get_prices(self, request: web.Request) -> web.Response:
-        """GET /_fake/prices."""
-        table = self.state.prices.table
-        return json_response({model: asdict(rates) for model, rates in sorted(table.items())})
-
-    async def delete_prices(self, request: web.Request) -> web.Response:
-        """DELETE /_fake/prices: back to the published list."""
-        self.state.set_prices(None)
-        return json_response({"ok": True})
 
 
 def _unbilled_fault(request: web.Request, kind: str | None) -> web.Response:

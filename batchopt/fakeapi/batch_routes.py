@@ -54,7 +54,8 @@ from aiohttp import web
 
 from batchopt.fakeapi import batch_wire
 from batchopt.fakeapi.batches import ANTHROPIC, ENDED_PHASES, OPENAI, BatchStore
-from batchopt.fakeapi.state import BatchFault, ServerState
+from batchopt.fakeapi.faults import BatchFault
+from batchopt.fakeapi.state import ServerState
 from batchopt.fakeapi.wire import (
     BadRequest,
     anthropic_error_body,

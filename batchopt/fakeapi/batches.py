@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchopt.fakeapi import wire
-from batchopt.fakeapi.state import BatchFault, ServerState
+from batchopt.fakeapi.faults import BatchFault
+from batchopt.fakeapi.state import ServerState
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from batchopt.fakeapi import answers
 from batchopt.fakeapi.app import DEFAULT_BATCH_SECONDS, HOST, FakeProviderApp
+from batchopt.fakeapi.faults import parse_faults
 from batchopt.fakeapi.oracle import parse_oracle
 from batchopt.fakeapi.prices import FakePrices
 from batchopt.fakeapi.quality import Quality
-from batchopt.fakeapi.state import ServerState, parse_faults
+from batchopt.fakeapi.state import ServerState
 
 READY_LINE = "fake server listening on {url}"
 

@@ -439,7 +439,7 @@ async def test_502_and_529_bursts_on_both_wires(fake: FakeServer, status: int) -
 
 
 def test_kind_faults_are_checked() -> None:
-    from batchopt.fakeapi.state import parse_faults
+    from batchopt.fakeapi.faults import parse_faults
 
     assert parse_faults([{"kind": "reset", "count": 2}])[1].kind == "reset"
     for bad in ({"kind": "nope"}, {"kind": "timeout"}, {"kind": "reset", "status": 500}):
