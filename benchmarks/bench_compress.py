@@ -494,7 +494,8 @@ def run_profile(
     seconds = time.perf_counter() - started
     if not isinstance(summary, RunSummary):
         raise RuntimeError(f"--profile {profile}: the run did not finish ({summary!r})")
-    ledger = pl.read_parquet(folder / "ledger" / f"pipeline={name}" / "run_id=bench" / "part.parquet")
+    run_folder = folder / "ledger" / f"pipeline={name}" / "run_id=bench"
+    ledger = pl.read_parquet(run_folder / "part.parquet")
     model = seen["model"]
     return ProfileRun(
         profile=profile,
