@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))
-    from batchopt.dedup.semantic import default_threshold
+    from batchopt.config.sections import default_threshold
 
     threshold = args.threshold if args.threshold is not None else default_threshold("model2vec")
     semhash_thresholds = [float(t) for t in args.semhash_threshold.split(",")]

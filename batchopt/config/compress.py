@@ -26,8 +26,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from batchopt.config.strict import StrictModel
 from batchopt.errors import ConfigError
 
 __all__ = [
@@ -47,13 +48,7 @@ DEFAULT_CUT_MARKER = "[… {n} tokens cut …]"
 _ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-class _Strict(BaseModel):
-    """Rejects unknown keys, so a misspelt key is an error rather than a silent default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Step(_Strict):
+class _Step(StrictModel):
     enabled: bool = Field(default=True, description="false: the step is skipped (reports 0)")
     columns: list[str] | None = Field(
         default=None,
@@ -157,7 +152,7 @@ StepConfig = Annotated[
 ]
 
 
-class CompressConfig(_Strict):
+class CompressConfig(StrictModel):
     """Prompt compression applied to the template's input columns before rendering."""
 
     enabled: bool = Field(default=True, description="false: no step runs")

@@ -1,196 +1,40 @@
-"""The pipeline YAML as pydantic models: validation, `${VAR}` interpolation, JSON Schema.
+"""The pipeline YAML as pydantic models: a profile, the whole pipeline, and `load_pipeline`.
 
 Relative paths in a pipeline resolve against the folder of the YAML file, so a cron line can call
 `batchopt run /abs/path/pipeline.yaml` from any working directory. With `paths.confine` every
 path in the YAML must resolve inside the project folder (`paths.root`, default the YAML's folder).
-
-The YAML is read strictly: a key given twice, an impossible date, a nesting too deep or aliases
-that expand past `MAX_VALUES` values are one-line ConfigErrors like any other mistake.
+Reading the YAML and its `${VAR}` interpolation are `batchopt.config.loader`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchopt.config.compress import CompressConfig
+from batchopt.config.loader import format_validation_error, interpolate_tree, read_yaml
 from batchopt.config.routing import BudgetConfig, RoutingConfig
+from batchopt.config.sections import (
+    BaselineConfig,
+    CacheConfig,
+    DedupConfig,
+    ExampleConfig,
+    ExecutionConfig,
+    InputConfig,
+    LedgerConfig,
+    OutputConfig,
+    PathsConfig,
+    PricingConfig,
+    PromptConfig,
+    ProviderName,
+    SelfHostedConfig,
+)
 from batchopt.config.selfhost import SelfHostedField
-from batchopt.dates import logical_date
+from batchopt.config.strict import StrictModel
 from batchopt.errors import ConfigError
-
-ProviderName = Literal["openai", "anthropic", "local"]
-
-
-class StrictModel(BaseModel):
-    """Rejects unknown keys, so a misspelt key is an error rather than a silent default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputConfig(StrictModel):
-    """Where the rows come from: a Parquet file, a folder, a glob, or hive-partitioned folders."""
-
-    path: str = Field(description="Parquet file, folder, or glob; relative to the YAML's folder")
-    id_column: str = Field(description="Column that identifies a row; unique and never null")
-    columns: list[str] | None = Field(
-        default=None,
-        description="Input columns to carry into the outputs (default: every column)",
-    )
-    hive_partitioning: bool | None = Field(
-        default=None, description="Read key=value folders as columns (default: auto)"
-    )
-    required: list[str] = Field(
-        default_factory=list,
-        description="Columns a row cannot be sent without: a row with any of them null or blank "
-        "has nothing to send, as a row whose template fields are all blank (input.on_empty)",
-    )
-    on_empty: Literal["skip", "fail"] = Field(
-        default="skip",
-        description="A row with nothing to send: every column the prompt templates read (the id "
-        "column aside) is null or blank. skip: not sent, no cost, a null answer, and the ledger "
-        "says why (status skipped); fail: exit 2 before anything is sent, naming the rows",
-    )
-
-
-class OutputConfig(StrictModel):
-    """Where the outputs go: one Parquet file, written atomically."""
-
-    path: str = Field(description="Output Parquet file; relative to the YAML's folder")
-
-
-class LedgerConfig(StrictModel):
-    """Where the cost ledger goes: hive-partitioned Parquet under this folder."""
-
-    path: str = Field(description="Ledger root folder; relative to the YAML's folder")
-
-
-class CacheConfig(StrictModel):
-    """The response cache: a re-run of the same request is answered from disk for $0."""
-
-    path: str = Field(description="Cache folder; relative to the YAML's folder")
-    enabled: bool = True
-
-
-class ExampleConfig(StrictModel):
-    """A worked example: an input and the answer wanted for it."""
-
-    input: str = Field(min_length=1)
-    output: str = Field(min_length=1)
-
-
-class PromptConfig(StrictModel):
-    """How each row becomes a request: a static system part and a sandboxed Jinja user template.
-
-    The static part (system, then context, then examples) is sent first and is byte-identical for
-    every row, so provider prompt caches bill it at the cached rate after the first row.
-    """
-
-    system: str = Field(default="", description="System text; identical for every row")
-    context: str = Field(
-        default="", description="Shared reference text (a glossary, a policy) after the system"
-    )
-    context_file: str | None = Field(
-        default=None, description="Read `context` from this UTF-8 file (relative to the YAML)"
-    )
-    examples: list[ExampleConfig] = Field(
-        default_factory=list, description="Few-shot examples, sent after the context"
-    )
-    template: str = Field(description="Jinja template of the user message; columns are variables")
-    output_column: str = Field(default="output", description="Column that receives the answer")
-    json_schema: dict[str, Any] | None = Field(
-        default=None,
-        description="Ask for structured output; answers are validated against this JSON Schema",
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _template_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @model_validator(mode="after")
-    def _one_context(self) -> PromptConfig:
-        if self.context and self.context_file:
-            raise ValueError("give context or context_file, not both")
-        return self
-
-
-class GuardsConfig(StrictModel):
-    """Guards that veto a semantic merge; each can be switched off."""
-
-    numbers: bool = Field(default=True, description="Differing numbers, order ids, quantities")
-    amounts: bool = Field(default=True, description="Differing money amounts")
-    codes: bool = Field(default=True, description="Differing ids and codes (SKUs, e-mails, URLs)")
-    dates: bool = Field(default=True, description="Differing dates, weekdays, months")
-    negation: bool = Field(default=True, description="A negation on one side only")
-    opposites: bool = Field(
-        default=True, description="Opposite words on each side (big/small, early/late...)"
-    )
-    actions: bool = Field(
-        default=True,
-        description="Each side asks for something the other does not (cancel vs refund, "
-        "pick up vs deliver)",
-    )
-    entities: bool = Field(default=True, description="Differing named products or places")
-    swaps: bool = Field(
-        default=True,
-        description="The same wording with one ordinary word swapped (strap vs spare filter)",
-    )
-    vocabulary: list[str] = Field(
-        default_factory=list, description="Extra terms (product names...) that must match"
-    )
-
-
-class SemanticDedupConfig(StrictModel):
-    """Near-duplicate collapsing: embeddings, faiss neighbours, guarded clusters."""
-
-    enabled: bool = False
-    threshold: float | None = Field(
-        default=None, gt=0.0, le=1.0,
-        description="Cosine similarity (default: where the backend's default model keeps "
-        "precision 1.0 on the labelled set: 0.75 sentence-transformers, 0.80 model2vec)",
-    )
-    backend: Literal["sentence-transformers", "model2vec"] = "sentence-transformers"
-    model: str | None = Field(
-        default=None, description="Model folder (default: the packaged all-MiniLM-L6-v2)"
-    )
-    column: str | None = Field(
-        default=None, description="Compare this input column (default: the rendered prompt)"
-    )
-    neighbours: int = Field(default=10, ge=1, le=100, description="Candidates per row")
-    across_runs: bool = Field(
-        default=True,
-        description="Reuse answers of guarded near-duplicates answered in earlier runs",
-    )
-    guards: GuardsConfig = Field(default_factory=GuardsConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _backend_threshold(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("threshold") is None:
-            from batchopt.dedup.semantic import default_threshold
-
-            backend = data.get("backend") or "sentence-transformers"
-            data = {**data, "threshold": default_threshold(str(backend))}
-        return data
-
-
-class DedupConfig(StrictModel):
-    """Exact dedup on the rendered, normalised request; optional semantic dedup after it."""
-
-    exact: bool = True
-    ignore_case: bool = Field(
-        default=False, description="Treat requests differing only in letter case as one"
-    )
-    semantic: SemanticDedupConfig = Field(default_factory=SemanticDedupConfig)
 
 
 class ModelConfig(StrictModel):
@@ -255,100 +99,6 @@ class ModelConfig(StrictModel):
             raise ValueError("model_path is only for provider 'local'")
         return self
 
-
-class ModelPriceConfig(StrictModel):
-    """A price override in USD per million tokens."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
-    cache_write: float | None = Field(default=None, ge=0)
-    batch_discount: float | None = Field(default=None, ge=0, le=1)
-
-
-class PricingConfig(StrictModel):
-    """Per-pipeline price overrides, keyed by model name."""
-
-    models: dict[str, ModelPriceConfig] = Field(default_factory=dict)
-    local_usd_per_hour: float | None = Field(default=None, ge=0)
-
-
-class SelfHostedSetupConfig(StrictModel):
-    """A self-hosted set-up to compare the API estimate with (your GPU, your load test)."""
-
-    name: str
-    gpu: str = Field(default="", description="What it is, for the plan's printout")
-    usd_per_hour: float = Field(gt=0, description="What an hour of the set-up costs")
-    input_tokens_per_s: float = Field(gt=0, description="Aggregate prompt tokens read per second")
-    output_tokens_per_s: float = Field(gt=0, description="Aggregate answer tokens per second")
-
-
-class SelfHostedConfig(StrictModel):
-    """`batchopt plan`'s API-or-self-hosted comparison."""
-
-    utilisation: float = Field(default=0.5, gt=0, le=1, description="Share of hours kept busy")
-    setups: list[SelfHostedSetupConfig] = Field(
-        default_factory=list, description="Default: the price table's self_hosted entries"
-    )
-
-
-class BaselineConfig(StrictModel):
-    """The naive way savings are measured against: every row, this model, online, uncompressed."""
-
-    provider: ProviderName
-    model: str
-
-
-class ExecutionConfig(StrictModel):
-    """How requests are sent: online, through the provider's batch API, or chosen per run."""
-
-    mode: Literal["online", "batch", "auto"] = Field(
-        default="online",
-        description="batch: the provider's batch API at its discount, answers within its window "
-        "(24 h); auto: batch when `deadline_hours` allows it and the provider has a batch API, "
-        "else online, and online for what an expired batch left",
-    )
-    deadline_hours: float | None = Field(
-        default=None, gt=0, description="auto: how long answers may take (none: no deadline)"
-    )
-    poll_seconds: float = Field(
-        default=60.0, gt=0, description="How often a waiting run asks the provider about batches"
-    )
-    batch_rounds: int = Field(
-        default=3,
-        ge=1,
-        le=20,
-        description="Batches a request may go through (expired, errored and cancelled rows are "
-        "sent again) before it counts as failed",
-    )
-    engine: Literal["local", "ray"] = Field(
-        default="local",
-        description="Where the row-local stages run: this process, or a Ray cluster "
-        "(pip install 'batchopt[ray]'); grouping, batches and the run state stay in the driver",
-    )
-    ray_address: str | None = Field(
-        default=None, description="engine ray: the cluster to join (default: a local Ray)"
-    )
-    ray_workers: int | None = Field(
-        default=None,
-        ge=1,
-        le=1024,
-        description="engine ray: how many workers send online calls (sharing one rate limit), "
-        "embed, and at least how many blocks a table is cut into (default: the cluster's CPUs)",
-    )
-
-
-class PathsConfig(StrictModel):
-    """Where the paths in the YAML may point."""
-
-    confine: bool = Field(
-        default=False,
-        description="Refuse a path in the YAML (input, output, ledger, cache, context_file, "
-        "model files) that resolves outside `root`, symlinks followed",
-    )
-    root: str | None = Field(
-        default=None, description="The project folder (default: the YAML's folder)"
-    )
 
 
 class PipelineConfig(StrictModel):
@@ -454,125 +204,6 @@ class LoadedPipeline(BaseModel):
         return chosen, self.config.profiles[chosen]
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-
-
-def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of a YAML tree.
-
-    A `${VAR}` without a default whose variable is unset is an error naming the key path.
-    """
-    if isinstance(value, dict):
-        return {
-            k: interpolate(v, env, f"{where}.{_key_text(k)}" if where else _key_text(k))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{where}: environment variable {name} is not set")
-
-    return _VAR.sub(substitute, value)
-
-
-def _key_text(key: Any) -> str:
-    """A key as an error message shows it: quoted if it is blank or holds a control character,
-    so the message stays on one line."""
-    text = str(key)
-    return text if text.strip() and text.isprintable() else repr(text)
-
-
-def _format_location(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + _key_text(item))
-    return "".join(parts) or "(top level)"
-
-
-def _format_validation_error(source: Path, error: ValidationError) -> str:
-    messages = []
-    for item in error.errors():
-        loc = _format_location(tuple(item["loc"]))
-        if item["type"] == "extra_forbidden":
-            messages.append(f"{loc}: unknown key")
-        elif item["type"] == "missing":
-            messages.append(f"{loc}: required key is missing")
-        else:
-            msg = item["msg"].removeprefix("Value error, ")
-            messages.append(f"{loc}: {msg}")
-    return f"{source}: " + "; ".join(messages)
-
-
-MAX_VALUES = 1_000_000  # values in a pipeline YAML once its aliases are expanded
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice and names an impossible date's line."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                    continue
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key '{key_node.value}' is given twice", key_node.start_mark
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
-
-    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
-        try:
-            return super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"'{node.value}' is not a valid date ({exc})", node.start_mark
-            ) from exc
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
-        before = text[: exc.position]
-        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
-        return f" at line {line}, column {column}: unacceptable character #x{exc.character:04x}"
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"{where}: {getattr(exc, 'problem', None) or 'invalid YAML'}"
-
-
-def _count_values(raw: Any, limit: int) -> None:
-    """ConfigError if the tree (aliases expanded, so a recursive alias never ends) holds more
-    than `limit` values: interpolation and validation walk every one."""
-    stack, seen = [raw], 0
-    while stack:
-        value = stack.pop()
-        seen += 1
-        if seen > limit:
-            raise ConfigError(
-                f"the YAML expands to more than {limit:,} values (a recursive or nested alias?)"
-            )
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-
-
 def load_pipeline(path: str | Path, env: dict[str, str] | None = None, *,
                   date: dt.date | None = None) -> LoadedPipeline:
     """Read, interpolate and validate a pipeline YAML; every failure is a one-line ConfigError.
@@ -580,31 +211,11 @@ def load_pipeline(path: str | Path, env: dict[str, str] | None = None, *,
     `${date}` in a string is the run's logical date, `date` (default: today, UTC), as
     YYYY-MM-DD: `input.path: data/orders/day=${date}` serves every night of a backfill."""
     source = Path(path).expanduser().resolve()
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: pipeline file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read pipeline file ({exc})") from exc
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: invalid YAML{_yaml_problem(exc, text)}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{source}: invalid YAML: nested too deep") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a pipeline must be a YAML mapping of keys to values")
-    try:
-        _count_values(raw, MAX_VALUES)
-        variables = dict(os.environ) if env is None else dict(env)
-        variables["date"] = logical_date(date, None).isoformat()
-        data = interpolate(raw, variables)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+    data = interpolate_tree(source, read_yaml(source), env, date)
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from exc
     except RecursionError as exc:
         raise ConfigError(f"{source}: nested too deep") from exc
     loaded = LoadedPipeline(config=config, source=source)

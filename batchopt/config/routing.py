@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from batchopt.config.strict import StrictModel
 
 __all__ = [
     "DEFAULT_JUDGE_PROMPT",
@@ -48,12 +50,6 @@ NUMBER_COMPARISONS = ("gt", "ge", "lt", "le")
 _UNSUPPORTED_IN_RULES = re.compile(r"\(\?<?[=!]|\(\?P=|\\[1-9]|\(\?>|\(\?\(")
 
 
-class _Strict(BaseModel):
-    """Rejects unknown keys, so a misspelt key is an error rather than a silent default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _compile(pattern: str, key: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
@@ -72,7 +68,7 @@ def _check_rule_regex(pattern: str, key: str) -> str:
     return pattern
 
 
-class TokenComparison(_Strict):
+class TokenComparison(StrictModel):
     """A comparison of the rendered prompt's token count; exactly one key."""
 
     gt: Number | None = None
@@ -97,7 +93,7 @@ class TokenComparison(_Strict):
         return getattr(self, self.op)
 
 
-class RuleCondition(_Strict):
+class RuleCondition(StrictModel):
     """One test on a row: an input column, the prompt's token count, or the rendered prompt.
 
     Exactly one subject: `column` with exactly one comparison (`equals`, `not_equals`, `in`, `gt`,
@@ -222,7 +218,7 @@ def _conditions_schema(schema: dict[str, Any]) -> None:
     schema.pop("minItems", None)
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     """When every condition holds, the row goes to `tier`; the first matching rule wins."""
 
     when: list[RuleCondition] = Field(
@@ -242,13 +238,13 @@ class Rule(_Strict):
         return " and ".join(condition.describe() for condition in self.when)
 
 
-class JsonSchemaValidatorConfig(_Strict):
+class JsonSchemaValidatorConfig(StrictModel):
     """The answer parses as JSON and matches `prompt.json_schema`."""
 
     type: Literal["json_schema"]
 
 
-class RegexValidatorConfig(_Strict):
+class RegexValidatorConfig(StrictModel):
     """The answer contains a match for `pattern` (Python `re.search`), or must not."""
 
     type: Literal["regex"]
@@ -262,7 +258,7 @@ class RegexValidatorConfig(_Strict):
         return value
 
 
-class LengthValidatorConfig(_Strict):
+class LengthValidatorConfig(StrictModel):
     """The answer's length in characters (surrounding whitespace excluded) is within bounds."""
 
     type: Literal["length"]
@@ -284,7 +280,7 @@ class LengthValidatorConfig(_Strict):
         return self
 
 
-class RefusalValidatorConfig(_Strict):
+class RefusalValidatorConfig(StrictModel):
     """The answer is not a refusal or an "I don't know" (English phrases; see validators.py)."""
 
     type: Literal["refusal"]
@@ -301,7 +297,7 @@ class RefusalValidatorConfig(_Strict):
         return value
 
 
-class ConfidenceValidatorConfig(_Strict):
+class ConfidenceValidatorConfig(StrictModel):
     """The model was sure of its tokens: mean (and optionally lowest) token log-probability.
 
     Needs a provider that returns log-probabilities (OpenAI with `logprobs: true`); an answer
@@ -320,7 +316,7 @@ DEFAULT_JUDGE_PROMPT = (
 )
 
 
-class JudgeValidatorConfig(_Strict):
+class JudgeValidatorConfig(StrictModel):
     """A model of `tier` reads the prompt and the answer and says whether the answer passes.
 
     Runs after every other validator has passed, one call per answer.
@@ -354,7 +350,7 @@ class JudgeValidatorConfig(_Strict):
         return [word.strip().casefold() for word in value]
 
 
-class FinishReasonValidatorConfig(_Strict):
+class FinishReasonValidatorConfig(StrictModel):
     """The answer did not stop for one of these reasons ("length": cut off at max_tokens)."""
 
     type: Literal["finish_reason"]
@@ -378,7 +374,7 @@ ValidatorConfig = Annotated[
 ]
 
 
-class ClassifierConfig(_Strict):
+class ClassifierConfig(StrictModel):
     """A router trained on labelled history (see batchopt.routing.classifier)."""
 
     path: str = Field(description="The trained router (.npz); relative to the YAML's folder")
@@ -398,7 +394,7 @@ class ClassifierConfig(_Strict):
     )
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(StrictModel):
     """Which tier answers each row."""
 
     strategy: Literal["single", "rules", "classifier", "cascade"] = "single"
@@ -504,7 +500,7 @@ class RoutingConfig(_Strict):
         return self.max_escalations or len(self.tiers) - 1
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(StrictModel):
     """A spending cap for one run, every tier, escalation and judge call included."""
 
     max_usd: float = Field(gt=0, description="Stop sending once the run has spent this much")

@@ -15,7 +15,7 @@ and what an hour of it costs, so the tier is costed from time and throughput, no
           architecture: llama-3.1-8b
           throughput: {prompt_tokens_per_s: 4000, generated_tokens_per_s: 600}
 
-Names of GPUs, precisions and architectures come from `batchopt/ledger/selfhost_reference.yaml`;
+Names of GPUs, precisions and architectures come from `batchopt/config/selfhost_reference.yaml`;
 `reference:` adds or replaces entries of it for this profile.
 """
 
@@ -25,13 +25,14 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from batchopt.config.selfhost_reference import load_reference
+from batchopt.config.strict import StrictModel
 
 __all__ = ["PRECISIONS", "SelfHostedField", "SelfHostedTier", "ThroughputConfig"]
 
@@ -40,11 +41,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "int8", "int4", "q8_0", "q6_k", "q5
               "q4_k_m", "q4_1", "q4_0", "q3_k_m", "q2_k")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ThroughputConfig(_Strict):
+class ThroughputConfig(StrictModel):
     """Throughput you measured elsewhere (a load test of your server), aggregate over the
     requests the server runs at once."""
 
@@ -53,7 +50,7 @@ class ThroughputConfig(_Strict):
     source: str = Field(default="", description="Where the figures come from")
 
 
-class PrecisionOverride(_Strict):
+class PrecisionOverride(StrictModel):
     """A precision's reference figures, replaced for this profile."""
 
     bits: float | None = Field(default=None, gt=0, le=32, description="Bits per weight")
@@ -63,7 +60,7 @@ class PrecisionOverride(_Strict):
     as_of: str | None = None
 
 
-class GpuOverride(_Strict):
+class GpuOverride(StrictModel):
     """A GPU's (or machine's) reference figures, replaced or added for this profile."""
 
     memory_gb: float | None = Field(default=None, gt=0)
@@ -72,7 +69,7 @@ class GpuOverride(_Strict):
     as_of: str | None = None
 
 
-class ArchitectureOverride(_Strict):
+class ArchitectureOverride(StrictModel):
     """A model shape for the KV cache, replaced or added for this profile."""
 
     layers: int | None = Field(default=None, gt=0)
@@ -82,7 +79,7 @@ class ArchitectureOverride(_Strict):
     as_of: str | None = None
 
 
-class ReferenceOverrides(_Strict):
+class ReferenceOverrides(StrictModel):
     """Entries that replace or extend the shipped reference data for this profile."""
 
     precisions: dict[str, PrecisionOverride] = Field(default_factory=dict)
@@ -98,7 +95,7 @@ class ReferenceOverrides(_Strict):
         return {k: v for k, v in self.model_dump(exclude_none=True).items() if v != {}}
 
 
-class SelfHostedTier(_Strict):
+class SelfHostedTier(StrictModel):
     """What a self-hosted tier runs and on what: for costing from $/hour and throughput, and
     for the plan's quantisation what-if table."""
 
@@ -157,8 +154,6 @@ class SelfHostedTier(_Strict):
 
 def _check_names(tier: SelfHostedTier) -> None:
     """The named GPU and architecture exist in the reference data or this tier's overrides."""
-    from batchopt.ledger.quantise import load_reference
-
     ref = load_reference()
     gpus = {k.lower(): v for k, v in tier.reference.gpus.items()}
     architectures = {k.lower() for k in tier.reference.architectures}
@@ -201,8 +196,6 @@ def _fits_profile(value: SelfHostedTier | None, info: ValidationInfo) -> SelfHos
 
 def _gpu_price(tier: SelfHostedTier) -> float | None:
     """The hourly price of one of the tier's GPUs in the reference data (overrides first)."""
-    from batchopt.ledger.quantise import load_reference
-
     if tier.gpu is None:
         return None
     name = tier.gpu.lower()

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from batchopt.config.sections import DEFAULT_THRESHOLD
 from batchopt.dedup.facts import Facts, GuardConfig, extract_many, gc_paused
 from batchopt.dedup.group import Group
 from batchopt.dedup.guards import GUARD_ORDER, veto_many
@@ -34,21 +35,6 @@ from batchopt.services.mapped import drop_pages, gather_rows
 DEFAULT_GUARDS = GuardConfig()
 TIER_GUARD = "tier_template"  # the refusal of a pair that differs in a tier template's column
 REFUSALS = (*GUARD_ORDER, TIER_GUARD)  # by code: veto_many's codes, then TIER_GUARD
-# Measured on tests/data/dedup_labelled.parquet with all-MiniLM-L6-v2 and the default guards:
-# precision 1.0 at 0.75 (recall 0.59 at k=10). Fresh draws of the same generator (other seeds)
-# give precision 0.98-0.99 at 0.75 and 0.95 at 0.60: requests with the same facts but another
-# intent ("pick up order 5 in Austin" / "send order 5 to Austin") reach cosine 0.82-0.87 and
-# only the action lexicon tells them apart, so lower thresholds trade precision for recall.
-DEFAULT_THRESHOLD = 0.75
-# The model2vec static model distilled from that MiniLM puts requests with the same facts and
-# another intent closer together: on the same labelled set it makes 12 wrong merges at 0.75
-# (precision 0.967) and none at 0.80 (recall 0.56, about MiniLM's at 0.75).
-BACKEND_THRESHOLDS = {"sentence-transformers": DEFAULT_THRESHOLD, "model2vec": 0.80}
-
-
-def default_threshold(backend: str) -> float:
-    """The threshold at which `backend`'s default model keeps precision 1.0 on the labelled set."""
-    return BACKEND_THRESHOLDS.get(backend, DEFAULT_THRESHOLD)
 
 
 def semantic_groups(

@@ -16,15 +16,10 @@ from typing import Any
 
 import yaml
 
+from batchopt.config.selfhost_reference import Reference
 from batchopt.errors import ConfigError
 from batchopt.ledger.pricing import PRICES_FILE
-from batchopt.ledger.quantise import (
-    HOURS_PER_MONTH,
-    Reference,
-    gpus_needed,
-    usd_per_million,
-    weights_gb,
-)
+from batchopt.ledger.quantise import HOURS_PER_MONTH, gpus_needed, usd_per_million, weights_gb
 
 __all__ = [
     "HOURS_PER_MONTH", "BreakEven", "PrecisionRow", "SelfHosted", "SelfHostedCost",

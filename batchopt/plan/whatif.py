@@ -13,14 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from batchopt.ledger.quantise import (
-    Architecture,
-    Reference,
-    gpus_needed,
-    kv_cache_gb,
-    load_reference,
-    weights_gb,
-)
+from batchopt.config.selfhost_reference import Architecture, Reference, load_reference
+from batchopt.ledger.quantise import gpus_needed, kv_cache_gb, weights_gb
 from batchopt.ledger.selfhost import (
     SelfHosted,
     SelfHostedCost,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config.pipeline import interpolate, json_schema, load_pipeline
+from batchopt.config.loader import interpolate
+from batchopt.config.pipeline import json_schema, load_pipeline
 from batchopt.errors import ConfigError
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from batchopt.config.sections import default_threshold
 from batchopt.dedup import index, semantic
 from batchopt.dedup.exact import exact_groups
-from batchopt.dedup.semantic import default_threshold, semantic_groups
+from batchopt.dedup.semantic import semantic_groups
 
 LABELLED = Path(__file__).parents[1] / "data" / "dedup_labelled.parquet"
 RECALL_TARGET = 0.8

@@ -43,7 +43,8 @@ from helpers import pipeline_dict
 from pydantic import BaseModel
 
 from batchopt.cli.main import main
-from batchopt.config.pipeline import PipelineConfig, interpolate
+from batchopt.config.loader import interpolate
+from batchopt.config.pipeline import PipelineConfig
 
 BLOCKS = all_blocks()
 

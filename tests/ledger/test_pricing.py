@@ -175,7 +175,7 @@ def test_override_prices_an_unlisted_model() -> None:
 
 
 def test_override_accepts_a_pydantic_model() -> None:
-    from batchopt.config.pipeline import ModelPriceConfig
+    from batchopt.config.sections import ModelPriceConfig
 
     t = PriceTable.load(overrides={"gpt-4o": ModelPriceConfig(input=1.0, output=4.0)})
     assert t.price("openai", "gpt-4o").input == 1.0

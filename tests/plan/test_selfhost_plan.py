@@ -17,9 +17,9 @@ from helpers import pipeline_dict, write_pipeline
 from batchopt.cli.main import main
 from batchopt.config.pipeline import load_pipeline
 from batchopt.config.selfhost import PRECISIONS
+from batchopt.config.selfhost_reference import REFERENCE_FILE
 from batchopt.errors import ConfigError
 from batchopt.ledger.history import History
-from batchopt.ledger.quantise import REFERENCE_FILE
 from batchopt.plan.bench_record import BenchRecord
 from batchopt.plan.estimate import expected_latency_ms
 from batchopt.plan.throughput import resolve_throughput

@@ -6,7 +6,8 @@ import pytest
 import yaml
 from helpers import pipeline_dict, write_pipeline
 
-from batchopt.config.pipeline import ExampleConfig, load_pipeline
+from batchopt.config.pipeline import load_pipeline
+from batchopt.config.sections import ExampleConfig
 from batchopt.errors import ConfigError
 from batchopt.prompts.layout import static_system
 
