@@ -31,7 +31,7 @@ import numpy as np
 from batchopt.services.mapped import drop_pages
 
 if TYPE_CHECKING:
-    from batchopt.services.embed import Embedder
+    from batchopt.services.embedders import Embedder
 
 log = logging.getLogger(__name__)
 
