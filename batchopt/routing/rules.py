@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from batchopt.config.routing import Rule, RuleCondition
+from batchopt.config.routing_rules import Rule, RuleCondition
 from batchopt.routing.errors import RoutingError, check_free_columns
 
 __all__ = ["TOKENS_COLUMN", "route_rules", "route_single"]

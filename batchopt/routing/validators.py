@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from batchopt.config.routing import (
+from batchopt.config.routing_validators import (
     ConfidenceValidatorConfig,
     FinishReasonValidatorConfig,
     JsonSchemaValidatorConfig,

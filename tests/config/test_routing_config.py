@@ -6,13 +6,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from batchopt.config.routing import (
-    DEFAULT_JUDGE_PROMPT,
-    BudgetConfig,
-    JudgeValidatorConfig,
-    RoutingConfig,
-    RuleCondition,
-)
+from batchopt.config.routing import BudgetConfig, RoutingConfig
+from batchopt.config.routing_rules import RuleCondition
+from batchopt.config.routing_validators import DEFAULT_JUDGE_PROMPT, JudgeValidatorConfig
 
 
 def _messages(data: dict[str, Any]) -> str:

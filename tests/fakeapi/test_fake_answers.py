@@ -16,7 +16,7 @@ import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config.pipeline import load_pipeline
-from batchopt.config.routing import DEFAULT_JUDGE_PROMPT
+from batchopt.config.routing_validators import DEFAULT_JUDGE_PROMPT
 from batchopt.fakeapi import FakeServer
 from batchopt.fakeapi.answers import json_answer
 from batchopt.fakeapi.quality import INVALID, WRONG, Quality, parse_quality

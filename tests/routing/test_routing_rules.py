@@ -6,7 +6,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from batchopt.config.routing import Rule
+from batchopt.config.routing_rules import Rule
 from batchopt.errors import ConfigError
 from batchopt.routing import RoutingError, route_rules, route_single
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from batchopt.config.routing import ValidatorConfig
+from batchopt.config.routing_validators import ValidatorConfig
 from batchopt.records import Request, Result
 from batchopt.routing import (
     JudgeValidator,
