@@ -8,31 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from batchopt.errors import BatchoptError
+from batchopt.cli.common import PATH, ErrorGroup
 
 if TYPE_CHECKING:
     from batchopt.config.pipeline import LoadedPipeline
     from batchopt.distill.evaluate import EvalReport, RouterData
 
-_path = click.Path(path_type=Path)
 
-
-class _DistillGroup(click.Group):
-    """Turns BatchoptError into its one-line message and exit code (also when run alone)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BatchoptError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-
-
-@click.group(cls=_DistillGroup)
+@click.group(cls=ErrorGroup)
 def distill() -> None:
     """Teach a cheaper model from the strong tier's past answers.
 
@@ -45,15 +32,15 @@ def _since(value: dt.datetime | None) -> dt.datetime | None:
 
 
 @distill.command("export")
-@click.argument("pipeline", type=_path)
-@click.option("--out", "out_dir", type=_path, required=True, help="Folder to write the set to")
+@click.argument("pipeline", type=PATH)
+@click.option("--out", "out_dir", type=PATH, required=True, help="Folder to write the set to")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only runs from this UTC day on (YYYY-MM-DD)")
 @click.option("--teacher", help="Tier whose answers teach (default: the strongest routing tier)")
-@click.option("--input", "inputs", type=_path, multiple=True,
+@click.option("--input", "inputs", type=PATH, multiple=True,
               help="The input the runs read, if not input.path (repeatable: one per partition)")
-@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
-@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--ledger", "ledger_path", type=PATH, help="Override ledger.path")
+@click.option("--cache-dir", type=PATH, help="Override cache.path")
 @click.option("--validation-share", type=click.FloatRange(0.0, 0.9), default=0.2,
               show_default=True, help="Share of examples held out for validation")
 @click.option("--min-examples", type=click.IntRange(1), default=10, show_default=True,
@@ -82,8 +69,8 @@ def export_command(pipeline: Path, out_dir: Path, since: dt.datetime | None,
 
 
 @distill.command("train")
-@click.argument("pipeline", type=_path)
-@click.option("--data", "data_dir", type=_path, required=True,
+@click.argument("pipeline", type=PATH)
+@click.option("--data", "data_dir", type=PATH, required=True,
               help="A folder `distill export` wrote (train.jsonl, validation.jsonl)")
 @click.option("--tier", required=True,
               help="The openai profile whose endpoint and key run the job (and whose model is "
@@ -95,7 +82,7 @@ def export_command(pipeline: Path, out_dir: Path, since: dt.datetime | None,
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Block until the job ends, or exit 75 while it trains")
 @click.option("--poll-seconds", type=click.FloatRange(0.01), default=30.0, show_default=True)
-@click.option("--cache-dir", type=_path, help="Override cache.path (where the job's state lives)")
+@click.option("--cache-dir", type=PATH, help="Override cache.path (where the job's state lives)")
 def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | None,
                   suffix: str | None, profile_name: str, wait: bool, poll_seconds: float,
                   cache_dir: Path | None) -> None:
@@ -130,23 +117,23 @@ def train_command(pipeline: Path, data_dir: Path, tier: str, base_model: str | N
 
 
 @distill.command("eval")
-@click.argument("pipeline", type=_path)
+@click.argument("pipeline", type=PATH)
 @click.option("--student", required=True, help="The profile to measure (e.g. a fine-tuned one)")
 @click.option("--teacher", help="Tier whose answers are the reference (default: the strongest)")
 @click.option("--sample", type=click.IntRange(1), default=200, show_default=True,
               help="Rows to ask the student (validation-split rows first)")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
               help="Only runs from this UTC day on (YYYY-MM-DD)")
-@click.option("--input", "inputs", type=_path, multiple=True,
+@click.option("--input", "inputs", type=PATH, multiple=True,
               help="The input the runs read, if not input.path (repeatable)")
-@click.option("--ledger", "ledger_path", type=_path, help="Override ledger.path")
-@click.option("--cache-dir", type=_path, help="Override cache.path")
+@click.option("--ledger", "ledger_path", type=PATH, help="Override ledger.path")
+@click.option("--cache-dir", type=PATH, help="Override cache.path")
 @click.option("--kind", type=click.Choice(["auto", "json", "label", "text"]), default="auto",
               show_default=True, help="How answers are compared (auto: json with a schema, "
               "label for answers of up to 3 words, else text by embedding similarity)")
 @click.option("--agree-at", type=click.FloatRange(0.0, 1.0), default=0.9, show_default=True,
               help="text: the cosine similarity from which two answers agree")
-@click.option("--router-data", "router_data", type=_path,
+@click.option("--router-data", "router_data", type=PATH,
               help="Also write the routing classifier's training table here (.parquet or .csv): "
               "each row's prompt, hard when the student disagreed or failed a validator")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")

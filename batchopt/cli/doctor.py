@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 
-_path = click.Path(path_type=Path)
+from batchopt.cli.common import PATH
 
 
 @click.command("doctor")
-@click.argument("pipeline", type=_path, required=False)
+@click.argument("pipeline", type=PATH, required=False)
 @click.option("--profile", help="Check the components of this profile only (as run --profile)")
-@click.option("--cache-dir", type=_path,
+@click.option("--cache-dir", type=PATH,
               help="The cache folder to test (default: the pipeline's cache.path, else out/cache)")
 @click.option("--build", is_flag=True,
               help="Build the model2vec model now if it is missing (about 30 s, offline)")

@@ -1,6 +1,6 @@
 """`batchopt bench-tier`: measure a self-hosted tier on the pipeline's own prompts.
 
-Registered on the `batchopt` group at the bottom of `cli.py`; heavy modules load inside the
+Registered on the `batchopt` group by `batchopt.cli.main`; heavy modules load inside the
 command, so `batchopt --help` stays fast.
 """
 
@@ -10,18 +10,18 @@ from pathlib import Path
 
 import click
 
-_path = click.Path(path_type=Path)
+from batchopt.cli.common import PATH
 
 
 @click.command("bench-tier")
-@click.argument("pipeline", type=_path)
+@click.argument("pipeline", type=PATH)
 @click.option("--tier", required=True, help="The profile to measure (provider local, or one "
               "with a self_hosted block)")
 @click.option("--sample", type=click.IntRange(1), default=20, show_default=True,
               help="Distinct prompts to send, spread over the pipeline's requests")
 @click.option("--max-tokens", type=click.IntRange(1), help="Override the tier's max_tokens")
-@click.option("--input", "input_path", type=_path, help="Take the prompts from this input")
-@click.option("--cache-dir", type=_path, help="Override cache.path (the record goes under it)")
+@click.option("--input", "input_path", type=PATH, help="Take the prompts from this input")
+@click.option("--cache-dir", type=PATH, help="Override cache.path (the record goes under it)")
 def bench_tier(pipeline: Path, tier: str, sample: int, max_tokens: int | None,
                input_path: Path | None, cache_dir: Path | None) -> None:
     """Send a sample of PIPELINE's rendered prompts through self-hosted tier TIER, record

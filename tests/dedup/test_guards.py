@@ -243,7 +243,7 @@ def test_negations_are_counted_and_short_action_stems_take_no_typos() -> None:
 
 def test_every_guard_can_be_switched_off_from_the_yaml_and_the_cli():
     """The YAML's dedup.semantic.guards and `batchopt dedup --guard-off` name every guard."""
-    from batchopt.cli.main import GUARD_NAMES
+    from batchopt.cli.common import GUARD_NAMES
     from batchopt.config.sections import GuardsConfig
     from batchopt.dedup.guards import GUARD_ORDER
 
