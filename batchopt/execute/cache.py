@@ -27,7 +27,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from batchopt.execute.state import move_aside, readable_rows, sqlite_problem
+from batchopt.execute.sqlite_repair import move_aside, readable_rows, sqlite_problem
 from batchopt.records import Result, Usage
 
 _FORMAT = 1

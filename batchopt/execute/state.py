@@ -33,110 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from batchopt.errors import RunLockedError
+from batchopt.execute.sqlite_repair import move_aside, readable_rows, sqlite_problem
+from batchopt.execute.state_calls import CallJournal
+from batchopt.execute.state_schema import CALL_FIELDS, SCHEMA, TABLES
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS submissions (
-    tag TEXT PRIMARY KEY,          -- also sent to the provider as batch metadata
-    round INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    batch_id TEXT UNIQUE,          -- NULL until the provider has answered the create call
-    state TEXT NOT NULL,           -- submitting | pending | collected | failed | lost
-    raw_status TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS items (
-    tag TEXT NOT NULL REFERENCES submissions(tag),
-    key TEXT NOT NULL,
-    outcome TEXT,                  -- NULL while pending; succeeded | errored | expired | canceled
-    error TEXT,
-    PRIMARY KEY (tag, key)
-);
-CREATE INDEX IF NOT EXISTS items_key ON items(key);
-CREATE TABLE IF NOT EXISTS calls (  -- every call this run id sent: see batchopt.run.calls
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL,
-    tier TEXT,
-    provider TEXT,
-    model TEXT,
-    kind TEXT,                     -- first | escalation | judge | retry
-    mode TEXT NOT NULL,            -- online | batch
-    tag TEXT,                      -- the batch submission that carried it
-    status TEXT NOT NULL,          -- sent_unconfirmed | confirmed | not_billed
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
-    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    estimated_usd REAL,
-    request_id TEXT,
-    batch_id TEXT,
-    sent_at REAL,
-    answered_at REAL
-);
-CREATE INDEX IF NOT EXISTS calls_key ON calls(key);
-"""
 OPEN_STATES = ("submitting", "pending")
-_TABLES = ("meta", "submissions", "items", "calls")  # in the order a copy must insert them
-CALL_FIELDS = ("id", "key", "tier", "provider", "model", "kind", "mode", "tag", "status",
-               "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-               "cost_usd", "estimated_usd", "request_id", "batch_id", "sent_at", "answered_at")
 log = logging.getLogger(__name__)
-
-
-def sqlite_problem(path: Path) -> str | None:
-    """Why the SQLite file at `path` is damaged (`quick_check`'s first complaints, or that it is
-    not a database), or None if it is sound. A locked or unreadable file is not damaged: its
-    OperationalError is raised as it is."""
-    try:
-        db = sqlite3.connect(str(path), timeout=30.0)
-        try:
-            rows = db.execute("PRAGMA quick_check").fetchall()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if isinstance(exc, sqlite3.OperationalError) and not ("CORRUPT" in name
-                                                             or "NOTADB" in name):
-            raise
-        return str(exc) or type(exc).__name__
-    problems = [" ".join(str(row[0]).replace("*** in database main ***", "").split())
-                for row in rows if row and row[0] != "ok"]
-    if not problems:
-        return None
-    return "; ".join(p for p in problems[:2] if p) or "quick_check failed"
-
-
-def move_aside(path: Path) -> Path:
-    """Rename a damaged SQLite file (and its -wal and -shm) to `<name>.corrupt-<time>`."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            source.rename(aside.with_name(aside.name + suffix))
-    return aside
-
-
-def readable_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
-    """The rows of `query` over a damaged SQLite file, up to the first page that fails."""
-    rows: list[tuple[Any, ...]] = []
-    try:
-        db = sqlite3.connect(str(path), timeout=30.0)
-    except sqlite3.DatabaseError:
-        return rows
-    try:
-        for row in db.execute(query):
-            rows.append(tuple(row))
-    except sqlite3.DatabaseError:
-        pass  # what was read before the broken page is kept
-    finally:
-        db.close()
-    return rows
 
 
 @dataclass(frozen=True)
@@ -161,7 +63,7 @@ def run_dir(cache_dir: Path, pipeline: str, run_id: str) -> Path:
     return cache_dir / pipeline / "runs" / run_id
 
 
-class RunState:
+class RunState(CallJournal):
     """The state file of one run; open with `RunState.open`, close with `close`."""
 
     def __init__(self, path: Path) -> None:
@@ -169,13 +71,13 @@ class RunState:
         self._state_id: str | None = None  # `state_id`, once read or made
         path.parent.mkdir(parents=True, exist_ok=True)
         problem = sqlite_problem(path) if path.exists() and path.stat().st_size else None
-        salvaged = {t: readable_rows(path, f"SELECT * FROM {t}") for t in _TABLES} if problem \
+        salvaged = {t: readable_rows(path, f"SELECT * FROM {t}") for t in TABLES} if problem \
             else {}
         aside = move_aside(path) if problem else None
         self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a recorded batch id survives power loss
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         if aside is not None:
             self._restore(salvaged, aside, problem or "")
 
@@ -326,68 +228,6 @@ class RunState:
         with self._tx() as db:
             db.execute("UPDATE calls SET status = 'not_billed' WHERE tag = ? AND status = "
                        "'sent_unconfirmed'" + rows, (tag,))
-
-    # ---- calls (see batchopt.run.calls) ------------------------------------------------
-
-    def calls_sent(self, rows: list[dict[str, Any]]) -> None:
-        """Journal online calls about to be sent: `sent_unconfirmed` until answered."""
-        with self._tx() as db:
-            db.executemany(
-                "INSERT INTO calls(key, tier, provider, model, kind, mode, status, estimated_usd,"
-                " sent_at) VALUES (:key, :tier, :provider, :model, :kind, 'online', "
-                "'sent_unconfirmed', :estimated_usd, :sent_at)", rows)
-
-    def calls_unsent(self, keys: list[str]) -> None:
-        """Online calls journaled but never sent (stopped before): forget them."""
-        with self._tx() as db:
-            db.executemany(
-                "DELETE FROM calls WHERE id = (SELECT max(id) FROM calls WHERE key = ? AND "
-                "mode = 'online' AND status = 'sent_unconfirmed')", ((k,) for k in keys))
-
-    def calls_not_billed(self, keys: list[str]) -> None:
-        """Online calls the provider answered with an error: not billed."""
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE calls SET status = 'not_billed', answered_at = ? WHERE id = (SELECT "
-                "max(id) FROM calls WHERE key = ? AND mode = 'online' AND status = "
-                "'sent_unconfirmed')", ((time.time(), k) for k in keys))
-
-    def calls_confirmed(self, rows: list[dict[str, Any]]) -> None:
-        """Answers persisted: the latest unconfirmed call of each key in the same mode becomes
-        `confirmed` with its usage and cost; a key without one gets a new confirmed call."""
-        fields = ("tier", "provider", "model", "kind", "input_tokens", "cached_input_tokens",
-                  "cache_write_tokens", "output_tokens", "cost_usd", "request_id", "batch_id")
-        now = time.time()
-        # no fsync of its own: the response cache's journal holds the answer durably, and a
-        # confirmation lost with the machine is made again from it (`rounds._Round.answer`)
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._confirm(rows, fields, now)
-        finally:
-            self._db.execute("PRAGMA synchronous=FULL")
-
-    def _confirm(self, rows: list[dict[str, Any]], fields: tuple[str, ...], now: float) -> None:
-        with self._tx() as db:
-            for row in rows:
-                found = db.execute(
-                    "SELECT max(id) FROM calls WHERE key = ? AND mode = ? AND status = "
-                    "'sent_unconfirmed'", (row["key"], row["mode"])).fetchone()[0]
-                if found is None:
-                    db.execute(
-                        f"INSERT INTO calls(key, mode, status, answered_at, {', '.join(fields)}) "
-                        f"VALUES (?, ?, 'confirmed', ?, {', '.join('?' * len(fields))})",
-                        (row["key"], row["mode"], now, *(row[f] for f in fields)))
-                else:  # what the journal knew first (tier, kind, estimate) is kept
-                    db.execute(
-                        "UPDATE calls SET status = 'confirmed', answered_at = ?, "
-                        + ", ".join(f"{f} = COALESCE({f}, ?)" if f in ("tier", "kind") else
-                                    f"{f} = ?" for f in fields) + " WHERE id = ?",
-                        (now, *(row[f] for f in fields), found))
-
-    def calls(self) -> list[dict[str, Any]]:
-        """Every call of this run id, oldest first."""
-        rows = self._db.execute(f"SELECT {', '.join(CALL_FIELDS)} FROM calls ORDER BY id")
-        return [dict(zip(CALL_FIELDS, row, strict=True)) for row in rows.fetchall()]
 
     def set_raw_status(self, tag: str, raw_status: str) -> None:
         with self._tx() as db:
