@@ -53,21 +53,34 @@ def input_schema(path: Path, hive_partitioning: bool | None = None) -> dict[str,
     the first file's schema, with key=value folders as columns as `read_rows` reads them."""
     files = list_input_files(path)
     _check_readable(files[:1])
-    hive_root = path if path.is_dir() else None
-    if hive_root is not None and any(p.is_file() and p.suffix != ".parquet"
-                                     for p in hive_root.rglob("*")):
-        hive_root = None  # as read_rows: a folder with other files is read as a list
-        hive_partitioning = True if hive_partitioning is None else hive_partitioning
+    source, hive_partitioning = _scan_source(path, files, hive_partitioning)
     try:
         schema = pl.scan_parquet(
-            files if hive_root is None else hive_root,
+            source,
             hive_partitioning=hive_partitioning,
             missing_columns="insert",
             extra_columns="ignore",
         ).collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})") from exc
+        raise _unreadable(path, exc) from exc
     return dict(schema.items())
+
+
+def _scan_source(path: Path, files: list[Path], hive_partitioning: bool | None
+                 ) -> tuple[Path | list[Path], bool | None]:
+    """What polars scans for `path`, and its hive_partitioning setting: a folder as a hive
+    dataset, anything else as its list of files."""
+    if not path.is_dir():
+        return files, hive_partitioning
+    if any(p.is_file() and p.suffix != ".parquet" for p in path.rglob("*")):
+        # polars refuses a folder that holds other files (a README, a _SUCCESS marker): the
+        # Parquet files are read as a list, their key=value folders still read as columns
+        return files, True if hive_partitioning is None else hive_partitioning
+    return path, hive_partitioning
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})")
 
 
 def read_rows(
@@ -87,16 +100,10 @@ def read_rows(
     """
     files = list_input_files(path)
     _check_readable(files)
-    hive_root = path if path.is_dir() else None
-    if hive_root is not None and any(p.is_file() and p.suffix != ".parquet"
-                                     for p in hive_root.rglob("*")):
-        # polars refuses a folder that holds other files (a README, a _SUCCESS marker): the
-        # Parquet files are read as a list, their key=value folders still read as columns
-        hive_root = None
-        hive_partitioning = True if hive_partitioning is None else hive_partitioning
+    source, hive_partitioning = _scan_source(path, files, hive_partitioning)
     try:
         lazy = pl.scan_parquet(
-            files if hive_root is None else hive_root,
+            source,
             hive_partitioning=hive_partitioning,
             include_file_paths=FILE_COLUMN,
             missing_columns="insert",
@@ -104,17 +111,9 @@ def read_rows(
         )
         available = lazy.collect_schema().names()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})") from exc
+        raise _unreadable(path, exc) from exc
 
-    available = [c for c in available if c != FILE_COLUMN]
-    wanted = [id_column, *required_columns, *(keep_columns or available)]
-    missing = sorted({c for c in wanted if c not in available})
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-            f"(columns: {', '.join(available)}){_did_you_mean(missing, available)}"
-        )
-    columns = list(dict.fromkeys(wanted))
+    columns = _wanted_columns(path, available, [id_column, *required_columns], keep_columns)
     selected = lazy.select(*columns, FILE_COLUMN)
     if limit is not None:  # a prefix of each file read, so row numbers within files still hold
         selected = selected.head(limit)
@@ -128,12 +127,27 @@ def read_rows(
     except pl.exceptions.PolarsError as exc:
         if "utf-8" in str(exc).lower():
             _locate_bad_utf8(files, columns)
-        raise InputError(f"{path}: cannot read input ({str(exc).splitlines()[0]})") from exc
+        raise _unreadable(path, exc) from exc
 
     if frame.height == 0:
         raise InputError(f"{path}: input has no rows")
     _check_ids(frame, id_column)
     return _check_text(frame, [c for c in required_columns if c != id_column])
+
+
+def _wanted_columns(path: Path, available: list[str], needed: list[str],
+                    keep_columns: list[str] | None) -> list[str]:
+    """`needed`, then `keep_columns` (default: every column), each once; an InputError names
+    the ones the input lacks."""
+    available = [c for c in available if c != FILE_COLUMN]
+    wanted = [*needed, *(keep_columns or available)]
+    missing = sorted({c for c in wanted if c not in available})
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+            f"(columns: {', '.join(available)}){_did_you_mean(missing, available)}"
+        )
+    return list(dict.fromkeys(wanted))
 
 
 def _did_you_mean(missing: list[str], available: list[str]) -> str:
