@@ -34,22 +34,10 @@ from batchopt.errors import EXIT_INTERRUPTED
 @limit_option
 @date_option
 @engine_options
-def run(
-    pipeline: Path,
-    profile: str | None,
-    run_id: str | None,
-    input_path: Path | None,
-    output_path: Path | None,
-    ledger_path: Path | None,
-    cache_dir: Path | None,
-    mode: str | None,
-    wait: bool,
-    quiet: bool,
-    limit: int | None,
-    logical: dt.datetime | None,
-    engine: str | None,
-    ray_address: str | None,
-) -> None:
+def run(pipeline: Path, profile: str | None, run_id: str | None, input_path: Path | None,
+        output_path: Path | None, ledger_path: Path | None, cache_dir: Path | None,
+        mode: str | None, wait: bool, quiet: bool, limit: int | None,
+        logical: dt.datetime | None, engine: str | None, ray_address: str | None) -> None:
     """Run PIPELINE: read, dedup, send what the cache cannot answer, write outputs and ledger.
 
     A batch run lives across invocations: run it again with the same --run-id to collect and
