@@ -1,6 +1,6 @@
 """`batchopt doctor`: one line per component a pipeline may use, and what to do when it fails.
 
-Registered on the `batchopt` group at the bottom of `cli.py`. The checks live in
+Registered on the `batchopt` group by `batchopt.cli.main`. The checks live in
 `batchopt.doctor` and are imported inside the command, so `batchopt --help` stays fast; this
 module only prints.
 """

@@ -1,2 +1,3 @@
-"""Pipeline configuration: one strict base, the pipeline models, the loader, and the routing,
-compress and self-hosted sections. Imports only the leaves."""
+"""Pipeline configuration: one strict base (`strict`), the pipeline's sections and profiles
+(`sections`, `pipeline`), the loader (`loader`: YAML, `${VAR}`, error text), the routing, compress
+and self-hosted sections, and the self-hosted reference data. Imports only the leaves."""
