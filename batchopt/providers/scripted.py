@@ -3,8 +3,9 @@ ships `MockTransport`).
 
 A script is a callable `Request -> Result | Exception` (a "reply"), or a mapping from a
 request's key or user text to a reply, a `Result`, an exception or an answer text. `answer`,
-`fail_transiently` and `fail_terminally` build the common replies. The provider records every
-request it is sent, in order (`calls`), so a test can assert what was sent and how often:
+`in_turn`, `fail_transiently` and `fail_terminally` build the common replies. The provider
+records every request it is sent, in order (`calls`), so a test can assert what was sent and
+how often:
 
     provider = ScriptedProvider(answer("A refund request.", input_tokens=40, output_tokens=5))
     with scripted_providers({"openai": provider}):   # batchopt.providers.registry
@@ -18,6 +19,7 @@ memory: a batch ends after `polls` polls and its rows are the script's replies.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -70,24 +72,33 @@ def answer(
     return reply
 
 
+def in_turn(
+    outcomes: Sequence[Reply | Result | BaseException | str], then: Reply | None = None
+) -> Reply:
+    """A reply that gives each request its own `outcomes` one attempt after another (an
+    exception is raised, a text answered), then `then` (default: `answer()`) ever after."""
+    steps = [_as_reply(outcome) for outcome in outcomes]
+    seen: dict[str, int] = {}
+    after = then if then is not None else answer()
+
+    def reply(request: Request) -> Result | BaseException:
+        attempt = seen[request.key] = seen.get(request.key, 0) + 1
+        return (steps[attempt - 1] if attempt <= len(steps) else after)(request)
+
+    return reply
+
+
 def fail_transiently(
     times: int, then: Reply | None = None, *, status: int = 503, retry_after: float = 0.0
 ) -> Reply:
     """A reply that fails each request's first `times` attempts with a transient error (`status`,
     `retry_after` seconds), then gives `then` (default: `answer()`)."""
-    seen: dict[str, int] = {}
-    after = then if then is not None else answer()
-
-    def reply(request: Request) -> Result | BaseException:
-        seen[request.key] = seen.get(request.key, 0) + 1
-        if seen[request.key] <= times:
-            return TransientProviderError(
-                f"scripted: transient failure {seen[request.key]} of {times} ({status})",
-                status=status, retry_after=retry_after,
-            )
-        return after(request)
-
-    return reply
+    errors = [
+        TransientProviderError(f"scripted: transient failure {n} of {times} ({status})",
+                               status=status, retry_after=retry_after)
+        for n in range(1, times + 1)
+    ]
+    return in_turn(errors, then)
 
 
 def fail_terminally(message: str = "bad request", *, status: int | None = 400) -> Reply:
@@ -145,6 +156,7 @@ class ScriptedProvider(Provider):
         self.calls: list[Request] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self._ids = itertools.count(1)
 
     @classmethod
     def traits(cls, model: str) -> ProviderTraits:
@@ -171,19 +183,23 @@ class ScriptedProvider(Provider):
     def reply(self, request: Request) -> Result:
         """Record `request` and give the script's reply: a Result, or raise its exception."""
         self.calls.append(request)
+        return self._outcome(request)
+
+    def _outcome(self, request: Request) -> Result:
         outcome = self._reply(request)
         if isinstance(outcome, BaseException):
             raise outcome
         return replace(outcome, key=request.key,
-                       request_id=outcome.request_id or f"scripted-{len(self.calls)}")
+                       request_id=outcome.request_id or f"scripted-{next(self._ids)}")
 
     async def complete(self, request: Request) -> Result:
-        """One call: the script's reply after `delay` seconds."""
+        """One call, recorded as it is sent: the script's reply after `delay` seconds."""
+        self.calls.append(request)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
-            return self.reply(request)
+            return self._outcome(request)
         finally:
             self.in_flight -= 1
 
