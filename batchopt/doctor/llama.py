@@ -2,11 +2,10 @@
 
 A llama-cpp-python compiled with -march=native on another CPU dies of SIGILL or SIGSEGV inside
 C code, which no `except` catches: run in this process, it would kill `batchopt doctor` before
-it could say why. So the parent runs `python -m batchopt.doctor.llama MODEL`, which prints one
-JSON line per stage reached (imported, loaded, generated), and turns a signal, a timeout or a
-traceback into a FAIL line that names the stage and the build's CPU features.
-
-The probe half (`main`) imports only the standard library and llama_cpp.
+it could say why. So the parent runs `python -m batchopt.providers.llama_build MODEL` (the probe,
+`llama_build.probe`), which prints one JSON line per stage reached (imported, loaded,
+generated), and turns a signal, a timeout or a traceback into a FAIL line that names the stage
+and the build's CPU features.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ _CPUINFO = {"SSE3": "pni", "SSSE3": "ssse3", "AVX": "avx", "AVX2": "avx2", "F16C
 
 def probe_command(model: Path) -> list[str]:
     """The probe's command line (a test swaps it for one that dies of a signal)."""
-    return [sys.executable, "-m", "batchopt.doctor.llama", str(model)]
+    return [sys.executable, "-m", "batchopt.providers.llama_build", str(model)]
 
 
 def check_llama(model: Path | None, where: str, timeout: float, pin: str | None) -> Check:
@@ -158,26 +156,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _say(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)  # flushed: the next stage may crash the process
-
-
-def main(argv: list[str]) -> None:
-    """The probe: import llama_cpp, load `argv[0]`, generate one token; a JSON line per stage."""
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info()
-    _say(stage="imported", version=llama_cpp.__version__,
-         system_info=info.decode(errors="replace") if isinstance(info, bytes) else str(info))
-    start = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=argv[0], n_ctx=256, seed=0, verbose=False)
-    _say(stage="loaded", seconds=time.perf_counter() - start)
-    out = llm.create_completion("Once upon a time", max_tokens=1, temperature=0.0)
-    tokens = int((out.get("usage") or {}).get("completion_tokens") or 0)
-    _say(stage="generated", tokens=tokens, seconds=time.perf_counter() - start)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

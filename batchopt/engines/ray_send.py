@@ -43,6 +43,8 @@ CHUNKS_PER_WORKER = 4  # a worker's `concurrency` is handed out in about this ma
 # grant (a round trip to the limiter, a worker's first connection: ~0.1 s measured), unevenly,
 # so calls granted at exactly the limit arrive a little over it, measured at the server.
 HEADROOM = 0.98
+# Builds a provider from its settings (in a worker): the caller's, so engines need no registry.
+ProviderFactory = Callable[[ProviderSettings], Provider]
 
 
 class _LimiterActor:
@@ -125,17 +127,16 @@ class _Warmed:
 class _SenderActor:
     """One worker: sends the chunks it is given through its own provider (run as an actor)."""
 
-    def __init__(self, limiter: Any | None) -> None:
+    def __init__(self, limiter: Any | None, make_provider: ProviderFactory) -> None:
         self._limiter = SharedLimiter(limiter) if limiter is not None else RateLimiter()
+        self._make_provider = make_provider
         self._provider: Provider | None = None
         self._executors: set[OnlineExecutor] = set()
         self._abort: str | None = None
 
     def _get_provider(self, settings: ProviderSettings) -> Provider:
         if self._provider is None:
-            from batchopt.providers.registry import create_provider
-
-            self._provider = create_provider(settings)
+            self._provider = self._make_provider(settings)
         return self._provider
 
     async def caches_prefix(self, settings: ProviderSettings, request: Request) -> bool:
@@ -201,12 +202,15 @@ class RaySender:
         on_progress: Callable[[Result], None] | None = None,
         claim: Callable[[list[Request]], set[str]] | None = None,
         *,
+        make_provider: ProviderFactory,
         workers: int | None = None,
         address: str | None = None,
         budget: BudgetGate | None = None,
     ) -> None:
-        """`budget`, when given, must hold each request's reservation before the request is
-        handed to a worker (see `execute.online.BudgetGate`)."""
+        """`make_provider` builds each worker's provider from `settings`, in the worker (the
+        run passes `providers.registry.create_provider`). `budget`, when given, must hold each
+        request's reservation before the request is handed to a worker (see
+        `execute.online.BudgetGate`)."""
         self.settings = settings
         self._budget = budget
         self._blocked = False  # the budget held the last requests back: wait for answers
@@ -226,7 +230,7 @@ class RaySender:
         )
         self._actors = [
             _remote(ray, _SenderActor).options(num_cpus=0, scheduling_strategy="SPREAD")
-            .remote(self.limiter)
+            .remote(self.limiter, make_provider)
             for _ in range(max(1, workers))
         ]
 

@@ -423,16 +423,15 @@ def _add_judged(plan: Plan, judge: JudgeValidator, row: TierEstimate, name: str,
     message rendered from the question (its user message) and an answer of the tier's expected
     output length, with the judge provider's framing."""
     from batchopt.prompts.requests import resolve_counter
-    from batchopt.services.token_counters import static_prompt_tokens
+    from batchopt.tokens import static_prompt_tokens
 
     tier, judge_tier = plan.tiers[name], plan.tiers[row.tier]
     own = resolve_counter(tier.spec)
-    question = answered - static_prompt_tokens(own, tier.spec.provider, tier.spec.system,
-                                               tier.spec.json_schema)
+    question = answered - static_prompt_tokens(own, tier.spec.system, tier.spec.json_schema)
     answer = expected_output(plan.history, _asked_of(tier, 0, counter))[0]
     judge_counter = resolve_counter(judge_tier.spec)
     message = judge.prompt.replace("{prompt}", "").replace("{answer}", "")
-    fixed = static_prompt_tokens(judge_counter, judge_tier.spec.provider, "") + \
+    fixed = static_prompt_tokens(judge_counter, "") + \
         judge_counter.count(message)
     # a judge answers with a verdict word: its longest, not its max_tokens (an upper bound) nor
     # the mean of the model's other answers
@@ -534,7 +533,7 @@ def _baseline_usd(plan: Plan, cache: ResponseCache | None = None) -> float:
     expected output of the request's tier."""
     import polars as pl
 
-    from batchopt.services.token_counters import counter_for
+    from batchopt.providers.token_counting import counter_for
 
     provider, model = plan.baseline
     price = plan.prices.price(provider, model)

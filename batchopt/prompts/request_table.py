@@ -36,7 +36,7 @@ import polars as pl
 from batchopt.hashing import canonical_json
 from batchopt.prompts.requests import CallSpec, request_keyer, resolve_counter
 from batchopt.records import Request
-from batchopt.services.token_counters import TokenCounter, static_prompt_tokens
+from batchopt.tokens import TokenCounter, static_prompt_tokens
 
 CHUNK = 100_000  # texts hashed and counted at once (Python strings only for one chunk)
 _ITER_CHUNK = 10_000  # rows read from the frame at once when Requests are made
@@ -233,8 +233,7 @@ def request_columns(users: pl.Series, spec: CallSpec, counter: TokenCounter | No
     `estimated_input_tokens` `build_requests` gives each, hashed and counted a chunk at a time."""
     counter = resolve_counter(spec, counter)
     key_of = request_keyer(spec)
-    system_tokens = static_prompt_tokens(counter, spec.provider, spec.system,
-                                         spec.json_schema)
+    system_tokens = static_prompt_tokens(counter, spec.system, spec.json_schema)
     keys, tokens = [], []
     for start in range(0, len(users), CHUNK):
         texts = users.slice(start, CHUNK).to_list()

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from batchopt.hashing import keyed_by_last_field
 from batchopt.records import Request
-from batchopt.services.token_counters import (
-    Calibration,
-    TokenCounter,
-    counter_for,
-    static_prompt_tokens,
-)
+from batchopt.tokens import TokenCounter, static_prompt_tokens
 
 
 @dataclass(frozen=True)
@@ -24,8 +19,9 @@ class CallSpec:
 
     `endpoint` (a base URL or a local model file) is part of each request's key, so answers from
     a rehearsal against the fake server are never served to a run against the real API.
-    `counter` counts each request's prompt tokens before it is sent (not part of the key);
-    without one, `build_requests` uses `counter_for` with no calibration.
+    `counter` counts each request's prompt tokens before it is sent, with the provider's
+    framing (not part of the key): the caller picks it for the provider and model
+    (`providers.token_counting.counter_for`, calibrated by the run).
     """
 
     provider: str
@@ -39,25 +35,14 @@ class CallSpec:
     counter: TokenCounter | None = field(default=None, compare=False)
 
 
-def spec_counter(
-    spec: CallSpec, calibration: Mapping[tuple[str, str], Calibration] | None = None
-) -> TokenCounter:
-    """The counter for `spec`'s model: a local model's file is its endpoint."""
-    model_path = (spec.endpoint or None) if spec.provider == "local" else None
-    return counter_for(spec.provider, spec.model, model_path=model_path, calibration=calibration)
-
-
-def with_counter(
-    spec: CallSpec, calibration: Mapping[tuple[str, str], Calibration] | None = None
-) -> CallSpec:
-    """`spec` with its counter, calibrated on past runs' usage where it is an estimate."""
-    return replace(spec, counter=spec_counter(spec, calibration))
-
-
 def resolve_counter(spec: CallSpec, counter: TokenCounter | None = None) -> TokenCounter:
-    """The counter requests of `spec` are counted with: `counter`, else `spec.counter`, else
-    `spec_counter(spec)`."""
-    return counter or spec.counter or spec_counter(spec)
+    """The counter requests of `spec` are counted with: `counter`, else `spec.counter`
+    (ValueError without either: the caller picks a provider's counter)."""
+    found = counter or spec.counter
+    if found is None:
+        raise ValueError(f"no token counter for {spec.provider} {spec.model}: set CallSpec.counter "
+                         "(providers.token_counting.counter_for)")
+    return found
 
 
 def request_keyer(spec: CallSpec) -> Callable[[str], str]:
@@ -75,12 +60,11 @@ def build_requests(rows: pl.DataFrame, spec: CallSpec, user_column: str = "promp
                    *, counter: TokenCounter | None = None) -> dict[str, Request]:
     """One Request per group (from its representative's rendered prompt), by group_id.
 
-    Prompt tokens are counted by `counter`, else `spec.counter`, else `spec_counter(spec)`.
+    Prompt tokens are counted by `counter`, else `spec.counter`.
     (A run's plan holds its requests as columns: `request_table.RequestTable`.)"""
     counter = resolve_counter(spec, counter)
     representatives = rows.filter(pl.col("dedup") == "none")
-    system_tokens = static_prompt_tokens(counter, spec.provider, spec.system,
-                                         spec.json_schema)
+    system_tokens = static_prompt_tokens(counter, spec.system, spec.json_schema)
     requests: dict[str, Request] = {}
     key_of = request_keyer(spec)
     params = dict(spec.params)  # one copy, shared by the requests (frozen, never mutated)

@@ -56,10 +56,11 @@ from batchopt.providers.batching import (
     check_batch,
     custom_id_for,
 )
+from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
-from batchopt.tokens import count_tokens
+from batchopt.tokens import ChatFraming, count_tokens
 
 PIP_REQUIREMENT = "anthropic[aiohttp]"
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -128,6 +129,10 @@ def schema_instruction(schema: dict[str, Any]) -> str:
     )
 
 
+# Messages framed as OpenAI's are; JSON is asked for in the system prompt, billed as its text.
+ANTHROPIC_FRAMING = ChatFraming(MESSAGE_TOKENS, REPLY_TOKENS, schema_instruction)
+
+
 def parse_json_object(text: str) -> dict[str, Any] | None:
     """The JSON object in `text` (bare, in a code fence, or amid prose), or None."""
     candidates = [text.strip()]
@@ -159,6 +164,7 @@ class AnthropicProvider(SDKBatchProvider):
             default_base_url="https://api.anthropic.com",
             # Anthropic bills the request that writes the cache at the cache-write price.
             prompt_cache=PromptCacheRules(min_tokens=cache_min_tokens(model), writes_billed=True),
+            framing=ANTHROPIC_FRAMING,
         )
     batch_limits = ANTHROPIC_LIMITS
     api_key_env = "ANTHROPIC_API_KEY"
@@ -170,10 +176,7 @@ class AnthropicProvider(SDKBatchProvider):
 
     @staticmethod
     def _system(request: Request) -> str:
-        if request.json_schema is None:
-            return request.system
-        instruction = schema_instruction(request.json_schema)
-        return f"{request.system}\n\n{instruction}" if request.system else instruction
+        return ANTHROPIC_FRAMING.sent_system(request.system, request.json_schema)
 
     def caches_prefix(self, request: Request) -> bool:
         return system_cacheable(self._system(request), request.model)

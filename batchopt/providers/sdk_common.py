@@ -27,6 +27,7 @@ from typing import Any
 
 from batchopt.errors import ConfigError, TerminalProviderError, TransientProviderError
 from batchopt.providers.base import Provider, ProviderSettings
+from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
 from batchopt.records import Request, Result, Usage
 from batchopt.tokens import count_tokens
 
@@ -35,9 +36,6 @@ PLACEHOLDER_KEY = "not-needed"
 _TRANSIENT_STATUSES = {408, 409, 429}
 # The note an answer without `usage` carries in `Result.error` (its status stays ok).
 USAGE_MISSING = "the response had no usage: tokens counted offline"
-# OpenAI's documented chat framing: about 3 tokens per message and 3 more to prime the reply.
-_FRAME_PER_MESSAGE = 3
-_FRAME_REPLY = 3
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]{8,}")
 
 
@@ -192,7 +190,7 @@ def offline_usage(model: str, messages: list[str], answer: str) -> Usage:
     closer to the bill than zero."""
     sent = [text for text in messages if text]
     return Usage(
-        input_tokens=sum(count_tokens(t, model) + _FRAME_PER_MESSAGE for t in sent) + _FRAME_REPLY,
+        input_tokens=sum(count_tokens(t, model) + MESSAGE_TOKENS for t in sent) + REPLY_TOKENS,
         output_tokens=count_tokens(answer, model) if answer else 0,
     )
 

@@ -440,6 +440,7 @@ async def _send_online(
             raise ray_missing(exc) from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
+                             make_provider=create_provider,
                              address=plan.ray_address,
                              workers=plan.pipeline.config.execution.ray_workers,
                              budget=budget if budget.limit is not None else None)

@@ -14,7 +14,7 @@ import polars as pl
 
 from batchopt.config.compress import CompressConfig
 from batchopt.prompts.template import PromptRenderer, render_prompts
-from batchopt.services.token_counters import counter_for
+from batchopt.providers.token_counting import counter_for
 
 REPORT_PREFIX = "_compress."  # the per-step report columns the step adds (summed by the driver)
 SAVED = "compression_tokens_saved"

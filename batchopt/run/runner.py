@@ -48,6 +48,7 @@ from batchopt.plan.estimate import request_cost
 from batchopt.prompts.request_table import KeyTiers, RequestTable
 from batchopt.prompts.template import PromptRenderer
 from batchopt.providers.base import ProviderSettings
+from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request, Result
 from batchopt.run import identity as run_identity
 from batchopt.run.calls import NOT_BILLED, by_group, calls_frame
@@ -85,7 +86,6 @@ from batchopt.run.tiers import (
     tier_price,
     tier_template_variables,
 )
-from batchopt.services.token_counters import counter_for
 
 if TYPE_CHECKING:  # the semantic modules load numpy and faiss: only when a pipeline uses them
     from batchopt.dedup.guards import GuardConfig
@@ -401,12 +401,11 @@ def prepare(
                 pl.lit(None, dtype=pl.String).alias("veto_guard"),
                 pl.lit(None, dtype=pl.String).alias("veto_id"),
             )
-    from batchopt.prompts.requests import with_counter
     from batchopt.services.token_counters import calibrate
 
     calibration = calibrate(paths["ledger"], cfg.name)  # past runs' billed vs counted tokens
-    tiers = {name: make_tier(loaded, name, all_settings[name], prices) for name in names}
-    tiers = {n: replace(t, spec=with_counter(t.spec, calibration)) for n, t in tiers.items()}
+    tiers = {name: make_tier(loaded, name, all_settings[name], prices, calibration)
+             for name in names}
     routes = route_groups(rows, loaded, list(tiers.values()), strategy, semantic)
     rows = drop_rule_inputs(rows)
     requests = first_requests(rows, tiers, routes, cfg.input.id_column)

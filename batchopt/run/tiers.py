@@ -7,7 +7,7 @@ pricing, so it sits beside the runner rather than among the stages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +29,9 @@ from batchopt.prompts.request_table import (
 )
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
+from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request
-from batchopt.tokens import count_tokens
+from batchopt.tokens import Calibration, count_tokens, static_prompt_tokens
 
 if TYPE_CHECKING:
     from batchopt.dedup.step import SemanticOutcome
@@ -83,16 +84,21 @@ def tier_names(loaded: LoadedPipeline, asked_profile: str | None) -> tuple[list[
 
 
 def make_tier(
-    loaded: LoadedPipeline, name: str, settings: ProviderSettings, prices: PriceTable
+    loaded: LoadedPipeline, name: str, settings: ProviderSettings, prices: PriceTable,
+    calibration: Mapping[tuple[str, str], Calibration] | None = None,
 ) -> Tier:
+    """Profile `name` as a tier; its prompts counted by its provider's counter, calibrated on
+    past runs' usage (`calibration`) where it is an estimate."""
     cfg = loaded.config
     profile = cfg.profiles[name]
+    endpoint = settings.base_url or settings.model_path or ""
     spec = CallSpec(
-        provider=profile.provider, model=profile.model,
-        endpoint=settings.base_url or settings.model_path or "",
+        provider=profile.provider, model=profile.model, endpoint=endpoint,
         system=tier_system(loaded, name),
         max_tokens=profile.max_tokens, temperature=profile.temperature,
         json_schema=cfg.prompt.json_schema, params=dict(profile.params),
+        counter=counter_for(profile.provider, profile.model, endpoint=endpoint or None,
+                            calibration=calibration),
     )
     return Tier(name, profile, settings, tier_price(loaded, name, prices), spec)
 
@@ -301,11 +307,10 @@ def judge_request_factory(tier: Tier, max_tokens: int = JUDGE_MAX_TOKENS
                           ) -> Callable[[str], Request]:
     """Requests to a judge on `tier`: its user message as given, no system text, no schema."""
     from batchopt.prompts.requests import resolve_counter
-    from batchopt.services.token_counters import static_prompt_tokens
 
     spec = tier.spec
     counter = resolve_counter(spec)
-    framing = static_prompt_tokens(counter, spec.provider, "")
+    framing = static_prompt_tokens(counter, "")
 
     def make(user: str) -> Request:
         key = stable_hash({
