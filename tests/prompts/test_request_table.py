@@ -20,6 +20,7 @@ from batchopt.prompts.request_table import (
     request_columns,
 )
 from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request
 from batchopt.run.runner import RunOptions, prepare
 
@@ -38,7 +39,9 @@ def _spec(**changes: object) -> CallSpec:
     base = {"provider": "openai", "model": "gpt-4o-mini", "endpoint": "http://127.0.0.1:1/v1",
             "system": "Summarise.", "max_tokens": 32, "params": {"top_p": 0.5},
             "json_schema": {"type": "object"}}
-    return CallSpec(**{**base, **changes})  # type: ignore[arg-type]
+    fields = {**base, **changes}
+    counter = counter_for(str(fields["provider"]), str(fields["model"]))
+    return CallSpec(**fields, counter=counter)  # type: ignore[arg-type]
 
 
 def _table(rows: pl.DataFrame, specs: dict[str, CallSpec], tier_of: list[str],

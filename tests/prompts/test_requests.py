@@ -4,6 +4,7 @@ import polars as pl
 import pytest
 
 from batchopt.prompts.requests import CallSpec, build_requests
+from batchopt.providers.token_counting import counter_for
 
 
 def _rows() -> pl.DataFrame:
@@ -16,7 +17,9 @@ def _rows() -> pl.DataFrame:
 def _spec(**changes: object) -> CallSpec:
     base = {"provider": "openai", "model": "gpt-4o-mini", "endpoint": "http://127.0.0.1:1/v1",
             "system": "Summarise.", "max_tokens": 32}
-    return CallSpec(**{**base, **changes})  # type: ignore[arg-type]
+    fields = {**base, **changes}
+    counter = counter_for(str(fields["provider"]), str(fields["model"]))
+    return CallSpec(**fields, counter=counter)  # type: ignore[arg-type]
 
 
 def test_one_request_per_group_from_its_representative() -> None:
@@ -25,6 +28,17 @@ def test_one_request_per_group_from_its_representative() -> None:
     assert requests["g1"].user == "refund #1"
     assert requests["g1"].key != requests["g2"].key
     assert requests["g1"].estimated_input_tokens > 0
+
+
+def test_requests_are_counted_by_the_counter_their_caller_picks() -> None:
+    """prompts knows no provider: without a counter (the run sets one per tier) it says so."""
+    bare = CallSpec(provider="openai", model="gpt-4o-mini", endpoint="", system="S.",
+                    max_tokens=8)
+    with pytest.raises(ValueError, match="no token counter for openai gpt-4o-mini"):
+        build_requests(_rows(), bare)
+    given = build_requests(_rows(), bare, counter=counter_for("openai", "gpt-4o-mini"))
+    assert given == build_requests(_rows(), _spec(system="S.", endpoint="", max_tokens=8))
+    assert given["g1"].token_counter == "exact:o200k_base"
 
 
 def test_key_changes_with_everything_that_decides_the_answer() -> None:

@@ -13,7 +13,9 @@ from batchopt.hashing import keyed_by_last_field, stable_hash
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.anthropic import schema_instruction
 from batchopt.providers.framing import MESSAGE_TOKENS, REPLY_TOKENS
-from batchopt.services.token_counters import TokenCounter
+from batchopt.providers.registry import traits_of
+from batchopt.providers.token_counting import counter_for
+from batchopt.tokens import TokenCounter
 
 
 def test_equal_mappings_hash_equally_in_any_order() -> None:
@@ -50,7 +52,15 @@ def _rows() -> pl.DataFrame:
 def _spec(**changes: object) -> CallSpec:
     base = {"provider": "openai", "model": "gpt-4o-mini", "endpoint": "http://127.0.0.1:1/v1",
             "system": "Summarise.", "max_tokens": 32}
-    return CallSpec(**{**base, **changes})  # type: ignore[arg-type]
+    fields = {**base, **changes}
+    counter = counter_for(str(fields["provider"]), str(fields["model"]))
+    return CallSpec(**fields, counter=counter)  # type: ignore[arg-type]
+
+
+def _chars(provider: str) -> TokenCounter:
+    """A counter of characters, with `provider`'s framing (as `counter_for` gives it)."""
+    return TokenCounter(name="chars", exact=False, factor=1.0, tokens=len,
+                        framing=traits_of(provider, "gpt-4o-mini").framing)
 
 
 def test_a_request_carries_its_spec_parameters() -> None:
@@ -59,8 +69,7 @@ def test_a_request_carries_its_spec_parameters() -> None:
 
 
 def test_prompt_tokens_are_counted_by_the_counter_given() -> None:
-    chars = TokenCounter(name="chars", exact=False, factor=1.0, tokens=len)
-    request = build_requests(_rows(), _spec(), counter=chars)["g1"]
+    request = build_requests(_rows(), _spec(), counter=_chars("openai"))["g1"]
     # the counter counts the texts; the provider's chat framing (two messages and the reply's
     # priming, as billed) comes on top
     framing = 2 * MESSAGE_TOKENS + REPLY_TOKENS
@@ -70,10 +79,9 @@ def test_prompt_tokens_are_counted_by_the_counter_given() -> None:
 
 def test_an_anthropic_schema_instruction_is_counted_as_system_text() -> None:
     """batchopt asks Anthropic for JSON through the system prompt: its tokens are billed."""
-    chars = TokenCounter(name="chars", exact=False, factor=1.0, tokens=len)
     schema = {"type": "object", "properties": {"label": {"type": "string"}}}
     spec = _spec(provider="anthropic", json_schema=schema)
-    request = build_requests(_rows(), spec, counter=chars)["g1"]
+    request = build_requests(_rows(), spec, counter=_chars("anthropic"))["g1"]
     sent = f"Summarise.\n\n{schema_instruction(schema)}"  # the system text the payload carries
     framing = 2 * MESSAGE_TOKENS + REPLY_TOKENS
     assert request.estimated_input_tokens == len(sent) + len("refund #1") + framing

@@ -17,8 +17,11 @@ from batchopt.ledger import FACT_SCHEMA, PriceTable, price_ledger
 from batchopt.ledger.store import connect, write_ledger
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.records import Request
+from batchopt.providers.local import gguf_vocab
+from batchopt.providers.token_counting import counter_for
 from batchopt.run.runner import Plan, RunOptions, RunSummary, run_pipeline
-from batchopt.services.token_counters import _gguf_vocab, calibrate, counter_for
+from batchopt.services.token_counters import calibrate
+from batchopt.tokens import Calibration
 
 TEXT = "Straße naïve 東京 🙂: please refund order #10233, ünïcödé 1234567 — thanks!!"
 CLAUDE = "claude-3-5-haiku-20241022"
@@ -76,28 +79,26 @@ def test_local_gguf_counter_is_the_models_own_tokenizer():
 
 
 def test_local_model_without_llama_cpp_or_file_falls_back_to_the_estimate(monkeypatch, tmp_path):
-    assert counter_for("local", "m", model_path=str(tmp_path / "none.gguf")).name == (
+    assert counter_for("local", "m", endpoint=str(tmp_path / "none.gguf")).name == (
         "estimate:o200k_base")
-    _gguf_vocab.cache_clear()
+    gguf_vocab.cache_clear()
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
     try:
         assert counter_for("local", "smollm2-135m").name == "estimate:o200k_base"
     finally:
-        _gguf_vocab.cache_clear()
+        gguf_vocab.cache_clear()
 
 
 def test_build_requests_counts_with_the_given_counter_and_names_it():
     rows = pl.DataFrame({"group_id": ["g1", "g2"], "dedup": ["none", "none"],
                          "prompt_user": [TEXT, "short"]})
     spec = CallSpec(provider="anthropic", model=CLAUDE, endpoint="u", system="Be brief.",
-                    max_tokens=8)
+                    max_tokens=8, counter=counter_for("anthropic", CLAUDE))
     plain = build_requests(rows, spec)
     assert {r.token_counter for r in plain.values()} == {"estimate:o200k_base"}
     o200k = bpe_openai.get_encoding("o200k_base")
     assert plain["g1"].estimated_input_tokens == (  # + the chat framing of two messages
         len(o200k.encode("Be brief.")) + len(o200k.encode(TEXT)) + 9)
-    from batchopt.services.token_counters import Calibration
-
     calibration = {("anthropic", CLAUDE): Calibration(2.0, 10, 200, 100.0)}
     counter = counter_for("anthropic", CLAUDE, calibration=calibration)
     scaled = build_requests(rows, spec, counter=counter)
