@@ -38,7 +38,7 @@ class Request:
 
     `key` is the canonical hash of everything that decides the answer (provider, model, params,
     messages); it keys the response cache. `estimated_input_tokens` is the offline count of
-    system + user text by the counter named in `token_counter` (see `services.token_counters`);
+    system + user text by the counter named in `token_counter` (see `providers.token_counting`);
     neither is part of the key.
     """
 

@@ -7,7 +7,7 @@ Every row's savings are split by lever and add up to `baseline_cost_usd - cost_u
 - the baseline is profile-independent: `baseline_input_tokens` are the row's own prompt as
   `prompt.system` and `prompt.template` render it before compression, and
   `baseline_output_tokens` its answer's text (0 without one), both counted with the baseline
-  model's counter (`batchopt.services.token_counters.counter_for`, uncalibrated; no chat framing);
+  model's counter (`batchopt.providers.token_counting.counter_for`, uncalibrated; no chat framing);
 - a paid row (online, batch, or failed but billed) saved, step by step from the baseline:
   routing       baseline - actual model at full online price on the uncompressed call
                 (its billed tokens plus `compression_tokens_saved`)
@@ -70,7 +70,7 @@ FACT_SCHEMA: dict[str, pl.DataType] = {
     "baseline_latency_ms": pl.Float64(),
     "estimated_cost_usd": pl.Float64(),
     # the prompt's (system + user) tokens counted offline before sending, and by which counter
-    # (`services.token_counters`: "exact:..." or "estimate:..."); a follower or cache hit has its
+    # (`providers.token_counting`: "exact:..." or "estimate:..."); a follower or cache hit has its
     # representative's
     "estimated_input_tokens": pl.Int64(),
     "token_counter": pl.String(),

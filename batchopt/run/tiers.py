@@ -19,14 +19,9 @@ from batchopt.config.pipeline import LoadedPipeline, ModelConfig
 from batchopt.errors import ConfigError
 from batchopt.hashing import stable_hash
 from batchopt.ledger.pricing import ModelPrice, PriceTable
+from batchopt.prompts.groups import Representatives, RouteTable
 from batchopt.prompts.layout import static_system
-from batchopt.prompts.request_table import (
-    Representatives,
-    RequestTable,
-    RouteTable,
-    TierFields,
-    request_columns,
-)
+from batchopt.prompts.request_table import RequestTable, TierFields, request_columns
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.base import ProviderSettings
 from batchopt.providers.token_counting import counter_for

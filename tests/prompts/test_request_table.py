@@ -11,14 +11,8 @@ import pytest
 from helpers import pipeline_dict, write_pipeline
 
 from batchopt.config.pipeline import load_pipeline
-from batchopt.prompts.request_table import (
-    KeyTiers,
-    Representatives,
-    RequestTable,
-    RouteTable,
-    TierFields,
-    request_columns,
-)
+from batchopt.prompts.groups import Representatives, RouteTable
+from batchopt.prompts.request_table import KeyTiers, RequestTable, TierFields, request_columns
 from batchopt.prompts.requests import CallSpec, build_requests
 from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request

@@ -16,9 +16,9 @@ from batchopt.config.pipeline import load_pipeline
 from batchopt.ledger import FACT_SCHEMA, PriceTable, price_ledger
 from batchopt.ledger.store import connect, write_ledger
 from batchopt.prompts.requests import CallSpec, build_requests
-from batchopt.records import Request
 from batchopt.providers.local import gguf_vocab
 from batchopt.providers.token_counting import counter_for
+from batchopt.records import Request
 from batchopt.run.runner import Plan, RunOptions, RunSummary, run_pipeline
 from batchopt.services.token_counters import calibrate
 from batchopt.tokens import Calibration
