@@ -259,8 +259,7 @@ class RaySender:
                 moved.set()
 
         if queue and not self._warmed and self._abort is None:
-            first = queue[0]
-            if await self._actors[0].caches_prefix.remote(self.settings, first):
+            if await self._actors[0].caches_prefix.remote(self.settings, queue[0]):
                 # One request alone first writes the prompt cache, as the local executor does.
                 batch = self._take(queue, 1)
                 if batch:

@@ -132,9 +132,11 @@ class ColumnTable(Mapping[str, V]):
         """Each (key, value), in the table's order."""
 
     def items(self) -> ItemsView[str, V]:
+        """The (key, value) pairs, made by `iter_items`."""
         return _Items(self)
 
     def values(self) -> ValuesView[V]:
+        """The values, made by `iter_items`."""
         return _Values(self)
 
 
