@@ -319,6 +319,7 @@ def _instrument(clock: StageClock) -> None:
     import batchopt.prompts.compress as compress
     import batchopt.run.row_stages as row_stages
     import batchopt.run.runner as runner
+    import batchopt.run.steps as steps
     import batchopt.run.tiers as tiers
     import batchopt.services.embed as embed
     import batchopt.services.token_counters as token_counters
@@ -333,13 +334,13 @@ def _instrument(clock: StageClock) -> None:
 
     for owner, attribute, name in [
         (runner, "prepare", "prepare (glue)"),
-        (runner, "read_rows", "read parquet + checks"),
+        (steps, "read_rows", "read parquet + checks"),
         (LocalEngine, "map_rows", ROW_LOCAL),
         (RayEngine, "map_rows", ROW_LOCAL),
         (ray_engine, "ensure_ray", RAY_START),
         (compress, "compress_rows", "compress (+ token counts)"),
         (row_stages, "render_prompts", "render (jinja)"),
-        (runner, "exact_groups", "exact dedup"),
+        (steps, "exact_groups", "exact dedup"),
         (step, "semantic_dedup", "semantic: glue (dicts of vectors/texts)"),
         (embed, "load_embedder", "semantic: load embedder"),
         (EmbeddingCache, "embed", "semantic: embed (+ disk cache)"),
@@ -351,10 +352,10 @@ def _instrument(clock: StageClock) -> None:
         (semantic, "_buckets", "semantic: buckets (k-means, assign)"),
         (token_counters, "calibrate", "calibrate (ledger)"),
         (runner, "make_tier", "tiers"),
-        (runner, "route_groups", "route groups"),
+        (steps, "route_groups", "route groups"),
         (tiers, "request_columns", "requests (hash + count tokens)"),
-        (runner, "first_requests", "first_requests (glue)"),
-        (runner, "fit_context", "context check"),
+        (steps, "first_requests", "first_requests (glue)"),
+        (steps, "fit_context", "context check"),
         (runner, "read_history", "read history (ledger)"),
         (estimate, "estimate_job", "estimate"),
     ]:

@@ -41,17 +41,18 @@ TARGETS: dict[str, list[str]] = {
         for name in ("load", "_match", "price", "cost")
     ],
     "budget": [
-        *(f"batchopt.run.rounds.x{SEP}_Budget{SEP}{name}__mutmut_*"
+        *(f"batchopt.run.budget.x{SEP}Budget{SEP}{name}__mutmut_*"
           for name in ("__init__", "add", "reached", "left", "most", "reserve", "release",
                        "estimate", "check_estimate")),
-        "batchopt.run.rounds.x_result_cost__mutmut_*",
-        "batchopt.plan.estimate.x_max_request_cost__mutmut_*",
-        "batchopt.plan.estimate.x_request_cost__mutmut_*",
-        "batchopt.plan.estimate.x_expected_usage__mutmut_*",
+        "batchopt.run.cost.x_result_cost__mutmut_*",
+        "batchopt.run.cost.x_max_request_cost__mutmut_*",
+        "batchopt.run.cost.x_request_cost__mutmut_*",
+        "batchopt.run.cost.x_expected_usage__mutmut_*",
     ],
     # what carries answers and money from a group to its rows (not the schema typing or IO)
     "fanout": [
         "batchopt.run.fanout.x_group_results__mutmut_*",
+        "batchopt.run.fanout.x__result_facts__mutmut_*",
         "batchopt.run.fanout.x_ledger_facts__mutmut_*",
         "batchopt.run.fanout.x_output_table__mutmut_*",
         f"batchopt.run.fanout.x{SEP}LedgerTotals{SEP}*",

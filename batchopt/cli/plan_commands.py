@@ -58,8 +58,9 @@ def plan(
     refuse with the same exit code)."""
     from batchopt.config.pipeline import load_pipeline
     from batchopt.errors import EXIT_BUDGET
+    from batchopt.plan.estimate import plan_run
     from batchopt.plan.report import estimate_json, over_budget, print_estimate
-    from batchopt.run.runner import RunOptions, plan_run
+    from batchopt.run.runner import RunOptions
 
     options = RunOptions(profile=profile, input=input_path, ledger=ledger_path,
                          cache_dir=cache_dir, mode=mode, engine=engine,

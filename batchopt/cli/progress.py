@@ -10,8 +10,9 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from batchopt.cli.progress_log import DEFAULT_PROGRESS_SECONDS, LogProgress, usd
+from batchopt.cli.progress_log import DEFAULT_PROGRESS_SECONDS, LogProgress
 from batchopt.execute.state import Submission
+from batchopt.plan.figures import limit_note, usd
 from batchopt.providers.batching import BatchStatus
 from batchopt.records import Result
 from batchopt.run.runner import RunObserver, RunPending, RunSummary
@@ -129,14 +130,6 @@ def print_status(report: StatusReport) -> None:
         console.print(f"  outputs {f.get('output')}")
         console.print(f"  ledger  {f.get('ledger')}")
     console.print(f"  state   {report.state_path}")
-
-
-def limit_note(limit: int, rows: int) -> str:
-    """What `--limit` did, for the summary, the plan and the dedup report: a trial on the first
-    rows must not read as the whole job."""
-    if rows < limit:
-        return f"all {rows:,} rows of the input (fewer than --limit {limit})"
-    return f"first {limit:,} rows of the input (--limit {limit})"
 
 
 def print_summary(summary: RunSummary) -> None:

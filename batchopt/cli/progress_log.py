@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from batchopt.errors import ConfigError
+from batchopt.plan.figures import usd
 
 PROGRESS_SECONDS_ENV = "BATCHOPT_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 10.0
@@ -43,11 +44,6 @@ def progress_seconds(env: Mapping[str, str] | None = None) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"{PROGRESS_SECONDS_ENV}={raw!r}: not a number of seconds above 0")
     return seconds
-
-
-def usd(value: float) -> str:
-    """Dollars to 4 decimals under $1, else to cents, with thousands separators."""
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
 def clock_time(seconds: float) -> str:

@@ -226,7 +226,7 @@ def build_tier(loaded: LoadedPipeline, name: str, prices: PriceTable, env: dict[
                *, require_key: bool = False) -> Tier:
     """Profile `name` as a tier (for a profile the routing does not list), priced by `prices`;
     `require_key`: ConfigError when its API key is not set (it is about to be sent to)."""
-    from batchopt.run.runner import provider_settings
+    from batchopt.run.settings import provider_settings
     from batchopt.run.tiers import make_tier
 
     loaded.profile(name)

@@ -313,7 +313,7 @@ def _agreement(loaded: LoadedPipeline, kind: str, teacher: list[str],
 def _what_if(collection: Collection, tier: Tier, prices: PriceTable,
              requests: dict[str, Request], results: dict[str, Result], passed: int,
              sampled: int) -> CostWhatIf:
-    from batchopt.plan.estimate import expected_usage
+    from batchopt.run.cost import expected_usage
 
     frame = collection.ledger
     paid = frame.filter((pl.col("dedup") == "none") & pl.col("mode").is_in(PAID))

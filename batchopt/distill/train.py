@@ -82,7 +82,7 @@ def train(loaded: LoadedPipeline, options: TrainOptions, env: dict[str, str] | N
     """Move the fine-tuning job of `options.data` on (see the module docstring)."""
     import os
 
-    from batchopt.run.runner import provider_settings
+    from batchopt.run.settings import provider_settings
 
     env = dict(os.environ) if env is None else env
     name, profile = loaded.profile(options.tier)

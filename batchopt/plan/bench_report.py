@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from batchopt.plan.bench_record import BenchRecord
+from batchopt.providers.registry import traits_of
+from batchopt.run.bench_record import BenchRecord
 
 __all__ = ["print_bench"]
 
@@ -32,7 +33,7 @@ def print_bench(record: BenchRecord, path: Path) -> None:
         f"per 1M generated tokens · ${_small(r.usd_per_1m_tokens)} per 1M tokens at this "
         f"sample's mix · ${_small(per_1k)} per 1,000 requests (busy the whole hour)")
     out(f"recorded     {path}: `batchopt plan` and the cost estimate use it for tier {r.tier}")
-    if r.provider != "local":
+    if not traits_of(r.provider, r.model).capabilities.priced_by_time:
         out(f"ledger       runs bill this tier by each call's time at ${r.usd_per_hour:g}/h; "
             f"to bill it per token at this rate instead, put pricing.models.{r.model}: "
             f"{{input: {_small(r.usd_per_1m_input)}, output: {_small(r.usd_per_1m_output)}}} "

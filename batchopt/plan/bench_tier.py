@@ -31,11 +31,11 @@ from typing import Any
 from batchopt.config.pipeline import LoadedPipeline, ModelConfig
 from batchopt.errors import ConfigError, ProviderError
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
-from batchopt.plan.bench_record import BenchRecord, bench_path, public_endpoint, write_record
 from batchopt.plan.whatif import tier_hourly
 from batchopt.providers.base import Provider, ProviderSettings
-from batchopt.providers.registry import create_provider
+from batchopt.providers.registry import create_provider, traits_of
 from batchopt.records import Request, Result
+from batchopt.run.bench_record import BenchRecord, bench_path, public_endpoint, write_record
 from batchopt.run.runner import RunOptions, prepare
 
 __all__ = ["BenchOptions", "bench_tier", "percentile"]
@@ -65,7 +65,8 @@ def bench_tier(loaded: LoadedPipeline, options: BenchOptions,
                env: dict[str, str] | None = None) -> tuple[BenchRecord, Path]:
     """Bench tier `options.tier` of `loaded` and write its record; (record, path)."""
     name, profile = loaded.profile(options.tier)
-    if profile.provider != "local" and profile.self_hosted is None:
+    if (not traits_of(profile.provider, profile.model).capabilities.priced_by_time
+            and profile.self_hosted is None):
         raise ConfigError(f"{loaded.source}: profiles.{name}: bench-tier measures self-hosted "
                           f"tiers (provider local, or a self_hosted block); '{name}' is an API "
                           "priced per token, and benching it would spend")
@@ -121,7 +122,8 @@ def _online(profile: ModelConfig) -> OnlineSettings:
 
 def _with_key(settings: ProviderSettings) -> ProviderSettings:
     """A self-hosted OpenAI-compatible server often takes no key; the SDK needs one anyway."""
-    if settings.provider == "openai" and not settings.api_key:
+    needs_key = traits_of(settings.provider, settings.model).api_key_env is not None
+    if needs_key and not settings.api_key:
         return replace(settings, api_key=_NO_KEY)
     return settings
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from batchopt.cli.progress import limit_note, usd
 from batchopt.ledger.selfhost import SelfHostedCost, TierWhatIf
 from batchopt.plan.estimate import JobEstimate
+from batchopt.plan.figures import limit_note, usd
 
 
 def estimate_json(est: JobEstimate) -> str:

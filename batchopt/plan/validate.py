@@ -23,7 +23,7 @@ from batchopt.errors import ConfigError, InputError
 def check_keys(loaded: LoadedPipeline, profile: str | None,
                env: dict[str, str] | None = None) -> str:
     """Every profile a run would send to has its API key set (as `run` reads it)."""
-    from batchopt.run.runner import api_key_env, provider_settings
+    from batchopt.run.settings import api_key_env, provider_settings
     from batchopt.run.tiers import tier_names
 
     env = dict(os.environ) if env is None else env

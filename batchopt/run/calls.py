@@ -2,11 +2,11 @@
 
 Each entry names the request key, tier, provider, model, kind (first, escalation, judge,
 retry), mode (online or batch), the usage the provider billed and its cost priced once by
-`rounds.result_cost`, and a status:
+`cost.result_cost`, and a status:
 
 - `sent_unconfirmed`: journaled before it was sent (online: by the executor; batch: when the
   submission is recorded), and no answer recorded since (a kill, a cut connection). It may have
-  been billed: the ledger shows its estimate (`estimate.request_cost`) as `unconfirmed_usd`;
+  been billed: the ledger shows its estimate (`cost.request_cost`) as `unconfirmed_usd`;
 - `confirmed`: its answer was persisted, with the usage and cost billed;
 - `not_billed`: the provider answered with an error, or the batch row never ran.
 
@@ -18,13 +18,18 @@ counted twice. The ledger's token and cost columns, the run summary and the budg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from batchopt.records import Request, Result
+from batchopt.run.cost import request_cost, result_cost
 
 if TYPE_CHECKING:
     from batchopt.execute.state import RunState
-    from batchopt.run.runner import Plan
+    from batchopt.run.model import Plan
+    from batchopt.run.tiers import Tier
+
+TierOf = Callable[[Request], "Tier"]  # the tier a request was asked of (`Answers.tier_of`)
 
 UNCONFIRMED, CONFIRMED, NOT_BILLED = "sent_unconfirmed", "confirmed", "not_billed"
 
@@ -32,10 +37,15 @@ UNCONFIRMED, CONFIRMED, NOT_BILLED = "sent_unconfirmed", "confirmed", "not_bille
 class CallsRecord:
     """The calls of one run id, kept in its run state (in memory when there is none)."""
 
-    def __init__(self, plan: Plan, state: RunState | None) -> None:
-        self._plan, self._state = plan, state
+    def __init__(self, plan: Plan, state: RunState | None, tier_of: TierOf | None = None
+                 ) -> None:
+        self._plan, self._state, self._asked_of = plan, state, tier_of
         self._memory: list[dict[str, Any]] = []
         self.confirmed = {c["key"] for c in self.rows() if c["status"] == CONFIRMED}
+
+    def _tier_of(self, request: Request) -> Tier:
+        """The tier `request` was asked of (the plan's, unless the run added it)."""
+        return (self._asked_of or self._plan.tier_of)(request)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every call of this run id, oldest first."""
@@ -54,13 +64,12 @@ class CallsRecord:
 
     def sent(self, requests: list[Request], kinds: dict[str, str]) -> None:
         """Journal online requests before they are sent."""
-        from batchopt.plan.estimate import request_cost
-
         now = time.time()
         rows = [{
-            "key": r.key, "tier": self._plan.tier_of(r).name, "provider": r.provider,
+            "key": r.key, "tier": self._tier_of(r).name, "provider": r.provider,
             "model": r.model, "kind": self._kind(r.key, kinds),
-            "estimated_usd": request_cost(self._plan, r, batch=False), "sent_at": now,
+            "estimated_usd": request_cost(self._plan, r, batch=False, tier=self._tier_of(r)),
+            "sent_at": now,
         } for r in requests]
         if self._state is not None:
             self._state.calls_sent(rows)
@@ -88,14 +97,12 @@ class CallsRecord:
     def confirm(self, results: list[Result], requests: dict[str, Request],
                 kinds: dict[str, str]) -> float:
         """Record the billed answers in `results` (just persisted); returns what they cost."""
-        from batchopt.run.rounds import result_cost
-
         rows, total = [], 0.0
         for result in results:
             request = requests.get(result.key)
             if request is None or not (result.ok or result.usage.input_tokens > 0):
                 continue
-            tier = self._plan.tier_of(request)
+            tier = self._tier_of(request)
             cost = result_cost(self._plan, tier, result)
             total += cost
             rows.append({
@@ -137,15 +144,16 @@ def _owners(groups: dict[str, list[Request]]) -> dict[str, tuple[str, Request]]:
 
 
 def by_group(plan: Plan, groups: dict[str, list[Request]], finals: dict[str, Result],
-             calls: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+             calls: list[dict[str, Any]], tier_of: TierOf | None = None
+             ) -> dict[str, dict[str, float]]:
     """What each group's calls in the record add to its final answer: `groups` maps a group to
     all its requests (the tiers a cascade asked, judge calls), `finals` to its final result.
 
     Per group: `earlier_attempts_usd` and `other_<token column>` (the confirmed calls other than
     the one that bought the final answer), `unconfirmed_usd` (the estimates of calls sent but
-    never confirmed). A call is counted for the first group that asked its key."""
-    from batchopt.plan.estimate import request_cost
-
+    never confirmed). A call is counted for the first group that asked its key; `tier_of`:
+    the tier each request was asked of (default: the plan's)."""
+    tier_of = tier_of or plan.tier_of
     owner = _owners(groups)
     own = {group: result.key for group, result in finals.items()
            if not result.from_cache and (result.ok or result.usage.input_tokens > 0)}
@@ -160,7 +168,8 @@ def by_group(plan: Plan, groups: dict[str, list[Request]], finals: dict[str, Res
         if call["status"] == UNCONFIRMED:
             estimate = call["estimated_usd"]
             if estimate is None:
-                estimate = request_cost(plan, request, batch=call["mode"] == "batch")
+                estimate = request_cost(plan, request, batch=call["mode"] == "batch",
+                                        tier=tier_of(request))
             into["unconfirmed_usd"] += estimate
         elif own.get(group) == call["key"]:
             del own[group]  # the final answer's own call: the ledger prices its usage itself

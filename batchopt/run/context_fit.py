@@ -20,7 +20,7 @@ def _context_of(tier: Tier, prices: PriceTable) -> int | None:
     profile = tier.profile
     if profile.context_tokens is not None:
         return profile.context_tokens
-    if profile.provider == "local":
+    if tier.traits.model_file:  # a model loaded in this process: the context it was given
         return profile.n_ctx
     return prices.context_tokens(profile.provider, profile.model)
 

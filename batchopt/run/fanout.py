@@ -51,10 +51,6 @@ def group_results(
     for group_id, request in requests.items():
         result = results[request.key]
         earlier = past.get(request.key)
-        billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
-        usage = result.usage if billed else Usage()
-        mode = "cache" if result.from_cache else (result.mode if result.ok else (
-            "skipped" if result.status == "skipped" else "failed"))
         tier, reason = routes.get(group_id, (None, None))
         records.append({
             "group_id": group_id,
@@ -64,21 +60,7 @@ def group_results(
             "model": request.model,
             "escalated": group_id in escalated,
             "earlier_attempts_usd": tried_first.get(group_id, 0.0),
-            "answer": result.text if result.ok else None,
-            "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
-            "group_mode": mode,
-            "status": result.status,
-            "error": result.error,
-            "request_id": result.request_id,
-            "batch_id": None if result.from_cache else result.batch_id,
-            "retry_reason": None if result.from_cache else result.retry_reason,
-            "latency_ms": 0.0 if result.from_cache else result.latency_ms,
-            "attempts": result.attempts,
-            **usage.to_dict(),
-            # What the naive way would be billed for each member: the call's own usage.
-            "baseline_input_tokens": result.usage.input_tokens,
-            "baseline_output_tokens": result.usage.output_tokens,
-            "baseline_latency_ms": result.latency_ms,
+            **_result_facts(result),
             "estimated_cost_usd": 0.0 if result.from_cache else estimate(request),
             "estimated_input_tokens": request.estimated_input_tokens,
             "token_counter": request.token_counter or None,
@@ -91,16 +73,46 @@ def group_results(
             **{c: int(others.get(group_id, {}).get(c, 0)) for c in _OTHER_TOKENS},
             "unconfirmed_usd": float(others.get(group_id, {}).get("unconfirmed_usd", 0.0)),
         })
-    return pl.DataFrame(records, schema_overrides={
-        "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
-        "request_id": pl.String, "batch_id": pl.String, "retry_reason": pl.String,
-        "tier": pl.String, "route_reason": pl.String, "provider": pl.String, "model": pl.String,
-        "escalated": pl.Boolean, "earlier_attempts_usd": pl.Float64,
-        "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
-        "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
-        "estimated_input_tokens": pl.Int64, "token_counter": pl.String, "overflow": pl.String,
-        **{c: pl.Int64 for c in _OTHER_TOKENS}, "unconfirmed_usd": pl.Float64,
-    })
+    return pl.DataFrame(records, schema_overrides=_GROUP_TYPES)
+
+
+# the group table's columns a null may fill, typed
+_GROUP_TYPES = {
+    "answer": pl.String, "parsed_json": pl.String, "error": pl.String,
+    "request_id": pl.String, "batch_id": pl.String, "retry_reason": pl.String,
+    "tier": pl.String, "route_reason": pl.String, "provider": pl.String, "model": pl.String,
+    "escalated": pl.Boolean, "earlier_attempts_usd": pl.Float64,
+    "latency_ms": pl.Float64, "baseline_latency_ms": pl.Float64,
+    "cached_from_run": pl.String, "past_row_id": pl.String, "past_similarity": pl.Float64,
+    "estimated_input_tokens": pl.Int64, "token_counter": pl.String, "overflow": pl.String,
+    **{c: pl.Int64 for c in _OTHER_TOKENS}, "unconfirmed_usd": pl.Float64,
+}
+
+
+def _result_facts(result: Result) -> dict[str, Any]:
+    """A group's columns read from its final result: the answer, how it was obtained, the usage
+    billed (none for a cache hit or an unbilled failure) and the baseline's."""
+    billed = not result.from_cache and (result.ok or result.usage.input_tokens > 0)
+    usage = result.usage if billed else Usage()
+    mode = "cache" if result.from_cache else (result.mode if result.ok else (
+        "skipped" if result.status == "skipped" else "failed"))
+    return {
+        "answer": result.text if result.ok else None,
+        "parsed_json": json.dumps(result.parsed) if result.ok and result.parsed else None,
+        "group_mode": mode,
+        "status": result.status,
+        "error": result.error,
+        "request_id": result.request_id,
+        "batch_id": None if result.from_cache else result.batch_id,
+        "retry_reason": None if result.from_cache else result.retry_reason,
+        "latency_ms": 0.0 if result.from_cache else result.latency_ms,
+        "attempts": result.attempts,
+        **usage.to_dict(),
+        # What the naive way would be billed for each member: the call's own usage.
+        "baseline_input_tokens": result.usage.input_tokens,
+        "baseline_output_tokens": result.usage.output_tokens,
+        "baseline_latency_ms": result.latency_ms,
+    }
 
 
 def ledger_facts(
@@ -274,6 +286,7 @@ class LedgerTotals:
     baseline_cost_usd: float = 0.0
 
     def add(self, ledger: pl.DataFrame) -> None:
+        """Add a part of the ledger's rows to the totals."""
         self.rows += ledger.height
         self.failed += int((ledger["status"] == "failed").sum())
         self.exact += int((ledger["dedup"] == "exact").sum())

@@ -40,6 +40,7 @@ def read_ledger_side(ledger_folder: Path) -> dict[str, Any] | None:
 
 
 def write_ledger_side(ledger_folder: Path, ident: dict[str, str]) -> None:
+    """Write the run's identity beside its ledger part (atomically)."""
     text = json.dumps(ident, indent=2, sort_keys=True).encode()
     write_atomic(ledger_folder / IDENTITY_FILE, lambda handle: handle.write(text))
 

@@ -14,11 +14,11 @@ import polars as pl
 
 from batchopt.execute.cache import ResponseCache
 from batchopt.records import Request, Result
+from batchopt.run.model import Answers, Plan
+from batchopt.run.tiers import tier_extra_columns
 
 if TYPE_CHECKING:
     from batchopt.dedup.crossrun import AnsweredIndex, PastAnswer
-    from batchopt.run.rounds import Answers
-    from batchopt.run.runner import Plan
 
 
 def rep_ids(plan: Plan) -> dict[str, str]:
@@ -35,12 +35,10 @@ def answered_index(plan: Plan, cache: ResponseCache) -> AnsweredIndex | None:
     None too when a tier's own template reads a column the embedded default rendering does not
     (`tiers.tier_extra_columns`): the index keeps no such values, so a past answer for another
     customer could not be told apart (within a run, semantic dedup requires them equal)."""
-    from batchopt.run.tiers import tier_extra_columns
-
     sem = plan.pipeline.config.dedup.semantic
     if plan.semantic is None or not sem.across_runs or not cache.enabled:
         return None
-    if tier_extra_columns(plan.pipeline, list(plan.tiers)):
+    if tier_extra_columns(plan.pipeline.config.prompt.template, plan.tiers.values()):
         return None
     from batchopt.dedup.crossrun import AnsweredIndex
 
@@ -90,7 +88,7 @@ def reuse_past(
 def remember(
     plan: Plan, index: AnsweredIndex, rep_ids: dict[str, str], answered: list[Request]
 ) -> None:
-
+    """Add the requests `answered` (fresh answers of this run) to the index, for later runs."""
     if not answered:
         return
     assert plan.semantic is not None

@@ -14,7 +14,8 @@ from batchopt.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, ConfigError
 from batchopt.execute.state import OPEN_STATES, RunLock, RunState, Submission, run_dir
 from batchopt.providers.base import ProviderSettings
 from batchopt.run.calls import CONFIRMED, UNCONFIRMED
-from batchopt.run.runner import RunOptions, provider_settings
+from batchopt.run.model import RunOptions
+from batchopt.run.settings import provider_settings
 
 if TYPE_CHECKING:
     from batchopt.providers.batching import BatchStatus

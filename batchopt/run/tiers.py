@@ -7,8 +7,8 @@ pricing, so it sits beside the runner rather than among the stages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,9 +23,11 @@ from batchopt.prompts.groups import Representatives, RouteTable
 from batchopt.prompts.layout import static_system
 from batchopt.prompts.request_table import RequestTable, TierFields, request_columns
 from batchopt.prompts.requests import CallSpec, build_requests
-from batchopt.providers.base import ProviderSettings
+from batchopt.providers.base import ProviderSettings, ProviderTraits
+from batchopt.providers.registry import traits_of
 from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request
+from batchopt.run.selfhost import setup_hourly
 from batchopt.tokens import Calibration, count_tokens, static_prompt_tokens
 
 if TYPE_CHECKING:
@@ -53,18 +55,27 @@ def keep_rule_inputs(rows: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 
 
 def drop_rule_inputs(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` without the copies `keep_rule_inputs` took (routing is done with them)."""
     return rows.drop([c for c in rows.columns if c.startswith(RULE_INPUT_PREFIX)])
 
 
 @dataclass(frozen=True)
 class Tier:
-    """One model set-up a run may send to."""
+    """One model set-up a run may send to, resolved once (`make_tier`): its profile, provider
+    settings, price, call spec and what its provider declares for its model (`traits`)."""
 
     name: str
     profile: ModelConfig
     settings: ProviderSettings
     price: ModelPrice
     spec: CallSpec
+    traits: ProviderTraits
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether the tier's requests can go through a batch API: its provider has one and
+        it is not a server of your own (a `self_hosted` block: vLLM, TGI, Ollama have none)."""
+        return self.traits.capabilities.batch and self.profile.self_hosted is None
 
 
 def tier_names(loaded: LoadedPipeline, asked_profile: str | None) -> tuple[list[str], str]:
@@ -82,8 +93,9 @@ def make_tier(
     loaded: LoadedPipeline, name: str, settings: ProviderSettings, prices: PriceTable,
     calibration: Mapping[tuple[str, str], Calibration] | None = None,
 ) -> Tier:
-    """Profile `name` as a tier; its prompts counted by its provider's counter, calibrated on
-    past runs' usage (`calibration`) where it is an estimate."""
+    """Profile `name` as a tier: its price (ConfigError, exit 2, when it has none), call spec
+    and provider traits, resolved once for the run; its prompts counted by its provider's
+    counter, calibrated on past runs' usage (`calibration`) where it is an estimate."""
     cfg = loaded.config
     profile = cfg.profiles[name]
     endpoint = settings.base_url or settings.model_path or ""
@@ -95,19 +107,27 @@ def make_tier(
         counter=counter_for(profile.provider, profile.model, endpoint=endpoint or None,
                             calibration=calibration),
     )
-    return Tier(name, profile, settings, tier_price(loaded, name, prices), spec)
+    traits = traits_of(profile.provider, profile.model)
+    price = tier_price(name, profile, traits, prices, per_token=set(cfg.pricing.models))
+    return Tier(name, profile, settings, price, spec, traits)
 
 
-def tier_price(loaded: LoadedPipeline, name: str, prices: PriceTable) -> ModelPrice:
+def calibrated(tier: Tier, calibration: Mapping[tuple[str, str], Calibration]) -> Tier:
+    """`tier` with its token counter calibrated on past runs' usage where it is an estimate."""
+    spec = tier.spec
+    counter = counter_for(spec.provider, spec.model, endpoint=spec.endpoint or None,
+                          calibration=calibration)
+    return replace(tier, spec=replace(spec, counter=counter))
+
+
+def tier_price(name: str, profile: ModelConfig, traits: ProviderTraits, prices: PriceTable,
+               *, per_token: set[str]) -> ModelPrice:
     """What profile `name` is billed at. A tier you run yourself on an OpenAI-compatible server
     (a `self_hosted` block) is billed by machine time at its $/hour, like a local one, unless
-    the pipeline prices its model per token under `pricing.models`."""
-    profile = loaded.config.profiles[name]
+    the pipeline prices its model per token (its model in `per_token`: `pricing.models`)."""
     sh = profile.self_hosted
-    if sh is None or profile.provider == "local" or profile.model in loaded.config.pricing.models:
+    if sh is None or traits.capabilities.priced_by_time or profile.model in per_token:
         return prices.price(profile.provider, profile.model)
-    from batchopt.plan.whatif import setup_hourly
-
     hourly, source = setup_hourly(profile, name)
     return prices.bill_by_time(profile.provider, profile.model, hourly, source)
 
@@ -256,42 +276,41 @@ def _tier_prompts(chosen: pl.DataFrame, tier: Tier, id_column: str) -> pl.Series
         "__prompt_tier"]
 
 
-def tier_template_variables(loaded: LoadedPipeline, names: list[str]) -> list[str]:
+def tier_template_variables(tiers: Iterable[Tier]) -> list[str]:
     """Columns the tiers' own templates use; compiling them here reports a bad one before any
     row is read or any request sent."""
     from batchopt.prompts.template import PromptRenderer
 
     found: list[str] = []
-    for name in names:
-        template = loaded.config.profiles[name].template
+    for tier in tiers:
+        template = tier.profile.template
         if template is not None:
-            found += PromptRenderer(template, where=f"profiles.{name}.template").variables
+            found += PromptRenderer(template, where=f"profiles.{tier.name}.template").variables
     return found
 
 
-def dedup_key_templates(loaded: LoadedPipeline, names: list[str]) -> list[tuple[str, str]]:
-    """(where, template) of each distinct prompt variant of tiers `names` other than the
-    prompt's own template: what exact dedup must key on besides the default rendering, since
+def dedup_key_templates(default: str, tiers: Iterable[Tier]) -> list[tuple[str, str]]:
+    """(where, template) of each distinct prompt variant of `tiers` other than the prompt's own
+    template `default`: what exact dedup must key on besides the default rendering, since
     a tier with its own template sends the group representative's rendering for every member
     (two rows may render the same by default and not in a tier's variant)."""
-    default = loaded.config.prompt.template
     found: dict[str, str] = {}
-    for name in names:
-        template = loaded.config.profiles[name].template
+    for tier in tiers:
+        template = tier.profile.template
         if template is not None and template != default and template not in found:
-            found[template] = f"profiles.{name}.template"
+            found[template] = f"profiles.{tier.name}.template"
     return [(where, template) for template, where in found.items()]
 
 
-def tier_extra_columns(loaded: LoadedPipeline, names: list[str]) -> list[str]:
-    """Columns the tiers' own templates read that the prompt's template does not: semantic dedup
-    compares rows on the default rendering, which does not show them, so it merges two rows
-    only when these columns are equal (its guards cannot see a difference they do not read)."""
+def tier_extra_columns(default: str, tiers: Iterable[Tier]) -> list[str]:
+    """Columns the tiers' own templates read that the prompt's template `default` does not:
+    semantic dedup compares rows on the default rendering, which does not show them, so it
+    merges two rows only when these columns are equal (its guards cannot see a difference they
+    do not read)."""
     from batchopt.prompts.template import PromptRenderer
 
-    cfg = loaded.config
-    default = set(PromptRenderer(cfg.prompt.template).variables)
-    extra = [v for v in tier_template_variables(loaded, names) if v not in default]
+    known = set(PromptRenderer(default).variables)
+    extra = [v for v in tier_template_variables(tiers) if v not in known]
     return list(dict.fromkeys(extra))
 
 

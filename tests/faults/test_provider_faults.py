@@ -28,7 +28,7 @@ from helpers import fake_env
 from batchopt.cli.main import main
 from batchopt.errors import EXIT_FAILED_ROWS
 from batchopt.providers.sdk_common import USAGE_MISSING
-from batchopt.run.rounds import RunPending
+from batchopt.run.model import RunPending
 
 PROVIDERS = ["openai", "anthropic"]
 

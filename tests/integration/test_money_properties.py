@@ -54,8 +54,8 @@ from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_BUDGET, BudgetExceededError
 from batchopt.execute.state import RunState
 from batchopt.fakeapi import FakeServer
-from batchopt.plan.estimate import JobEstimate
-from batchopt.run.runner import RunOptions, RunPending, RunSummary, plan_run, run_pipeline
+from batchopt.plan.estimate import JobEstimate, plan_run
+from batchopt.run.runner import RunOptions, RunPending, RunSummary, run_pipeline
 
 CHEAP, MID, STRONG = "gpt-4o-mini", "claude-3-5-haiku-20241022", "gpt-4o"
 MODEL_OF = {"cheap": CHEAP, "mid": MID, "strong": STRONG}
@@ -237,7 +237,7 @@ def _budget_spent(run_dir: Path) -> float | None:
         return None
     state = RunState.open(run_dir)
     try:
-        # what the guard counts (rounds._Budget): the run id's confirmed calls
+        # what the guard counts (budget.Budget): the run id's confirmed calls
         return sum(c["cost_usd"] for c in state.calls() if c["status"] == "confirmed")
     finally:
         state.close()

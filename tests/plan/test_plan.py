@@ -101,8 +101,9 @@ def test_self_hosted_comparison_by_hand():
 
 def test_local_time_comes_from_past_calls_when_the_ledger_has_them():
     from batchopt.ledger.history import History
-    from batchopt.plan.estimate import LOCAL_GEN_TOK_S, LOCAL_PROMPT_TOK_S, expected_latency_ms
     from batchopt.records import Request, Usage
+    from batchopt.run.cost import expected_latency_ms
+    from batchopt.run.throughput import LOCAL_GEN_TOK_S, LOCAL_PROMPT_TOK_S
 
     request = Request(key="k", provider="local", model="m", system="", user="u", max_tokens=10)
     usage = Usage(input_tokens=295, output_tokens=100)

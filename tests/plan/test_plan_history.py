@@ -10,7 +10,8 @@ import polars as pl
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config.pipeline import load_pipeline
-from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.plan.estimate import plan_run
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 CHEAP_MAX = 16  # the fake's answers are longer: finish_reason escalates every cheap answer
 

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import BudgetExceededError, ConfigError
+from batchopt.plan.estimate import plan_run
 from batchopt.plan.report import over_budget, print_estimate
-from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 SHORT = "Where is my order?"
 LONG = ("My order arrived with the wrong colour, the box was damaged, the invoice shows the "

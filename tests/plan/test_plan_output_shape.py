@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 from batchopt.ledger.history import History
-from batchopt.plan.estimate import expected_output, schema_answer_tokens
 from batchopt.records import Request
+from batchopt.run.cost import expected_output, schema_answer_tokens
 from batchopt.tokens import count_tokens
 
 SCHEMA = {"type": "object", "properties": {

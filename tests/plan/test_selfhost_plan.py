@@ -20,10 +20,10 @@ from batchopt.config.selfhost import PRECISIONS
 from batchopt.config.selfhost_reference import REFERENCE_FILE
 from batchopt.errors import ConfigError
 from batchopt.ledger.history import History
-from batchopt.plan.bench_record import BenchRecord
-from batchopt.plan.estimate import expected_latency_ms
-from batchopt.plan.throughput import resolve_throughput
 from batchopt.records import Request, Usage
+from batchopt.run.bench_record import BenchRecord
+from batchopt.run.cost import expected_latency_ms
+from batchopt.run.throughput import resolve_throughput
 
 # The seed's "Memory Savings" table: a 7B model at FP16 / INT8 / INT4.
 SEED_7B_GB = {"fp16": 14.0, "int8": 7.0, "int4": 3.5}
@@ -260,7 +260,7 @@ def test_a_bench_record_prices_tokens_at_its_rates():
 
 
 def test_a_record_keeps_no_credentials_of_its_endpoint():
-    from batchopt.plan.bench_record import public_endpoint
+    from batchopt.run.bench_record import public_endpoint
 
     assert public_endpoint("http://user:s3cret@gpu-box:8000/v1") == "http://gpu-box:8000/v1"
     assert public_endpoint("http://gpu-box:8000/v1") == "http://gpu-box:8000/v1"

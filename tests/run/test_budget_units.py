@@ -13,9 +13,9 @@ from helpers import pipeline_dict, write_pipeline
 from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import BudgetExceededError
 from batchopt.fakeapi.prices import FakePrices
-from batchopt.plan.estimate import max_request_cost
 from batchopt.records import Result, Usage
-from batchopt.run.rounds import _Budget, result_cost
+from batchopt.run.budget import Budget
+from batchopt.run.cost import max_request_cost, result_cost
 from batchopt.run.runner import Plan, RunOptions, prepare
 
 PUBLISHED = FakePrices()
@@ -83,7 +83,7 @@ def test_a_batch_answer_costs_the_batch_price(tmp_path):
 
 def test_a_released_reservation_is_given_back(tmp_path):
     plan = _plan(tmp_path, budget=1.0)
-    budget = _Budget(plan, _NoCalls())  # type: ignore[arg-type]
+    budget = Budget(plan, _NoCalls())  # type: ignore[arg-type]
     request = _first(plan)
     assert budget.reserve(request)
     assert budget.left == pytest.approx(1.0 - max_request_cost(plan, request))
@@ -96,21 +96,21 @@ def test_a_reservation_that_does_not_fit_is_refused(tmp_path):
     request = _first(plan)
     most = max_request_cost(plan, request)
     tight = _plan(tmp_path / "tight", budget=most * 0.999)
-    assert not _Budget(tight, _NoCalls()).reserve(_first(tight))  # type: ignore[arg-type]
+    assert not Budget(tight, _NoCalls()).reserve(_first(tight))  # type: ignore[arg-type]
     exact = _plan(tmp_path / "exact", budget=most)
-    assert _Budget(exact, _NoCalls()).reserve(_first(exact))  # type: ignore[arg-type]
+    assert Budget(exact, _NoCalls()).reserve(_first(exact))  # type: ignore[arg-type]
 
 
 def test_the_pre_send_check_passes_at_the_limit_and_refuses_past_it(tmp_path):
     plan = _plan(tmp_path, budget=1.0)
     misses = list(plan.requests.values())
-    estimate = _Budget(plan, _NoCalls()).estimate(misses)  # type: ignore[arg-type]
+    estimate = Budget(plan, _NoCalls()).estimate(misses)  # type: ignore[arg-type]
     assert estimate > 0
     at = _plan(tmp_path / "at", budget=estimate)
-    _Budget(at, _NoCalls()).check_estimate(list(at.requests.values()))  # type: ignore[arg-type]
+    Budget(at, _NoCalls()).check_estimate(list(at.requests.values()))  # type: ignore[arg-type]
     under = _plan(tmp_path / "under", budget=estimate * 0.999)
     with pytest.raises(BudgetExceededError):
-        _Budget(under, _NoCalls()).check_estimate(  # type: ignore[arg-type]
+        Budget(under, _NoCalls()).check_estimate(  # type: ignore[arg-type]
             list(under.requests.values()))
 
 
@@ -122,7 +122,7 @@ def test_a_batch_run_reserves_at_the_batch_price_unless_told_otherwise(tmp_path)
     plan = prepare(load_pipeline(path), RunOptions(), env={"OPENAI_API_KEY": "sk-x"})
     assert plan.mode == "batch"
     request = _first(plan)
-    budget = _Budget(plan, _NoCalls())  # type: ignore[arg-type]
+    budget = Budget(plan, _NoCalls())  # type: ignore[arg-type]
     online = PUBLISHED.cost(request.model, request.estimated_input_tokens, request.max_tokens)
     assert budget.most(request) == pytest.approx(online / 2, rel=1e-12)
     assert budget.most(request, batch=False) == pytest.approx(online, rel=1e-12)
@@ -133,7 +133,7 @@ def test_a_batch_run_reserves_at_the_batch_price_unless_told_otherwise(tmp_path)
 def test_an_openai_request_reads_its_cached_prefix_unless_it_is_the_first(tmp_path):
     """A long static prefix is read from the provider's cache on every request but the first
     (OpenAI: in steps of 128 tokens from 1,024), and the expected usage says so."""
-    from batchopt.plan.estimate import expected_usage
+    from batchopt.run.cost import expected_usage
 
     plan = _plan(tmp_path, system=LONG_SYSTEM)
     request = _first(plan)
@@ -171,7 +171,7 @@ def _prefix_tokens(request) -> int:
 def test_the_first_anthropic_request_writes_the_prefix_and_the_others_read_it(tmp_path):
     """Anthropic: the first request of a tier writes the cacheable prefix (billed at the
     cache-write rate), every later one reads it (the cache-read rate); both price it so."""
-    from batchopt.plan.estimate import expected_usage, request_cost
+    from batchopt.run.cost import expected_usage, request_cost
 
     plan = _plan(tmp_path, "anthropic", system=LONG_SYSTEM)
     request = _first(plan)
@@ -201,7 +201,7 @@ def test_the_first_anthropic_request_writes_the_prefix_and_the_others_read_it(tm
 
 def test_a_known_answer_length_overrides_the_expected_output(tmp_path):
     """`output`: the answer's tokens where they are known otherwise (a judge's verdict)."""
-    from batchopt.plan.estimate import expected_usage
+    from batchopt.run.cost import expected_usage
 
     plan = _plan(tmp_path)
     request = _first(plan)
@@ -213,7 +213,7 @@ def test_a_known_answer_length_overrides_the_expected_output(tmp_path):
 def test_an_openai_request_is_priced_with_its_cached_prefix_unless_it_is_the_first(tmp_path):
     """OpenAI bills cached prompt tokens at half the input rate and no cache write: the first
     request pays the full prompt, the later ones the cached prefix at the cached rate."""
-    from batchopt.plan.estimate import request_cost
+    from batchopt.run.cost import request_cost
 
     plan = _plan(tmp_path, system=LONG_SYSTEM)
     request = _first(plan)
@@ -248,7 +248,7 @@ def _self_hosted_plan(tmp_path: Path) -> Plan:
 def test_a_self_hosted_tier_is_priced_by_the_time_its_tokens_take(tmp_path):
     """A time-priced tier costs its $/hour for the time the prompt and max_tokens take at its
     stated throughput (`self_hosted.throughput`); tokens and the batch flag change nothing else."""
-    from batchopt.plan.estimate import request_cost
+    from batchopt.run.cost import request_cost
 
     plan = _self_hosted_plan(tmp_path)
     request = _first(plan)
@@ -290,10 +290,10 @@ def test_the_budget_counts_earlier_spend_and_unconfirmed_calls(tmp_path):
     """What is left: the limit less what the run id's calls record says it paid and what it
     sent without an answer (which may be billed)."""
     plan = _plan(tmp_path, budget=1.0)
-    budget = _Budget(plan, _Calls(spent=0.25, unconfirmed=0.5))  # type: ignore[arg-type]
+    budget = Budget(plan, _Calls(spent=0.25, unconfirmed=0.5))  # type: ignore[arg-type]
     assert budget.spent == pytest.approx(0.75) and budget.left == pytest.approx(0.25)
     assert not budget.reached
-    assert _Budget(plan, _Calls(spent=0.5, unconfirmed=0.5)).reached  # type: ignore[arg-type]
+    assert Budget(plan, _Calls(spent=0.5, unconfirmed=0.5)).reached  # type: ignore[arg-type]
 
 
 def test_a_request_held_already_is_not_reserved_twice(tmp_path):
@@ -302,7 +302,7 @@ def test_a_request_held_already_is_not_reserved_twice(tmp_path):
     plan = _plan(tmp_path, budget=1.0)
     most = max_request_cost(plan, _first(plan))
     exact = _plan(tmp_path / "exact", budget=most)
-    budget = _Budget(exact, _NoCalls())  # type: ignore[arg-type]
+    budget = Budget(exact, _NoCalls())  # type: ignore[arg-type]
     request = _first(exact)
     assert budget.reserve(request) and budget.left == pytest.approx(0.0, abs=1e-15)
     assert budget.reserve(request)
@@ -313,8 +313,8 @@ def test_the_refusal_says_what_earlier_invocations_spent(tmp_path):
     """The pre-send check counts what earlier invocations of the run id spent, and says so."""
     plan = _plan(tmp_path, budget=1.0)
     misses = list(plan.requests.values())
-    fresh = _Budget(plan, _NoCalls()).estimate(misses)  # type: ignore[arg-type]
-    over = _Budget(plan, _Calls(spent=0.9, unconfirmed=0.1))  # type: ignore[arg-type]
+    fresh = Budget(plan, _NoCalls()).estimate(misses)  # type: ignore[arg-type]
+    over = Budget(plan, _Calls(spent=0.9, unconfirmed=0.1))  # type: ignore[arg-type]
     with pytest.raises(BudgetExceededError) as raised:
         over.check_estimate(misses)
     text = str(raised.value)
@@ -323,7 +323,7 @@ def test_the_refusal_says_what_earlier_invocations_spent(tmp_path):
     assert "against a budget of $1.0000" in text
     tight = _plan(tmp_path / "tight", budget=fresh * 0.5)
     with pytest.raises(BudgetExceededError) as raised:
-        _Budget(tight, _NoCalls()).check_estimate(misses)  # type: ignore[arg-type]
+        Budget(tight, _NoCalls()).check_estimate(misses)  # type: ignore[arg-type]
     assert f"estimated at ${fresh:,.4f} (as `batchopt plan` estimates it)" in str(raised.value)
 
 

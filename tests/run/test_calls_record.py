@@ -155,14 +155,14 @@ def test_an_online_call_cut_mid_flight_is_sent_unconfirmed_with_its_estimate(fak
     from types import SimpleNamespace
 
     from batchopt.execute.state import RunState, run_dir
+    from batchopt.run.budget import Budget
     from batchopt.run.calls import CallsRecord
-    from batchopt.run.rounds import _Budget
 
     state = RunState.open(run_dir(tmp_path / "out" / "cache", "tickets", "u1"))
     try:
         record = CallsRecord(None, state)  # type: ignore[arg-type]
         no_cap = SimpleNamespace(pipeline=SimpleNamespace(config=SimpleNamespace(budget=None)))
-        assert _Budget(no_cap, record).before == pytest.approx(  # type: ignore[arg-type]
+        assert Budget(no_cap, record).before == pytest.approx(  # type: ignore[arg-type]
             float(calls.filter(pl.col("status") == "confirmed")["cost_usd"].sum())
             + lost["estimated_usd"][0])
     finally:

@@ -14,7 +14,8 @@ from helpers import fake_env, pipeline_dict, write_pipeline
 from batchopt.config.pipeline import load_pipeline
 from batchopt.dedup.exact import exact_groups
 from batchopt.dedup.semantic import TIER_GUARD, semantic_groups
-from batchopt.run.runner import RunOptions, RunSummary, plan_run, run_pipeline
+from batchopt.plan.estimate import plan_run
+from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
 
 BODY = "Please refund order #10233, it arrived broken."
 DEFAULT = "Subject: {{ subject }}\n\n{{ body }}"  # does not read `customer`

@@ -8,7 +8,8 @@ import pytest
 from helpers import fake_env, pipeline_dict, write_pipeline
 
 from batchopt.config.pipeline import load_pipeline
-from batchopt.run.runner import RunOptions, plan_run, run_pipeline
+from batchopt.plan.estimate import plan_run
+from batchopt.run.runner import RunOptions, run_pipeline
 
 SCHEMA = {"type": "object", "properties": {"topic": {"type": "string", "enum": ["a", "b"]}},
           "required": ["topic"]}

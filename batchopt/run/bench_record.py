@@ -82,6 +82,7 @@ class BenchRecord:
                                                               public_endpoint(endpoint))
 
     def describe(self, path: Path) -> str:
+        """One line: where and when the record was measured, and on how many requests."""
         return (f"recorded bench ({path}, {self.measured_at}, {self.requests} requests at "
                 f"concurrency {self.concurrency})")
 

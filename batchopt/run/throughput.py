@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchopt.config.selfhost import ThroughputConfig
-from batchopt.plan.bench_record import BenchRecord
+from batchopt.run.bench_record import BenchRecord, find_record
 
-__all__ = ["SOURCES", "Throughput", "resolve_throughput"]
+if TYPE_CHECKING:
+    from batchopt.run.model import Plan
+
+__all__ = ["LOCAL_GEN_TOK_S", "LOCAL_PROMPT_TOK_S", "SOURCES", "Throughput", "resolve_throughput",
+           "tier_throughput"]
 
 SOURCES = ("bench", "stated", "past", "constants")
+# Rough local throughput (SmolLM2-135M on 2 cores, MEASURED.md) for estimates only.
+LOCAL_PROMPT_TOK_S = 295.0
+LOCAL_GEN_TOK_S = 100.0
 
 
 @dataclass(frozen=True)
@@ -79,3 +87,23 @@ def resolve_throughput(
         return Throughput("constants", "built-in: SmolLM2-135M on 2 cores, MEASURED.md; "
                           "run `batchopt bench-tier` to measure yours", *constants)
     return None
+
+
+def tier_throughput(plan: Plan, name: str) -> Throughput | None:
+    """The throughput tier `name` is costed at: its `batchopt bench-tier` record (same model
+    and endpoint), else its `self_hosted.throughput`, else its model's past latencies, else
+    (a model file loaded in this process) the built-in constants. None: an API tier, or
+    nothing known."""
+    tier = plan.tiers[name]
+    profile, cfg, traits = tier.profile, plan.pipeline.config, tier.traits
+    if not traits.capabilities.priced_by_time and profile.self_hosted is None:
+        return None
+    # this tier's record, or another tier's of the same model and endpoint
+    found = find_record(plan.paths["cache"], cfg.name, name, profile.provider, profile.model,
+                        tier.spec.endpoint)
+    return resolve_throughput(
+        record=found[0] if found else None, record_path=found[1] if found else None,
+        stated=profile.self_hosted.throughput if profile.self_hosted else None,
+        past=plan.history.latency_ms.get((profile.provider, profile.model)),
+        constants=(LOCAL_PROMPT_TOK_S, LOCAL_GEN_TOK_S) if traits.model_file else None,
+    )
