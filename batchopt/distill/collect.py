@@ -226,14 +226,11 @@ def build_tier(loaded: LoadedPipeline, name: str, prices: PriceTable, env: dict[
                *, require_key: bool = False) -> Tier:
     """Profile `name` as a tier (for a profile the routing does not list), priced by `prices`;
     `require_key`: ConfigError when its API key is not set (it is about to be sent to)."""
-    from batchopt.run.settings import provider_settings
+    from batchopt.run.settings import tier_settings
     from batchopt.run.tiers import make_tier
 
     loaded.profile(name)
-    profile = loaded.config.profiles[name]
-    settings = provider_settings(name, profile, env, require_key=require_key)
-    if profile.provider == "local" and profile.model_path:
-        settings = replace(settings, model_path=str(loaded.resolve(profile.model_path)))
+    settings = tier_settings(loaded, name, env, require_key=require_key)
     return make_tier(loaded, name, settings, prices)
 
 

@@ -82,11 +82,12 @@ def train(loaded: LoadedPipeline, options: TrainOptions, env: dict[str, str] | N
     """Move the fine-tuning job of `options.data` on (see the module docstring)."""
     import os
 
+    from batchopt.providers.registry import traits_of
     from batchopt.run.settings import provider_settings
 
     env = dict(os.environ) if env is None else env
     name, profile = loaded.profile(options.tier)
-    if profile.provider != "openai":
+    if not traits_of(profile.provider, profile.model).capabilities.fine_tuning:
         raise ConfigError(f"distill train --tier {name}: fine-tuning needs an openai profile, "
                           f"not provider '{profile.provider}'")
     settings = provider_settings(name, profile, env)

@@ -15,6 +15,7 @@ from typing import Any
 from batchopt.doctor.llama import PACKAGED
 from batchopt.doctor.result import Check, one_line
 from batchopt.errors import ConfigError
+from batchopt.providers.registry import traits_of
 
 PROVIDERS = ("openai", "anthropic", "local")
 
@@ -68,7 +69,7 @@ def pipeline_needs(path: Path, profile: str | None) -> tuple[Check, Needs]:
     profiles = {name: cfg.profiles[name] for name in chosen}
     gguf: dict[Path | None, str] = {}
     for name, p in profiles.items():
-        if p.provider == "local":
+        if traits_of(p.provider, p.model).model_file:
             model = loaded.resolve(p.model_path) if p.model_path else None
             gguf.setdefault(model, f"profiles.{name}.model_path" if p.model_path else
                             PACKAGED)

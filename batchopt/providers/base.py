@@ -28,6 +28,8 @@ class Capabilities:
     prompt_cache: bool = False
     # Cost from measured time ($/hour) rather than from a per-token price.
     priced_by_time: bool = False
+    # Fine-tuning jobs (`batchopt distill train`).
+    fine_tuning: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,8 @@ class OpenAIProvider(SDKBatchProvider):
     """Chat completions through the `openai` SDK; one attempt per call, SDK retries off."""
 
     name = "openai"
-    capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+    capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True,
+                                fine_tuning=True)
 
     @classmethod
     def traits(cls, model: str) -> ProviderTraits:
