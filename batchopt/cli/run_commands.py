@@ -131,3 +131,4 @@ def status(
         click.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
         print_status(report)
+    sys.exit(report.exit_code)
