@@ -124,3 +124,8 @@ class ProviderSettings:
     concurrency: int = 8
     model_path: str | None = None
     n_ctx: int = 2048
+
+
+# What builds a tier's provider from its settings: `providers.registry.create_provider`, or a
+# test's stand-in (`providers.scripted.stand_ins`), passed down in `RunOptions.providers`.
+ProviderFactory = Callable[[ProviderSettings], Provider]

@@ -8,8 +8,8 @@ records every request it is sent, in order (`calls`), so a test can assert what 
 how often:
 
     provider = ScriptedProvider(answer("A refund request.", input_tokens=40, output_tokens=5))
-    with scripted_providers({"openai": provider}):   # batchopt.providers.registry
-        run_pipeline(load_pipeline(path), env={"OPENAI_API_KEY": "unused"})
+    options = RunOptions(providers=stand_ins({"openai": provider}))
+    run_pipeline(load_pipeline(path), options, env={"OPENAI_API_KEY": "unused"})
     assert len(provider.calls) == 3
 
 `ScriptedBatchProvider` adds the batch interface (`providers.batching.BatchProvider`), also in
@@ -27,7 +27,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchopt.errors import TerminalProviderError, TransientProviderError
-from batchopt.providers.base import Capabilities, Provider, ProviderTraits
+from batchopt.providers.base import (
+    Capabilities,
+    Provider,
+    ProviderFactory,
+    ProviderSettings,
+    ProviderTraits,
+)
 from batchopt.providers.batching import (
     OPENAI_LIMITS,
     BatchLimits,
@@ -279,3 +285,19 @@ class ScriptedBatchProvider(ScriptedProvider, BatchProvider):
         batch = self.batches[batch_id]
         if batch.state == "pending":
             batch.state = "cancelled"
+
+
+def stand_ins(by_provider: Mapping[str, Provider | ProviderFactory]) -> ProviderFactory:
+    """A provider factory for `RunOptions.providers`: each provider name given gets its stand-in
+    (a provider instance, which then sees the whole run, or a factory called with the tier's
+    `ProviderSettings`); any other name gets the real provider. The run still plans, prices and
+    reads its key variable as the named provider (`traits_of` is unchanged)."""
+    from batchopt.providers.registry import create_provider
+
+    def make(settings: ProviderSettings) -> Provider:
+        given = by_provider.get(settings.provider)
+        if given is None:
+            return create_provider(settings)
+        return given if isinstance(given, Provider) else given(settings)
+
+    return make

@@ -22,7 +22,8 @@ from batchopt.execute.state import Submission
 from batchopt.ledger.history import History
 from batchopt.ledger.pricing import ModelPrice, PriceTable
 from batchopt.prompts.request_table import RequestTable
-from batchopt.providers.base import ProviderSettings
+from batchopt.providers.base import ProviderFactory, ProviderSettings
+from batchopt.providers.registry import create_provider
 from batchopt.records import Request, Result
 from batchopt.run.tiers import Tier
 
@@ -49,6 +50,9 @@ class RunOptions:
     ray_address: str | None = None  # default: the YAML's execution.ray_address
     limit: int | None = None  # read only the first `limit` rows of the input (None: all)
     date: date | None = None  # the logical date (default: the run id's date, else today)
+    # builds each tier's provider (default: providers.registry.create_provider); a test passes
+    # providers.scripted.stand_ins(...) to run without a socket
+    providers: ProviderFactory | None = None
 
 
 class RunObserver:
@@ -116,6 +120,7 @@ class Plan:
     row_limit: int | None = None  # --limit: only the input's first rows were read
     config_hash: str = ""  # the configuration's fingerprint (`batchopt.run.fingerprint`)
     logical_date: date | None = None  # the night the run is for (`batchopt.dates`)
+    make_provider: ProviderFactory = create_provider  # RunOptions.providers, else the real ones
 
     def tier_of(self, request: Request) -> Tier:
         """The tier a request of the plan's table was built for."""

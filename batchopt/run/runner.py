@@ -34,6 +34,7 @@ from batchopt.ledger.history import read_history
 from batchopt.ledger.ledger import price_ledger
 from batchopt.ledger.store import LedgerPart, part_path, write_views_file
 from batchopt.prompts.request_table import KeyTiers
+from batchopt.providers.registry import create_provider
 from batchopt.providers.token_counting import counter_for
 from batchopt.records import Request, Result
 from batchopt.run import identity as run_identity
@@ -131,6 +132,7 @@ def prepare(
         engine=engine_name, ray_address=ray_address, row_limit=options.limit,
         config_hash=fingerprint,
         logical_date=logical_date(options.date, run_id),
+        make_provider=options.providers or create_provider,
     )
 
 

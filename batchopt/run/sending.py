@@ -210,11 +210,9 @@ async def _send_online(
 ) -> dict[str, Result]:
     """Send `misses` to `tier` online (from Ray workers on engine ray), waiting for those another
     run sharing the cache is sending; their results by key."""
-    from batchopt.providers.registry import create_provider
-
     # engine ray: API calls go out from Ray workers; an in-process model stays in the driver
     on_ray = plan.engine == "ray" and not tier.traits.model_file
-    provider = None if on_ray else create_provider(tier.settings)
+    provider = None if on_ray else plan.make_provider(tier.settings)
     executor = _online_executor(plan, tier, provider, round_)
     claims = round_.claims
     results: dict[str, Result] = {}
@@ -268,14 +266,13 @@ def _online_executor(plan: Plan, tier: Tier, provider: Provider | None, round_: 
     if provider is None:  # engine ray: the workers send, this process persists
         try:
             from batchopt.engines.ray_send import RaySender
-            from batchopt.providers.registry import create_provider
         except ImportError as exc:
             from batchopt.engines import ray_missing
 
             raise ray_missing(exc) from exc
         executor = RaySender(tier.settings, online, persist, round_.observer.answered,
                              claim=claim if claims is not None else None,
-                             make_provider=create_provider,
+                             make_provider=plan.make_provider,
                              address=plan.ray_address,
                              workers=plan.pipeline.config.execution.ray_workers,
                              budget=budget if budget.limit is not None else None)
@@ -316,7 +313,6 @@ async def _send_batches(
     """Each tier's misses through its batch API, the tiers side by side."""
     from batchopt.execute.batch import BatchExecutor, BatchSettings
     from batchopt.providers.batching import supports_batch
-    from batchopt.providers.registry import create_provider
 
     execution = plan.pipeline.config.execution
     settings = BatchSettings(
@@ -327,7 +323,7 @@ async def _send_batches(
 
     async def one(name: str, misses: list[Request]) -> BatchOutcome:
         tier = plan.tiers[name]
-        provider = create_provider(tier.settings)
+        provider = plan.make_provider(tier.settings)
         try:
             if not supports_batch(provider):
                 raise ConfigError(f"provider '{tier.profile.provider}' has no batch API")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from batchopt.config.pipeline import LoadedPipeline, ModelConfig
 from batchopt.errors import EXIT_OK, EXIT_PENDING, EXIT_USAGE, ConfigError
 from batchopt.execute.state import OPEN_STATES, RunLock, RunState, Submission, run_dir
-from batchopt.providers.base import ProviderSettings
+from batchopt.providers.base import Provider
+from batchopt.providers.registry import create_provider
 from batchopt.run.calls import CONFIRMED, UNCONFIRMED
 from batchopt.run.model import RunOptions
 from batchopt.run.settings import provider_settings
@@ -101,7 +102,9 @@ def run_status(
         for (provider, model), subs in _by_maker(open_).items():
             name, profile = _profile_of(loaded, provider, model, chosen)
             settings = provider_settings(name, profile, env)
-            statuses.update(asyncio.run(_poll(settings, [b.batch_id for b in subs if b.batch_id])))
+            make = options.providers or create_provider
+            ids = [b.batch_id for b in subs if b.batch_id]
+            statuses.update(asyncio.run(_poll(make(settings), ids)))
     creating = any(b.state == "submitting" for b in batches)
     if finished is not None:
         kind, code = "finished", int(finished.get("exit_code", EXIT_OK))
@@ -159,10 +162,7 @@ def _profile_of(loaded: LoadedPipeline, provider: str, model: str, chosen: str |
     )
 
 
-async def _poll(settings: ProviderSettings, batch_ids: list[str]) -> dict[str, BatchStatus]:
-    from batchopt.providers.registry import create_provider
-
-    provider = create_provider(settings)
+async def _poll(provider: Provider, batch_ids: list[str]) -> dict[str, BatchStatus]:
     try:
         return {batch_id: await provider.poll_batch(batch_id) for batch_id in batch_ids}  # type: ignore[attr-defined]
     finally:

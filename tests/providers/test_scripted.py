@@ -13,13 +13,14 @@ from batchopt.execute.cache import ResponseCache
 from batchopt.execute.online import OnlineExecutor, OnlineSettings
 from batchopt.providers.base import ProviderSettings
 from batchopt.providers.batching import supports_batch
-from batchopt.providers.registry import create_provider, scripted_providers, traits_of
+from batchopt.providers.registry import create_provider, traits_of
 from batchopt.providers.scripted import (
     ScriptedBatchProvider,
     ScriptedProvider,
     answer,
     fail_terminally,
     fail_transiently,
+    stand_ins,
 )
 from batchopt.records import Request, Result, Usage
 
@@ -92,7 +93,8 @@ def test_it_declares_traits_and_a_payload_round_trip() -> None:
         key="k0", text="hi", usage=Usage(3, 1), request_id="r1")
 
 
-def test_the_registry_returns_the_stand_in_only_inside_the_block() -> None:
+def test_stand_ins_build_the_stand_in_for_the_providers_named_and_the_real_one_otherwise(
+) -> None:
     provider = ScriptedProvider()
     settings = ProviderSettings(provider="openai", model="gpt-4o-mini", api_key="unused")
     built: list[ProviderSettings] = []
@@ -101,15 +103,13 @@ def test_the_registry_returns_the_stand_in_only_inside_the_block() -> None:
         built.append(given)
         return ScriptedProvider()
 
-    with scripted_providers({"openai": provider, "anthropic": factory}):
-        assert create_provider(settings) is create_provider(settings) is provider
-        with scripted_providers({"openai": ScriptedProvider()}):
-            assert create_provider(settings) is not provider
-        assert create_provider(settings) is provider
-        anthropic = ProviderSettings(provider="anthropic", model="claude-3-5-haiku-20241022")
-        assert isinstance(create_provider(anthropic), ScriptedProvider) and built == [anthropic]
-        assert traits_of("openai", "gpt-4o-mini").api_key_env == "OPENAI_API_KEY"
-    assert type(create_provider(settings)).__name__ == "OpenAIProvider"
+    make = stand_ins({"openai": provider, "anthropic": factory})
+    assert make(settings) is make(settings) is provider
+    anthropic = ProviderSettings(provider="anthropic", model="claude-3-5-haiku-20241022")
+    assert isinstance(make(anthropic), ScriptedProvider) and built == [anthropic]
+    assert type(stand_ins({"anthropic": factory})(settings)).__name__ == "OpenAIProvider"
+    assert type(create_provider(settings)).__name__ == "OpenAIProvider"  # nothing global
+    assert traits_of("openai", "gpt-4o-mini").api_key_env == "OPENAI_API_KEY"
 
 
 def _execute(provider: ScriptedProvider, requests: list[Request], persist=None,

@@ -16,13 +16,13 @@ from batchopt.config.pipeline import load_pipeline
 from batchopt.errors import EXIT_FAILED_ROWS, EXIT_OK
 from batchopt.ledger.pricing import PriceTable
 from batchopt.providers.base import ProviderSettings
-from batchopt.providers.registry import scripted_providers
 from batchopt.providers.scripted import (
     ScriptedBatchProvider,
     ScriptedProvider,
     answer,
     fail_terminally,
     fail_transiently,
+    stand_ins,
 )
 from batchopt.records import Request, Result, Usage
 from batchopt.run.runner import RunOptions, RunSummary, run_pipeline
@@ -65,24 +65,24 @@ def _ledger(folder: Path, run_id: str) -> pl.DataFrame:
 def test_a_run_pays_the_scripted_usage_and_a_second_run_reads_the_cache(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path, pipeline_dict())
     provider = ScriptedProvider(answer("A ticket.", input_tokens=40, output_tokens=6))
-    with scripted_providers({"openai": provider}):
-        first = _run(path, "day1")
-        assert first.exit_code == EXIT_OK and first.sent == DISTINCT
-        assert len(provider.calls) == DISTINCT and len(set(provider.keys)) == DISTINCT
-        assert {r.model for r in provider.calls} == {"gpt-4o-mini"}
+    providers = stand_ins({"openai": provider})
+    first = _run(path, "day1", providers=providers)
+    assert first.exit_code == EXIT_OK and first.sent == DISTINCT
+    assert len(provider.calls) == DISTINCT and len(set(provider.keys)) == DISTINCT
+    assert {r.model for r in provider.calls} == {"gpt-4o-mini"}
 
-        one = PRICES.cost(PRICES.price("openai", "gpt-4o-mini"), Usage(40, 6))
-        ledger = _ledger(tmp_path, "day1")
-        paid = ledger.filter(pl.col("dedup") == "none")
-        assert paid.height == DISTINCT and ledger.height == 4
-        assert paid["cost_usd"].to_list() == pytest.approx([one] * DISTINCT, rel=1e-12)
-        assert ledger["cost_usd"].sum() == pytest.approx(DISTINCT * one, rel=1e-12)
-        assert first.cost_usd == pytest.approx(DISTINCT * one, rel=1e-12)
-        assert ledger["input_tokens"].sum() == DISTINCT * 40
-        outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
-        assert outputs["summary"].to_list() == ["A ticket."] * 4
+    one = PRICES.cost(PRICES.price("openai", "gpt-4o-mini"), Usage(40, 6))
+    ledger = _ledger(tmp_path, "day1")
+    paid = ledger.filter(pl.col("dedup") == "none")
+    assert paid.height == DISTINCT and ledger.height == 4
+    assert paid["cost_usd"].to_list() == pytest.approx([one] * DISTINCT, rel=1e-12)
+    assert ledger["cost_usd"].sum() == pytest.approx(DISTINCT * one, rel=1e-12)
+    assert first.cost_usd == pytest.approx(DISTINCT * one, rel=1e-12)
+    assert ledger["input_tokens"].sum() == DISTINCT * 40
+    outputs = pl.read_parquet(tmp_path / "out" / "outputs.parquet")
+    assert outputs["summary"].to_list() == ["A ticket."] * 4
 
-        second = _run(path, "day2")
+    second = _run(path, "day2", providers=providers)
     assert len(provider.calls) == DISTINCT  # not one more call
     assert second.sent == 0 and second.cache_hits == DISTINCT and second.cost_usd == 0
     assert pl.read_parquet(tmp_path / "out" / "outputs.parquet")["summary"].to_list() == [
@@ -105,8 +105,8 @@ def test_retries_and_a_failed_row_in_a_run_through_a_factory(tmp_path: Path) -> 
         built.append(ScriptedProvider(reply))
         return built[-1]
 
-    with scripted_providers({"anthropic": factory}):
-        summary = _run(path, "r1", profile="anthropic")
+    providers = stand_ins({"anthropic": factory})
+    summary = _run(path, "r1", profile="anthropic", providers=providers)
     assert summary.exit_code == EXIT_FAILED_ROWS and summary.failed_rows == 1
     calls = [key for provider in built for key in provider.keys]
     assert len(calls) == 2 * 2 + 1  # two refund requests twice each, the login one once
@@ -123,8 +123,8 @@ def test_a_batch_run_pays_the_batch_price(tmp_path: Path) -> None:
     data = pipeline_dict(execution={"mode": "batch", "poll_seconds": 0.01})
     path = write_pipeline(tmp_path, data)
     provider = ScriptedBatchProvider(answer("Batched.", input_tokens=50, output_tokens=4), polls=2)
-    with scripted_providers({"openai": provider}):
-        summary = _run(path, "b1")
+    providers = stand_ins({"openai": provider})
+    summary = _run(path, "b1", providers=providers)
     assert summary.exit_code == EXIT_OK and len(provider.batches) == 1
     assert len(provider.calls) == DISTINCT
     price = PRICES.price("openai", "gpt-4o-mini")
