@@ -259,17 +259,19 @@ def _ray_data() -> Iterator[Any]:
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.raise_original_map_exception = True  # the step's error, not UserCodeException
-    quieted: list[tuple[logging.Handler, int]] = []
+    # Ray hangs the root logger's handlers on its own loggers too, so one handler can stand on
+    # both: quiet each once, or the second save records the quieted level and it stays quiet.
+    quieted: dict[logging.Handler, int] = {}
     for name in ("ray.data", "ray"):
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                    handler, logging.FileHandler):  # the console, not a log file
-                quieted.append((handler, handler.level))
+            if handler not in quieted and isinstance(handler, logging.StreamHandler) and not (
+                    isinstance(handler, logging.FileHandler)):  # the console, not a log file
+                quieted[handler] = handler.level
                 handler.setLevel(logging.CRITICAL + 1)
     try:
         yield ray.data
     finally:
         (context.execution_options.preserve_order, context.enable_progress_bars,
          context.raise_original_map_exception) = saved
-        for handler, level in quieted:
+        for handler, level in quieted.items():
             handler.setLevel(level)

@@ -239,3 +239,30 @@ def test_semantic_dedup_embeds_on_ray_and_groups_as_local(tmp_path, monkeypatch)
         assert ray[column].equals(local[column]), column
     assert np.allclose(ray["similarity"].fill_null(0).to_numpy(),
                        local["similarity"].fill_null(0).to_numpy(), atol=1e-5)
+
+
+def test_a_handler_on_both_ray_loggers_gets_its_level_back_after_a_ray_stage() -> None:
+    """Ray hangs the root logger's handlers on its `ray` and `ray.data` loggers too. Quieting
+    the console while a stage runs must put each handler's level back once: saving a handler
+    twice restored it to the quieted level, and the user's log lines (and pytest's caplog) went
+    silent for the rest of the process."""
+    import logging
+
+    import ray.data  # noqa: F401 - its first import sets up Ray's loggers
+
+    from batchopt.engines.ray_engine import _ray_data
+
+    shared, own = logging.StreamHandler(), logging.StreamHandler()
+    shared.setLevel(logging.INFO)
+    loggers = [logging.getLogger("ray.data"), logging.getLogger("ray")]
+    for logger in loggers:
+        logger.addHandler(shared)
+    loggers[0].addHandler(own)
+    try:
+        with _ray_data():
+            assert shared.level == own.level == logging.CRITICAL + 1
+        assert shared.level == logging.INFO and own.level == logging.NOTSET
+    finally:
+        for logger in loggers:
+            logger.removeHandler(shared)
+        loggers[0].removeHandler(own)
