@@ -154,21 +154,21 @@ class AnthropicProvider(SDKBatchProvider):
 
     name = "anthropic"
     capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True)
+    batch_limits = ANTHROPIC_LIMITS
+    api_key_env = "ANTHROPIC_API_KEY"
+    _path = "/v1/messages"
 
     @classmethod
     def traits(cls, model: str) -> ProviderTraits:
         return ProviderTraits(
             capabilities=cls.capabilities,
-            api_key_env="ANTHROPIC_API_KEY",
+            api_key_env=cls.api_key_env,
             base_url_env="ANTHROPIC_BASE_URL",
             default_base_url="https://api.anthropic.com",
             # Anthropic bills the request that writes the cache at the cache-write price.
             prompt_cache=PromptCacheRules(min_tokens=cache_min_tokens(model), writes_billed=True),
             framing=ANTHROPIC_FRAMING,
         )
-    batch_limits = ANTHROPIC_LIMITS
-    api_key_env = "ANTHROPIC_API_KEY"
-    _path = "/v1/messages"
 
     def __init__(self, settings: ProviderSettings) -> None:
         sdk = _sdk()

@@ -78,12 +78,15 @@ class OpenAIProvider(SDKBatchProvider):
     name = "openai"
     capabilities = Capabilities(batch=True, json_schema=True, prompt_cache=True,
                                 fine_tuning=True)
+    batch_limits = OPENAI_LIMITS
+    api_key_env = "OPENAI_API_KEY"
+    _path = "/chat/completions"
 
     @classmethod
     def traits(cls, model: str) -> ProviderTraits:
         return ProviderTraits(
             capabilities=cls.capabilities,
-            api_key_env="OPENAI_API_KEY",
+            api_key_env=cls.api_key_env,
             base_url_env="OPENAI_BASE_URL",
             default_base_url="https://api.openai.com/v1",
             # OpenAI caches a prefix from 1024 tokens on and reports it in steps of 128.
@@ -99,10 +102,6 @@ class OpenAIProvider(SDKBatchProvider):
             return None
         encoding = encoding_name_for(model)
         return f"exact:{encoding}", partial(count_in_encoding, encoding=encoding)
-
-    batch_limits = OPENAI_LIMITS
-    api_key_env = "OPENAI_API_KEY"
-    _path = "/chat/completions"
 
     def __init__(self, settings: ProviderSettings) -> None:
         sdk = openai_sdk()
